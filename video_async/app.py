@@ -1,0 +1,137 @@
+"""create_app(settings): routes, middlewares, and the background tasks' lifecycle (server.js).
+
+The factory is synchronous and does no I/O, so tests build the exact app the
+command line runs. Anything that needs the running loop (the worker, the lag
+monitor, the one-time ffmpeg check) starts in `background_tasks`, a
+cleanup context: the code before `yield` runs at start-up, the code after it
+at shutdown, in reverse order of start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiofiles.os
+import jinja2
+from aiohttp import web
+
+from . import ffmpeg
+from .config import Settings
+from .loop_lag import LagMonitor
+from .routes import FFMPEG, LAG, SETTINGS, STORE, UPLOADS, ApiError, FFmpegInfo, UploadCounter
+from .routes import pages, tasks, uploads
+from .store import TaskStore
+from .worker import run_workers
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Every route but the upload (which streams) reads at most this much body.
+SMALL_BODY = 64 * 1024
+# The page: no inline script, nothing from another host.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self' data:; media-src 'self'; object-src 'none'; "
+                           "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=SMALL_BODY,
+                          middlewares=[cors(settings.cors_origins), json_errors])
+    app[SETTINGS] = settings
+    app[STORE] = TaskStore()
+    app[UPLOADS] = UploadCounter()
+    app[LAG] = LagMonitor()
+    app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
+    app[pages.TEMPLATES] = jinja2.Environment(
+        loader=jinja2.PackageLoader("video_async", "templates"), autoescape=True)
+    app.add_routes(uploads.routes)
+    app.add_routes(tasks.routes)
+    app.add_routes(pages.routes)
+    app.router.add_static("/static", Path(__file__).parent / "static")
+    app.cleanup_ctx.append(background_tasks)
+    app.on_response_prepare.append(security_headers)
+    return app
+
+
+async def background_tasks(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[FFMPEG].version = await ffmpeg.version(app[FFMPEG].path)
+    log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
+    for folder in (settings.uploads_dir, settings.outputs_dir):
+        await aiofiles.os.makedirs(folder, exist_ok=True)
+    # Strong references: the loop itself only keeps weak ones to running tasks.
+    running = [
+        asyncio.create_task(app[LAG].run(), name="loop-lag"),
+        asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings), name="workers"),
+    ]
+    yield
+    # Shutdown: cancelling the workers cancels their jobs, and each job stops its
+    # ffmpeg and removes its partial output before the cancellation completes.
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is JSON, and an unexpected one is logged, never shown as a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        # aiohttp's own errors (unknown route, wrong method, body too large) get our JSON shape
+        code = exc.reason.lower().replace(" ", "_")
+        raise ApiError(exc.status, code, exc.reason + ".", headers=_kept_headers(exc)) from None
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        raise ApiError(500, "internal_error",
+                         "Something went wrong on the server; it has been logged.") from None
+
+
+def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
+    return {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
+
+
+def cors(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Let the listed origins (e.g. the original React app) call the API; no one else."""
+    allowed = frozenset(origin.rstrip("/") for origin in origins)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin not in allowed:
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type, If-None-Match",
+                "Access-Control-Max-Age": "600",
+            })
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers["Access-Control-Allow-Origin"] = origin
+                exc.headers["Vary"] = "Origin"
+                raise
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+        response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.content_type == "text/html":
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

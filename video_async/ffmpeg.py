@@ -1,0 +1,336 @@
+"""Everything that talks to ffmpeg: locate, probe, transcode, thumbnail.
+
+Each run is an asyncio subprocess started from an argument list, never a shell
+string, so a file name can't inject a command. While ffmpeg runs the event
+loop is free: we only await its pipes. Whatever way a run ends (success,
+error, timeout, cancellation) the process is terminated, killed after a grace
+period if it ignores that, and reaped, so none outlives its job.
+
+The parsers (`parse_probe`, `parse_progress`) and the size planner
+(`output_size`) are pure functions with their own tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 30.0
+
+
+class FFmpegError(Exception):
+    """ffmpeg could not do what was asked; str() is a short reason for a person."""
+
+
+class NotAVideo(FFmpegError):
+    """The file opened, or failed to, but holds no video stream we can use."""
+
+
+# -- locating the binary -----------------------------------------------------
+
+def locate(configured: str | None) -> str:
+    """The ffmpeg to use: the configured one, else the static build imageio-ffmpeg ships."""
+    if configured:
+        found = shutil.which(configured)
+        if not found:
+            raise FFmpegError(f"ffmpeg not found at {configured!r} (from --ffmpeg / VIDEO_ASYNC_FFMPEG)")
+        return found
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise FFmpegError(f"no ffmpeg: imageio-ffmpeg has none for this platform ({exc}); "
+                          "install ffmpeg and pass --ffmpeg PATH") from exc
+
+
+async def version(ffmpeg: str) -> str:
+    """First line of `ffmpeg -version`; raises FFmpegError if the binary is broken."""
+    try:
+        code, out, err = await _run_to_end([ffmpeg, "-hide_banner", "-version"], timeout=15)
+    except OSError as exc:
+        raise FFmpegError(f"ffmpeg at {ffmpeg} does not run: {exc}") from exc
+    first_line = out.splitlines()[0] if out else ""
+    if code != 0 or not first_line.startswith("ffmpeg version"):
+        raise FFmpegError(f"{ffmpeg} is not a working ffmpeg: {_reason(err) or first_line or 'no output'}")
+    return first_line
+
+
+# -- probing -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Media:
+    duration: float | None  # seconds; None when the container doesn't say
+    width: int  # coded size, before rotation
+    height: int
+    video_codec: str
+    audio_codec: str | None
+    pixel_format: str | None = None
+    rotation: int = 0  # degrees, from the display matrix
+    sample_aspect: float = 1.0  # pixel width / pixel height
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as a player shows them: aspect ratio and rotation applied."""
+        width = round(self.width * self.sample_aspect)
+        if self.rotation % 180:
+            return self.height, width
+        return width, self.height
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["display_width"], data["display_height"] = self.display_size
+        return data
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #\d+:\d+\S*: Video: (\w+)(.*)")
+_AUDIO = re.compile(r"Stream #\d+:\d+\S*: Audio: (\w+)")
+_SIZE = re.compile(r",\s(\d{1,5})x(\d{1,5})(?=[\s,\[]|$)")
+_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+
+
+def parse_probe(text: str) -> Media | None:
+    """Read the stream summary that `ffmpeg -i FILE` prints; None if it shows no video.
+
+    Only the first input is described when ffmpeg runs without outputs, so the
+    first Video line is the main picture. Cover art ("attached pic") is skipped:
+    an audio file with an album image is not a video.
+    """
+    video_line = video_rest = video_codec = None
+    for line in text.splitlines():
+        match = _VIDEO.search(line)
+        if match and "(attached pic)" not in line:
+            video_line, video_codec, video_rest = line, match.group(1), match.group(2)
+            break
+    if video_line is None or video_codec is None or video_rest is None:
+        return None
+    size = _SIZE.search(video_rest)
+    if not size:
+        return None
+    width, height = int(size.group(1)), int(size.group(2))
+    if width == 0 or height == 0:
+        return None
+    # the pixel format is the first comma-separated field after the codec description
+    fields = re.sub(r"\([^()]*\)", "", video_rest).split(",")
+    pixel_format = fields[1].strip().split(" ")[0] if len(fields) > 1 else None
+    sample_aspect = 1.0
+    if sar := _SAR.search(video_rest):
+        num, den = int(sar.group(1)), int(sar.group(2))
+        if num > 0 and den > 0:
+            sample_aspect = num / den
+    # the display matrix comes in the side-data lines after the Video line
+    after_video = text[text.index(video_line) + len(video_line):]
+    next_stream = after_video.find("Stream #")
+    rotation_match = _ROTATION.search(after_video if next_stream < 0 else after_video[:next_stream])
+    rotation = round(float(rotation_match.group(1))) % 360 if rotation_match else 0
+    duration = None
+    if d := _DURATION.search(text):
+        duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
+    audio = _AUDIO.search(text)
+    return Media(
+        duration=duration,
+        width=width,
+        height=height,
+        video_codec=video_codec,
+        audio_codec=audio.group(1) if audio else None,
+        pixel_format=pixel_format or None,
+        rotation=rotation,
+        sample_aspect=sample_aspect,
+    )
+
+
+async def probe(ffmpeg: str, path: Path) -> Media:
+    """Describe a media file; NotAVideo if it has no usable video stream."""
+    # Without an output ffmpeg exits 1 after printing the description: expected.
+    _, _, err = await _run_to_end([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                                  timeout=PROBE_TIMEOUT)
+    if "Input #0" not in err:
+        raise NotAVideo(f"not a video file ffmpeg can read ({_reason(err) or 'unknown format'})")
+    media = parse_probe(err)
+    if media is None:
+        raise NotAVideo("the file has no video stream")
+    return media
+
+
+# -- planning and transcoding -------------------------------------------------
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def output_size(media: Media, resolution: int) -> tuple[int, int]:
+    """Output width and height: short side = resolution, never upscaled, both even.
+
+    ffmpeg rotates the picture before our scale filter runs, so the size is
+    planned on the displayed picture: a portrait phone clip asked for at 720
+    comes out 720 wide.
+    """
+    width, height = media.display_size
+    short, long = min(width, height), max(width, height)
+    target_short = _even(min(resolution, short))
+    target_long = _even(long * target_short / short)
+    return (target_short, target_long) if width <= height else (target_long, target_short)
+
+
+def transcode_args(ffmpeg: str, source: Path, target: Path, size: tuple[int, int],
+                   has_audio: bool) -> list[str]:
+    """The whole ffmpeg command for one job; the benchmark runs exactly this list too."""
+    width, height = size
+    args = [
+        ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
+        "-i", str(source),
+        "-map", "0:v:0",
+        # setsar=1 after scaling to the display size: square pixels, right aspect ratio;
+        # yuv420p because 4:4:4 and 10-bit H.264 won't play in most browsers
+        "-vf", f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high",
+    ]
+    if has_audio:
+        args += ["-map", "0:a:0", "-c:a", "aac", "-b:a", "128k", "-ac", "2"]
+    args += [
+        "-map_metadata", "-1",
+        "-movflags", "+faststart",  # index first: playback starts before the download ends
+        "-progress", "pipe:1", "-nostats",
+        "-f", "mp4", str(target),
+    ]
+    return args
+
+
+def parse_progress(line: str) -> float | None:
+    """Seconds of output written, from one `-progress` line; None for any other line.
+
+    ffmpeg prints blocks of key=value lines; out_time_us (and out_time_ms, which
+    despite its name is also microseconds) say how far the encode has got.
+    """
+    key, sep, value = line.strip().partition("=")
+    if not sep or key not in ("out_time_us", "out_time_ms"):
+        return None
+    try:
+        micros = int(value)
+    except ValueError:  # "N/A" before the first frame
+        return None
+    return max(0.0, micros / 1_000_000)
+
+
+async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resolution: int,
+                    on_progress: Callable[[float], None]) -> None:
+    """Encode source into target; on_progress gets output seconds as ffmpeg reports them."""
+    args = transcode_args(ffmpeg, source, target, output_size(media, resolution),
+                          media.audio_codec is not None)
+    code, err = await _run_streaming(args, on_progress)
+    if code != 0:
+        raise FFmpegError(_reason(err) or f"ffmpeg exited with status {code}")
+
+
+async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -> None:
+    """One JPEG frame, 320 pixels wide, taken at_seconds into the video."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-ss", f"{at_seconds:.3f}", "-i", str(video),
+            "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", "-f", "image2", str(target)]
+    code, _, err = await _run_to_end(args, timeout=PROBE_TIMEOUT)
+    if code != 0 or not target.exists():
+        raise FFmpegError(_reason(err) or "no frame for a thumbnail")
+
+
+# -- running processes --------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def _spawn(args: Sequence[str], grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
+    # start_new_session: a Ctrl-C in the terminal reaches the server only; the
+    # server then stops ffmpeg itself, in order, instead of ffmpeg racing it.
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            await _stop(proc, grace)
+
+
+async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """terminate, wait up to grace seconds, kill, and always reap, even when cancelled."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+    except asyncio.CancelledError:
+        # cancelled again while stopping: still make sure nothing is left running
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
+    log.debug("stopped ffmpeg pid %s", proc.pid)
+
+
+async def _run_to_end(args: Sequence[str], timeout: float) -> tuple[int, str, str]:
+    """Run a short command; (exit code, stdout, stderr)."""
+    async with _spawn(args) as proc:
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
+        except TimeoutError:
+            raise FFmpegError(f"ffmpeg did not finish within {timeout:g} s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], None]) -> tuple[int, str]:
+    """Run ffmpeg, feeding each progress line to on_progress; (exit code, stderr tail).
+
+    stdout and stderr are drained at the same time: if one pipe were left
+    unread, ffmpeg would block once its buffer filled, and so would we.
+    """
+    stderr_tail: deque[str] = deque(maxlen=20)
+
+    async def read_progress(stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            seconds = parse_progress(raw.decode(errors="replace"))
+            if seconds is not None:
+                on_progress(seconds)
+
+    async def read_errors(stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            stderr_tail.append(raw.decode(errors="replace").rstrip())
+
+    async with _spawn(args) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(read_progress(proc.stdout))
+            group.create_task(read_errors(proc.stderr))
+        code = await proc.wait()
+    return code, "\n".join(stderr_tail)
+
+
+_NOISE = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")
+
+
+def _reason(stderr: str) -> str:
+    """A short, human reason from ffmpeg's stderr: its last meaningful line."""
+    lines = [_NOISE.sub("", line).strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Conversion failed")]
+    if not lines:
+        return ""
+    text = " ".join(lines)
+    if "No space left on device" in text:
+        return "disk full"
+    reason = lines[-1]
+    # ffmpeg names the file it failed on; the path is ours, not the user's business
+    reason = re.sub(r"(/[^\s:'\"]+)+", lambda m: os.path.basename(m.group(0)), reason)
+    return reason[:200]

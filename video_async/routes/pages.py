@@ -1,0 +1,47 @@
+"""GET / (the page, rendered server-side so the task list shows on first paint) and GET /healthz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from ..config import RESOLUTIONS
+from . import FFMPEG, LAG, SETTINGS, STORE, UPLOADS
+
+routes = web.RouteTableDef()
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+
+
+def heartbeat(app: web.Application) -> dict[str, Any]:
+    """What the server is doing right now; /healthz and the page's heartbeat panel show it."""
+    store, lag = app[STORE], app[LAG]
+    counts = store.counts()
+    return {
+        "status": "ok",
+        "tasks": counts,
+        "uploads_in_progress": app[UPLOADS].active,
+        "jobs_running": counts["PROCESSING"],
+        "event_loop_lag_ms": {"last": round(lag.last * 1000, 2), "max_1m": round(lag.max * 1000, 2)},
+        "ffmpeg": {"path": app[FFMPEG].path, "version": app[FFMPEG].version},
+    }
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response(heartbeat(request.app), headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    positions = store.queue_positions()
+    # Rendering is pure CPU over data already in memory: nothing here waits on I/O.
+    html = request.app[TEMPLATES].get_template("index.html").render(
+        tasks=[task.to_json(positions.get(task.id)) for task in store.all()],
+        resolutions=RESOLUTIONS,
+        max_upload_bytes=request.app[SETTINGS].max_upload_bytes,
+        heartbeat=heartbeat(request.app),
+    )
+    return web.Response(text=html, content_type="text/html")

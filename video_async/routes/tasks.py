@@ -1,0 +1,124 @@
+"""The task API: list, show, download, thumbnail, delete, retry (routes/tasks.js)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+import aiofiles.os
+from aiohttp import web
+
+from ..store import TASK_ID, State, Task
+from . import STORE, ApiError
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+
+def content_disposition(filename: str, resolution: str) -> str:
+    """`attachment` naming the download "<stem>-<res>p.mp4", safe for any original name.
+
+    Old clients read the ASCII `filename`; RFC 6266 clients read `filename*`,
+    which keeps non-ASCII letters, percent-encoded so quotes or newlines in
+    the name can never break out of the header.
+    """
+    stem = Path(filename).stem or "video"
+    name = f"{stem}-{resolution}p.mp4"
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _find(request: web.Request) -> Task:
+    task_id = request.match_info["task_id"]
+    task = request.app[STORE].get(task_id) if TASK_ID.match(task_id) else None
+    if task is None:
+        raise ApiError(404, "not_found", "No task with this id.")
+    return task
+
+
+@routes.get("/tasks")
+async def list_tasks(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    # The version changes with every change to any task, so an unchanged list
+    # costs the client a 304 and us no JSON encoding at all.
+    etag = f'"{store.instance}.{store.version}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    wanted = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]
+    if etag in wanted or "*" in wanted:
+        return web.Response(status=304, headers=headers)
+    positions = store.queue_positions()
+    body = [task.to_json(positions.get(task.id)) for task in store.all()]
+    return web.json_response(body, headers=headers)
+
+
+@routes.get("/tasks/{task_id}")
+async def show_task(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STORE].to_json(_find(request)))
+
+
+@routes.get("/tasks/{task_id}/download")
+async def download(request: web.Request) -> web.FileResponse:
+    task = _find(request)
+    if task.state is not State.COMPLETED or task.output_path is None:
+        raise ApiError(409, "not_completed",
+                         f"The task is {task.state.value}; only COMPLETED tasks can be downloaded.")
+    if not await aiofiles.os.path.exists(task.output_path):
+        raise ApiError(404, "file_missing", "The output file is gone from disk.")
+    # FileResponse sends the file with sendfile() off the loop and answers Range requests.
+    return web.FileResponse(task.output_path, headers={
+        "Content-Type": "video/mp4",
+        "Content-Disposition": content_disposition(task.filename, task.resolution),
+    })
+
+
+@routes.get("/tasks/{task_id}/thumbnail")
+async def thumbnail(request: web.Request) -> web.FileResponse:
+    task = _find(request)
+    if task.thumbnail_path is None or not await aiofiles.os.path.exists(task.thumbnail_path):
+        raise ApiError(404, "no_thumbnail", "This task has no thumbnail yet.")
+    return web.FileResponse(task.thumbnail_path, headers={"Content-Type": "image/jpeg",
+                                                          "Cache-Control": "max-age=3600"})
+
+
+@routes.delete("/tasks/{task_id}")
+async def delete_task(request: web.Request) -> web.Response:
+    task = await _delete(request, _find(request))
+    return web.json_response({"success": True, "id": task.id})
+
+
+@routes.post("/tasks/{task_id}/delete")
+async def delete_task_form(request: web.Request) -> web.Response:
+    """The same for the page's plain HTML form, which can only POST; back to the page."""
+    await _delete(request, _find(request))
+    raise web.HTTPSeeOther("/")
+
+
+async def _delete(request: web.Request, task: Task) -> Task:
+    request.app[STORE].remove(task.id)
+    if task.job is not None:
+        # Cancelling the job makes ffmpeg.py terminate and reap its process and the
+        # worker remove the partial output; wait for that before answering.
+        task.job.cancel()
+        await asyncio.wait({task.job})
+    for path in task.files():
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(path)
+    log.info("task %s deleted", task.id)
+    return task
+
+
+@routes.post("/tasks/{task_id}/retry")
+async def retry_task(request: web.Request) -> web.Response:
+    task = _find(request)
+    if task.state is not State.FAILED:
+        raise ApiError(409, "not_failed",
+                         f"The task is {task.state.value}; only FAILED tasks can be retried.")
+    if not await aiofiles.os.path.exists(task.source_path):
+        raise ApiError(409, "upload_missing", "The uploaded file is gone; upload it again.")
+    store = request.app[STORE]
+    store.requeue(task)
+    return web.json_response(store.to_json(task))

@@ -1,0 +1,198 @@
+"""POST /videos/upload: stream a video to disk, check it, queue a task (routes/uploads.js).
+
+The body is read part by part and chunk by chunk (`request.multipart()` and
+`read_chunk()`), never all at once: `request.post()` would hold a 200 MB file
+in memory. Bytes go to disk through aiofiles, so the loop keeps serving other
+requests while the disk works. Until the task exists the file has a temporary
+name; on any error, or if the client goes away, it is deleted, so a failed
+upload leaves no file and no task behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import unicodedata
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+from aiohttp import BodyPartReader, web
+
+from .. import ffmpeg
+from ..config import RESOLUTIONS, Settings
+from ..store import Task, new_task_id
+from . import FFMPEG, SETTINGS, STORE, UPLOADS, ApiError
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+DEFAULT_RESOLUTION = "720"
+# Room for the multipart boundaries, part headers and the resolution field on top of
+# the file itself, when judging a Content-Length before reading anything.
+MULTIPART_OVERHEAD = 64 * 1024
+# Socket reads arrive in pieces of a few KiB; handing each to a thread would cost
+# more than the write. Gathering them into 1 MiB writes keeps the thread hops few
+# while the buffer stays small.
+WRITE_SIZE = 1024 * 1024
+
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# An ISO BMFF file (MP4, and QuickTime MOV) starts with a box: 4 bytes of size, then
+# its type. Modern files open with 'ftyp'; older QuickTime ones with one of the others.
+BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
+EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
+
+
+def display_name(raw: str) -> str:
+    """The uploader's file name, made safe to keep as display text.
+
+    Folder parts and control characters (NUL, newlines) go; the rest, quotes,
+    HTML and non-ASCII letters included, stays as the person typed it: it is
+    never used as a path, and the page escapes it.
+    """
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
+    return name or "video"
+
+
+def container_of(head: bytes) -> str | None:
+    """'bmff' or 'ebml' from a file's first bytes, None if it is neither."""
+    if head.startswith(EBML_MAGIC):
+        return "ebml"
+    if len(head) >= 8 and head[4:8] in BMFF_FIRST_BOXES:
+        return "bmff"
+    return None
+
+
+@routes.post("/videos/upload")
+async def upload(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if request.content_type != "multipart/form-data":
+        raise ApiError(400, "not_multipart",
+                         "Send the video as multipart/form-data with a file field named 'video'.")
+    # Refuse at once a body that announces it cannot fit, before reading a byte.
+    if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+        raise _too_large(settings)
+
+    counter = request.app[UPLOADS]
+    counter.active += 1
+    try:
+        task = await _receive(request, settings)
+    finally:
+        counter.active -= 1
+
+    store = request.app[STORE]
+    store.add(task)
+    log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
+    location = f"/tasks/{task.id}"
+    if _wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
+        raise web.HTTPSeeOther("/")
+    return web.json_response(store.to_json(task), status=201, headers={"Location": location})
+
+
+def _wants_html(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def _too_large(settings: Settings) -> web.HTTPException:
+    mib = settings.max_upload_bytes / (1024 * 1024)
+    return ApiError(413, "too_large",
+                      f"The file is larger than the limit of {mib:g} MiB.")
+
+
+async def _receive(request: web.Request, settings: Settings) -> Task:
+    """Read every part; return the task for the stored video or raise a JSON error."""
+    task_id = new_task_id()
+    partial = settings.uploads_dir / f"{task_id}.partial"
+    resolution = DEFAULT_RESOLUTION
+    filename: str | None = None
+    size = 0
+    try:
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
+                if part.name == "resolution":
+                    resolution = (await _read_small(part)).strip()
+                elif part.name == "video":
+                    if filename is not None:
+                        raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
+                    if not part.filename:
+                        raise ApiError(400, "no_file", "The 'video' field must be a file.")
+                    filename = display_name(part.filename)
+                    kind = EXTENSIONS.get(Path(filename).suffix.lower())
+                    if kind is None:
+                        raise ApiError(415, "unsupported_type",
+                                         "Only .mp4, .mov and .webm videos are accepted.")
+                    size = await _stream_to_disk(part, partial, kind, settings)
+                else:
+                    await _read_small(part)  # an extra field: tolerated, but only if small
+        except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
+            raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).")
+        if filename is None:
+            raise ApiError(400, "no_file", "No file in the 'video' field.")
+        if resolution not in RESOLUTIONS:
+            raise ApiError(400, "bad_resolution",
+                             "resolution must be one of 480, 720 or 1080.")
+        try:
+            media = await ffmpeg.probe(request.app[FFMPEG].path, partial)
+        except ffmpeg.FFmpegError as exc:
+            raise ApiError(415, "not_video", f"This is not a playable video: {exc}.")
+        source = settings.uploads_dir / f"{task_id}{Path(filename).suffix.lower()}"
+        await aiofiles.os.replace(partial, source)
+    except BaseException:
+        # every way out without a task, a client disconnect included, removes the file
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(partial)
+        raise
+    return Task(id=task_id, filename=filename, resolution=resolution, source_path=source,
+                size=size, media=media.to_json())
+
+
+async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
+    data = b""
+    while chunk := await part.read_chunk(limit):
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(400, "field_too_large", f"Field '{part.name}' is too long.")
+    return data.decode("utf-8", errors="replace")
+
+
+async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, settings: Settings) -> int:
+    """Copy one file part to target, checking its first bytes and its size as they come."""
+    written = 0
+    pending = bytearray()
+    checked = False
+    async with aiofiles.open(target, "wb") as out:
+        while chunk := await part.read_chunk(settings.upload_chunk):
+            written += len(chunk)
+            if written > settings.max_upload_bytes:  # stop reading the moment it passes
+                raise _too_large(settings)
+            pending += chunk
+            if not checked and len(pending) >= 16:
+                _check_signature(bytes(pending[:16]), kind)
+                checked = True
+            if len(pending) >= WRITE_SIZE:
+                await out.write(bytes(pending))
+                pending.clear()
+        if written == 0:
+            raise ApiError(415, "empty_file", "The file is empty.")
+        if not checked:
+            _check_signature(bytes(pending), kind)
+        await out.write(bytes(pending))
+    return written
+
+
+def _check_signature(head: bytes, expected: str) -> None:
+    found = container_of(head)
+    if found is None:
+        raise ApiError(415, "not_video",
+                         "The file's contents are not an MP4, MOV or WebM video.")
+    if found != expected:
+        raise ApiError(415, "type_mismatch",
+                         "The file's contents do not match its extension.")

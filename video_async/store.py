@@ -1,0 +1,191 @@
+"""The task store: one dict of tasks, the single source of truth (tasksStore.js).
+
+Routes and the worker change tasks only through TaskStore's methods, so every
+change bumps `version` (the ETag of GET /tasks) and queuing a task wakes the
+worker at once instead of the worker polling on a timer.
+
+No lock is needed: everything runs on one thread, in one event loop, and no
+method awaits in the middle of a change, so no other coroutine can ever see a
+task half-updated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+TASK_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class State(StrEnum):
+    QUEUED = "QUEUED"  # stored on disk, waiting for a free worker
+    PROCESSING = "PROCESSING"  # ffmpeg is running for it
+    COMPLETED = "COMPLETED"  # output and thumbnail ready to download
+    FAILED = "FAILED"  # stopped with a short human reason in `error`
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(eq=False)
+class Task:
+    id: str
+    filename: str  # the uploader's name: display text only, never a path
+    resolution: str
+    source_path: Path  # the upload, under a generated name
+    size: int
+    media: dict[str, Any] | None = None  # from probing the upload
+    state: State = State.QUEUED
+    progress: int = 0
+    eta_seconds: float | None = None
+    error: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output: dict[str, Any] | None = None
+    output_path: Path | None = None
+    thumbnail_path: Path | None = None
+    # the running job, so DELETE can stop its ffmpeg; never serialised
+    job: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.source_path, self.output_path, self.thumbnail_path) if p]
+
+    def to_json(self, queue_position: int | None = None) -> dict[str, Any]:
+        completed = self.state is State.COMPLETED
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "resolution": self.resolution,
+            "state": self.state.value,
+            "progress": self.progress,
+            "queue_position": queue_position,
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+            "error": self.error,
+            "size": self.size,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "media": self.media,
+            "output": self.output,
+            "download_url": f"/tasks/{self.id}/download" if completed else None,
+            "thumbnail_url": f"/tasks/{self.id}/thumbnail" if self.thumbnail_path else None,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+
+
+class TaskStore:
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}  # insertion order is upload order: oldest first
+        self._version = 0
+        # part of every ETag, so a restarted server never reuses an old version's tag
+        self.instance = uuid.uuid4().hex[:8]
+        # Since Python 3.10 an Event binds to a loop on first wait, not here,
+        # so the store can be built by the synchronous create_app().
+        self._work_queued = asyncio.Event()
+
+    @property
+    def version(self) -> int:
+        """Bumped on every change: equal versions mean an identical task list."""
+        return self._version
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
+
+    def all(self) -> list[Task]:
+        return list(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def counts(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in State}
+        for task in self._tasks.values():
+            counts[task.state.value] += 1
+        return counts
+
+    def queue_positions(self) -> dict[str, int]:
+        """1 for the task the worker takes next, 2 for the one after, ..."""
+        queued = (t for t in self._tasks.values() if t.state is State.QUEUED)
+        return {task.id: n for n, task in enumerate(queued, start=1)}
+
+    def to_json(self, task: Task) -> dict[str, Any]:
+        return task.to_json(self.queue_positions().get(task.id))
+
+    # -- changing ----------------------------------------------------------
+
+    def add(self, task: Task) -> Task:
+        self._tasks[task.id] = task
+        self._changed()
+        self._work_queued.set()
+        return task
+
+    def remove(self, task_id: str) -> Task | None:
+        task = self._tasks.pop(task_id, None)
+        if task:
+            self._changed()
+        return task
+
+    def claim_next(self) -> Task | None:
+        """Move the oldest QUEUED task to PROCESSING and return it (None if none waits)."""
+        for task in self._tasks.values():
+            if task.state is State.QUEUED:
+                task.state = State.PROCESSING
+                task.started_at = utc_now()
+                task.progress = 0
+                self._changed()
+                return task
+        return None
+
+    async def wait_for_work(self) -> None:
+        """Return once a task may have been queued since the last claim_next() found none."""
+        self._work_queued.clear()
+        await self._work_queued.wait()
+
+    def set_progress(self, task: Task, progress: int, eta_seconds: float | None) -> None:
+        progress = max(0, min(99, progress))  # 100 means done, and only complete() says so
+        if progress != task.progress or eta_seconds != task.eta_seconds:
+            task.progress, task.eta_seconds = progress, eta_seconds
+            self._changed()
+
+    def complete(self, task: Task, output_path: Path, output: dict[str, Any],
+                 thumbnail_path: Path | None) -> None:
+        task.state = State.COMPLETED
+        task.progress, task.eta_seconds = 100, None
+        task.output_path, task.output, task.thumbnail_path = output_path, output, thumbnail_path
+        task.finished_at = utc_now()
+        self._changed()
+
+    def fail(self, task: Task, reason: str) -> None:
+        task.state = State.FAILED
+        task.error = reason
+        task.eta_seconds = None
+        task.finished_at = utc_now()
+        self._changed()
+
+    def requeue(self, task: Task) -> None:
+        """FAILED -> QUEUED, keeping its place by upload time."""
+        task.state = State.QUEUED
+        task.progress, task.error, task.eta_seconds = 0, None, None
+        task.started_at = task.finished_at = None
+        self._changed()
+        self._work_queued.set()

@@ -1,0 +1,119 @@
+"""The background worker: QUEUED -> PROCESSING -> COMPLETED | FAILED (worker.js).
+
+`run_workers` starts N identical loops; each takes the oldest QUEUED task the
+moment the store says one was queued (no timer polling), runs it as its own
+asyncio task so DELETE can cancel just that job, and goes on to the next
+whatever happened to the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiofiles.os
+
+from . import ffmpeg
+from .config import Settings
+from .store import Task, TaskStore
+
+log = logging.getLogger(__name__)
+
+
+async def run_workers(store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
+    """Run settings.workers job loops until cancelled (at app shutdown)."""
+    async with asyncio.TaskGroup() as group:
+        for number in range(settings.workers):
+            group.create_task(_job_loop(store, ffmpeg_path, settings), name=f"worker-{number}")
+
+
+async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
+    while True:
+        task = store.claim_next()
+        if task is None:
+            await store.wait_for_work()
+            continue
+        # A task of its own, referenced from the Task, so DELETE can cancel this
+        # one job without stopping the loop.
+        task.job = asyncio.create_task(run_job(task, store, ffmpeg_path, settings),
+                                       name=f"job-{task.id}")
+        try:
+            await task.job
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the app is shutting down: the job was cancelled with us
+            log.info("job %s cancelled (task deleted)", task.id)
+        finally:
+            task.job = None
+
+
+async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
+    """Probe, transcode with progress, thumbnail, COMPLETED; any failure is FAILED, never raised."""
+    final = settings.outputs_dir / f"{task.id}.mp4"
+    # written under a temporary name and renamed when whole: a download never sees half a file
+    partial = settings.outputs_dir / f"{task.id}.partial.mp4"
+    thumb = settings.outputs_dir / f"{task.id}.jpg"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def on_progress(seconds_done: float, duration: float) -> None:
+        fraction = min(1.0, seconds_done / duration) if duration > 0 else 0.0
+        elapsed = loop.time() - started
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and elapsed > 0.5 else None
+        store.set_progress(task, int(fraction * 100), eta)
+
+    try:
+        async with asyncio.timeout(settings.job_timeout):
+            media = await ffmpeg.probe(ffmpeg_path, task.source_path)
+            task.media = media.to_json()
+            duration = media.duration or 0.0
+            await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media,
+                                   int(task.resolution),
+                                   lambda seconds: on_progress(seconds, duration))
+            await aiofiles.os.replace(partial, final)
+            output = await ffmpeg.probe(ffmpeg_path, final)
+            stat = await aiofiles.os.stat(final)
+            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, output.duration)
+    except TimeoutError:
+        await _remove(partial, final, thumb)
+        store.fail(task, f"stopped after the job time limit of {settings.job_timeout:g} s")
+        log.warning("job %s timed out", task.id)
+        return
+    except ffmpeg.FFmpegError as exc:
+        await _remove(partial, final, thumb)
+        store.fail(task, str(exc))
+        log.info("job %s failed: %s", task.id, exc)
+        return
+    except asyncio.CancelledError:
+        await _remove(partial, final, thumb)
+        raise
+    except Exception as exc:  # a bug of ours: keep the worker alive, say what happened
+        await _remove(partial, final, thumb)
+        store.fail(task, f"internal error: {type(exc).__name__}")
+        log.exception("job %s crashed", task.id)
+        return
+    store.complete(task, final, {"size": stat.st_size, "width": output.width,
+                                 "height": output.height, "duration": output.duration},
+                   thumbnail)
+    log.info("job %s completed in %.1f s", task.id, loop.time() - started)
+
+
+async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path,
+                          duration: float | None) -> Path | None:
+    """A thumbnail is a nicety: a video that encoded fine is COMPLETED even without one."""
+    at = min(1.0, (duration or 0.0) / 3)
+    try:
+        await ffmpeg.thumbnail(ffmpeg_path, video, target, at)
+    except ffmpeg.FFmpegError as exc:
+        log.warning("no thumbnail for %s: %s", video.name, exc)
+        return None
+    return target
+
+
+async def _remove(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(path)
