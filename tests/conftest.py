@@ -1,0 +1,182 @@
+"""Shared fixtures: real clips made by ffmpeg's lavfi sources, the app under test, waiting helpers.
+
+Clips are generated once per test session (nothing binary is committed) and
+kept tiny, except the long one that tests interrupt mid-transcode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import imageio_ffmpeg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from video_async.app import create_app
+from video_async.config import Settings
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def run_ffmpeg(*args: str) -> None:
+    """Test-side ffmpeg (blocking is fine in a fixture: no server loop is running yet)."""
+    subprocess.run([FFMPEG, "-hide_banner", "-v", "error", "-y", *args], check=True, timeout=120)
+
+
+def describe(path: Path) -> str:
+    """What `ffmpeg -i` says about a file: the oracle the tests check outputs against."""
+    done = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True, timeout=30)
+    return done.stderr
+
+
+class Clips:
+    """Makes each named clip once, into a session-wide folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def make(self, name: str, *, size: str = "320x240", seconds: float = 1, audio: bool = True,
+             rate: int = 25, vcodec: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast"),
+             pix_fmt: str = "yuv420p", source: str = "testsrc2", extra: tuple[str, ...] = ()) -> Path:
+        path = self.folder / name
+        if path.exists():
+            return path
+        args = ["-f", "lavfi", "-i", f"{source}=size={size}:rate={rate}:duration={seconds}"]
+        if audio:
+            args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a",
+                     "libopus" if name.endswith(".webm") else "aac"]
+        args += [*vcodec, "-pix_fmt", pix_fmt, *extra, "-shortest", str(path)]
+        run_ffmpeg(*args)
+        return path
+
+    def small(self) -> Path:
+        return self.make("small.mp4")
+
+    def long(self) -> Path:
+        """About 10 s to transcode here: long enough to catch a job mid-run."""
+        return self.make("long.mp4", size="1920x1080", seconds=12, rate=25, audio=True,
+                         vcodec=("-c:v", "libx264", "-preset", "ultrafast", "-crf", "35"))
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    return Clips(tmp_path_factory.mktemp("clips"))
+
+
+def pad_to(source: Path, target: Path, size: int) -> Path:
+    """Copy an MP4 and append a 'free' box so the file is exactly `size` bytes and still valid."""
+    data = source.read_bytes()
+    gap = size - len(data)
+    assert gap >= 8, "clip already larger than the wanted size"
+    target.write_bytes(data + struct.pack(">I", gap) + b"free" + bytes(gap - 8))
+    return target
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", port=0)
+
+
+AppClient = TestClient[aiohttp.web.Request, aiohttp.web.Application]
+MakeClient = Callable[..., Awaitable[AppClient]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, settings: Settings) -> MakeClient:
+    """A test client over create_app(settings), with any settings overridden."""
+    async def make(**overrides: Any) -> AppClient:
+        from dataclasses import replace
+        return await aiohttp_client(create_app(replace(settings, **overrides)))
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> AppClient:
+    return await make_client()
+
+
+async def upload(client: AppClient, path: Path, resolution: str | None = "720",
+                 filename: str | None = None, headers: dict[str, str] | None = None
+                 ) -> aiohttp.ClientResponse:
+    # quote_fields=False: send the name as raw UTF-8, as browsers do
+    form = aiohttp.FormData(quote_fields=False)
+    if resolution is not None:
+        form.add_field("resolution", resolution)
+    with path.open("rb") as video:  # a file, not bytes: aiohttp streams it from disk
+        form.add_field("video", video, filename=filename or path.name,
+                       content_type="application/octet-stream")
+        return await client.post("/videos/upload", data=form, headers=headers)
+
+
+async def upload_ok(client: AppClient, path: Path, resolution: str = "720",
+                    filename: str | None = None) -> dict[str, Any]:
+    response = await upload(client, path, resolution, filename)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def wait_until(condition: Callable[[], Awaitable[Any]], timeout: float = 60,
+                     what: str = "condition") -> Any:
+    """Re-check an async condition until it returns something truthy, or fail after timeout."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not (result := await condition()):
+                await asyncio.sleep(0.02)
+            return result
+    except TimeoutError:
+        pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+async def wait_for_state(client: AppClient, task_id: str, *states: str,
+                         timeout: float = 60) -> dict[str, Any]:
+    async def current() -> dict[str, Any] | None:
+        task = await (await client.get(f"/tasks/{task_id}")).json()
+        return task if task["state"] in states else None
+    return await wait_until(current, timeout, f"task {task_id} to reach {states}")
+
+
+def ffmpeg_pids(folder: Path) -> list[int]:
+    """Running ffmpeg processes whose command line mentions folder (i.e. ours)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat.split(") ", 1)[-1].startswith("Z"):
+            continue  # a zombie is dead already; the point is that it is also reaped
+        if cmdline and b"ffmpeg" in cmdline[0] and any(str(folder).encode() in arg for arg in cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != ".gitkeep") if folder.exists() else []
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    """The MP4's top-level box types in file order (moov before mdat means faststart)."""
+    boxes = []
+    with path.open("rb") as handle:
+        while header := handle.read(8):
+            size, kind = struct.unpack(">I4s", header)
+            header_length = 8
+            if size == 1:  # a 64-bit size follows the type
+                size, header_length = struct.unpack(">Q", handle.read(8))[0], 16
+            boxes.append(kind.decode("latin-1"))
+            if size == 0:  # the box runs to the end of the file
+                break
+            handle.seek(size - header_length, os.SEEK_CUR)
+    return boxes
+

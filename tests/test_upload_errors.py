@@ -1,0 +1,243 @@
+"""Bad uploads: each gets a JSON error with the right status and leaves no file and no task."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from video_async.config import MIB, Settings
+
+from .conftest import AppClient, Clips, MakeClient, files_in, pad_to, run_ffmpeg, upload, wait_until
+
+BOUNDARY = "testboundary1234"
+
+
+async def assert_error(response: aiohttp.ClientResponse, status: int, code: str) -> None:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+async def assert_nothing_left(client: AppClient, settings: Settings) -> None:
+    assert await (await client.get("/tasks")).json() == []
+    assert files_in(settings.uploads_dir) == []
+    assert files_in(settings.outputs_dir) == []
+
+
+async def test_body_that_is_not_multipart(client: AppClient, settings: Settings) -> None:
+    await assert_error(await client.post("/videos/upload", json={"video": "x"}), 400, "not_multipart")
+    await assert_error(await client.post("/videos/upload", data=b"raw bytes"), 400, "not_multipart")
+    await assert_nothing_left(client, settings)
+
+
+async def test_no_video_field(client: AppClient, settings: Settings) -> None:
+    form = aiohttp.FormData()
+    form.add_field("resolution", "720")
+    form.add_field("other", b"data", filename="clip.mp4")
+    await assert_error(await client.post("/videos/upload", data=form), 400, "no_file")
+    await assert_nothing_left(client, settings)
+
+
+async def test_video_field_that_is_not_a_file(client: AppClient, settings: Settings) -> None:
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("video", "just text")
+    await assert_error(await client.post("/videos/upload", data=form), 400, "no_file")
+    await assert_nothing_left(client, settings)
+
+
+@pytest.mark.parametrize("resolution", ["360", "abc", "", "720p", "1080 "*300])
+async def test_unknown_resolution(client: AppClient, settings: Settings, clips: Clips,
+                                  resolution: str) -> None:
+    response = await upload(client, clips.small(), resolution=resolution)
+    await assert_error(response, 400, "field_too_large" if len(resolution) > 1024 else "bad_resolution")
+    await assert_nothing_left(client, settings)
+
+
+async def test_unknown_resolution_after_the_file(client: AppClient, settings: Settings,
+                                                 clips: Clips) -> None:
+    form = aiohttp.FormData()
+    form.add_field("video", clips.small().read_bytes(), filename="clip.mp4")
+    form.add_field("resolution", "999")
+    await assert_error(await client.post("/videos/upload", data=form), 400, "bad_resolution")
+    await assert_nothing_left(client, settings)
+
+
+async def test_empty_file(client: AppClient, settings: Settings, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    await assert_error(await upload(client, empty), 415, "empty_file")
+    await assert_nothing_left(client, settings)
+
+
+@pytest.mark.parametrize("name", ["clip.avi", "clip.mkv", "clip", "clip.mp4.exe", "clip.txt"])
+async def test_extension_not_accepted(client: AppClient, settings: Settings, clips: Clips,
+                                      name: str) -> None:
+    await assert_error(await upload(client, clips.small(), filename=name), 415, "unsupported_type")
+    await assert_nothing_left(client, settings)
+
+
+async def test_text_file_renamed_mp4(client: AppClient, settings: Settings, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("This is not a video, just some notes.\n" * 100)
+    await assert_error(await upload(client, fake), 415, "not_video")
+    await assert_nothing_left(client, settings)
+
+
+async def test_random_bytes(client: AppClient, settings: Settings, tmp_path: Path) -> None:
+    noise = tmp_path / "noise.mov"
+    noise.write_bytes(os.urandom(100_000))
+    await assert_error(await upload(client, noise), 415, "not_video")
+    await assert_nothing_left(client, settings)
+
+
+async def test_audio_only_mp4(client: AppClient, settings: Settings, tmp_path: Path) -> None:
+    song = tmp_path / "song.mp4"
+    run_ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(song))
+    await assert_error(await upload(client, song), 415, "not_video")
+    await assert_nothing_left(client, settings)
+
+
+async def test_valid_header_then_garbage(client: AppClient, settings: Settings, tmp_path: Path,
+                                         clips: Clips) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clips.small().read_bytes()[:32] + os.urandom(50_000))
+    await assert_error(await upload(client, broken), 415, "not_video")
+    await assert_nothing_left(client, settings)
+
+
+async def test_webm_content_named_mp4(client: AppClient, settings: Settings, clips: Clips) -> None:
+    webm = clips.make("tiny.webm", vcodec=("-c:v", "libvpx-vp9", "-deadline", "realtime"), audio=False)
+    await assert_error(await upload(client, webm, filename="clip.mp4"), 415, "type_mismatch")
+    await assert_nothing_left(client, settings)
+
+
+async def test_two_video_parts(client: AppClient, settings: Settings, clips: Clips) -> None:
+    form = aiohttp.FormData()
+    form.add_field("video", clips.small().read_bytes(), filename="a.mp4")
+    form.add_field("video", clips.small().read_bytes(), filename="b.mp4")
+    await assert_error(await client.post("/videos/upload", data=form), 400, "bad_multipart")
+    await assert_nothing_left(client, settings)
+
+
+async def test_multipart_without_boundary(client: AppClient, settings: Settings) -> None:
+    response = await client.post("/videos/upload", data=b"--x\r\n\r\n",
+                                 headers={"Content-Type": "multipart/form-data"})
+    await assert_error(response, 400, "bad_multipart")
+    await assert_nothing_left(client, settings)
+
+
+async def test_truncated_multipart_body(client: AppClient, settings: Settings, clips: Clips) -> None:
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    body = head + clips.small().read_bytes()[:5000]  # no closing boundary
+    response = await client.post("/videos/upload", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    await assert_error(response, 400, "bad_multipart")
+    await assert_nothing_left(client, settings)
+
+
+# -- the size limit ------------------------------------------------------------
+
+async def test_limit_is_inclusive(make_client: MakeClient, settings: Settings, clips: Clips,
+                                  tmp_path: Path) -> None:
+    client = await make_client(max_upload_bytes=MIB)
+    exact = pad_to(clips.small(), tmp_path / "exact.mp4", MIB)
+    over = pad_to(clips.small(), tmp_path / "over.mp4", MIB + 1)
+    response = await upload(client, exact)
+    assert response.status == 201, await response.text()
+    assert (await response.json())["size"] == MIB
+    await assert_error(await upload(client, over), 413, "too_large")
+    assert len(await (await client.get("/tasks")).json()) == 1
+    assert len(files_in(settings.uploads_dir)) == 1  # only the accepted one
+
+
+async def test_default_limit_is_200_mib() -> None:
+    assert Settings().max_upload_bytes == 209_715_200
+    assert Settings.from_args([], environ={}).max_upload_bytes == 209_715_200
+
+
+async def test_content_length_refused_before_any_byte(client: AppClient, settings: Settings) -> None:
+    """A declared 300 MiB body is refused from its headers alone: nothing is sent after them."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                  f"Content-Length: {300 * MIB}\r\n\r\n").encode())
+    await writer.drain()
+    async with asyncio.timeout(10):
+        status_line = await reader.readline()
+    writer.close()
+    assert b" 413 " in status_line
+    await assert_nothing_left(client, settings)
+
+
+async def test_streamed_body_stopped_at_the_limit(make_client: MakeClient, settings: Settings,
+                                                  clips: Clips) -> None:
+    """No Content-Length (chunked): the server counts and stops once the file passes the limit."""
+    client = await make_client(max_upload_bytes=MIB)
+    sent = 0
+
+    async def endless_video() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield clips.small().read_bytes()
+        while sent < 20 * MIB:
+            sent += 64 * 1024
+            yield bytes(64 * 1024)
+
+    with aiohttp.MultipartWriter("form-data") as writer:
+        part = writer.append(endless_video(), {"Content-Type": "video/mp4"})
+        part.set_content_disposition("form-data", name="video", filename="big.mp4")
+    try:
+        response = await client.post("/videos/upload", data=writer)
+        await assert_error(response, 413, "too_large")
+    except aiohttp.ClientError:
+        pass  # the server may close the socket before the client reads the answer
+    assert sent < 20 * MIB, "the server read the whole body instead of stopping at the limit"
+    await wait_until(lambda: _no_uploads(client), 10, "upload to end")
+    await assert_nothing_left(client, settings)
+
+
+async def _no_uploads(client: AppClient) -> bool:
+    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == 0
+
+
+async def test_client_disconnect_mid_upload(client: AppClient, settings: Settings,
+                                            clips: Clips) -> None:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                  f"Content-Length: {10 * MIB}\r\n\r\n").encode() + head + clips.small().read_bytes())
+    await writer.drain()
+    await wait_until(lambda: _uploading(client), 10, "the upload to start")
+    assert files_in(settings.uploads_dir) != []  # it really was being written
+    writer.close()  # hang up with most of the body unsent
+    await wait_until(lambda: _no_uploads(client), 10, "the server to notice")
+    await assert_nothing_left(client, settings)
+
+
+async def _uploading(client: AppClient) -> bool:
+    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == 1
+
+
+# -- unknown tasks ---------------------------------------------------------------
+
+@pytest.mark.parametrize("task_id", ["0" * 32, "nope", "../../etc", "A" * 32, "0" * 33])
+@pytest.mark.parametrize(("method", "suffix"), [
+    ("GET", ""), ("GET", "/download"), ("GET", "/thumbnail"), ("DELETE", ""), ("POST", "/retry"),
+])
+async def test_unknown_task(client: AppClient, task_id: str, method: str, suffix: str) -> None:
+    response = await client.request(method, f"/tasks/{task_id}{suffix}")
+    await assert_error(response, 404, "not_found")
+
+
+async def test_unknown_route_is_json(client: AppClient) -> None:
+    await assert_error(await client.get("/nowhere"), 404, "not_found")
+    await assert_error(await client.put("/tasks"), 405, "method_not_allowed")
