@@ -1,0 +1,115 @@
+"""The real program: `python -m video_async` as its own process, its flags, its shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .conftest import Clips, ffmpeg_pids, files_in, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, data_dir: Path) -> None:
+        self.proc, self.url, self.data_dir = proc, url, data_dir
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "video_async", "--port", str(port), "--data-dir", str(data_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    async def listening() -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as r:
+                return r.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+    await wait_until(listening, 20, "the server to listen")
+    yield Server(proc, url, data_dir)
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+async def start_long_job(server: Server, clip: Path) -> str:
+    async with aiohttp.ClientSession() as session:
+        form = aiohttp.FormData()
+        form.add_field("resolution", "720")
+        with clip.open("rb") as video:
+            form.add_field("video", video, filename="long.mp4")
+            async with session.post(f"{server.url}/videos/upload", data=form) as response:
+                assert response.status == 201
+                task_id: str = (await response.json())["id"]
+
+        async def processing() -> bool:
+            async with session.get(f"{server.url}/tasks/{task_id}") as response:
+                task = await response.json()
+                return task["state"] == "PROCESSING" and task["progress"] > 0
+        await wait_until(processing, 60, "the job to run")
+    return task_id
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_shutdown_mid_transcode_leaves_nothing(server: Server, clips: Clips, signum: int) -> None:
+    await start_long_job(server, clips.long())
+    assert len(ffmpeg_pids(server.data_dir)) == 1
+    server.proc.send_signal(signum)
+    async with asyncio.timeout(10):  # "within a few seconds"
+        code = await server.proc.wait()
+    assert code == 0
+    assert ffmpeg_pids(server.data_dir) == []
+    assert not [name for name in files_in(server.data_dir / "outputs") if "partial" in name]
+    assert not [name for name in files_in(server.data_dir / "uploads") if "partial" in name]
+    assert server.proc.stdout is not None
+    output = (await server.proc.stdout.read()).decode()
+    assert "Traceback" not in output
+
+
+async def test_help_explains_every_flag() -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "video_async", "--help",
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    text = out.decode()
+    for flag in ("--host", "--port", "--data-dir", "--max-upload-mb", "--workers", "--ffmpeg",
+                 "--cors-origin", "--job-timeout", "VIDEO_ASYNC_"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("ffmpeg", ["/nonexistent/ffmpeg", "/bin/false"])
+async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "video_async", "--port", str(free_port()), "--data-dir", str(tmp_path),
+        "--ffmpeg", ffmpeg, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(20):
+        out, err = await proc.communicate()
+    assert proc.returncode != 0
+    message = err.decode()
+    assert "Traceback" not in message
+    assert "video-async:" in message and "ffmpeg" in message
+
+
+async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
+    from video_async.config import Settings
+    settings = Settings.from_args([], environ={"VIDEO_ASYNC_PORT": "9001", "VIDEO_ASYNC_WORKERS": "3",
+                                               "VIDEO_ASYNC_CORS_ORIGIN": "http://a.test,http://b.test"})
+    assert (settings.port, settings.workers) == (9001, 3)
+    assert settings.cors_origins == ("http://a.test", "http://b.test")
+    assert Settings.from_args(["--port", "9002"], environ={"VIDEO_ASYNC_PORT": "9001"}).port == 9002
