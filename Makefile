@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 # coroutines and slow callbacks that would otherwise pass silently.
 test: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's picture: the page with tasks in every state, from the browser test.
+screenshot: $(STAMP)
+	VIDEO_ASYNC_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py -k screenshot
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from video_async.ffmpeg import Media, output_size, parse_probe, parse_progress
+from video_async.routes.pages import clock, human_size
 from video_async.routes.tasks import content_disposition
 from video_async.routes.uploads import container_of, display_name
 
@@ -155,3 +156,14 @@ def test_content_disposition(filename: str, header: str) -> None:
 ])
 def test_container_of(head: bytes, kind: str | None) -> None:
     assert container_of(head) == kind
+
+
+@pytest.mark.parametrize(("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KB"),
+                                            (209_715_200, "200 MB"), (5 * 1024**4, "5120 GB")])
+def test_human_size(size: int, text: str) -> None:
+    assert human_size(size) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0:00"), (62.5, "1:02"), (3725, "1:02:05")])
+def test_clock(seconds: float, text: str) -> None:
+    assert clock(seconds) == text

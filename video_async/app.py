@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiofiles.os
-import jinja2
 from aiohttp import web
 
 from . import ffmpeg
@@ -46,8 +45,7 @@ def create_app(settings: Settings) -> web.Application:
     app[UPLOADS] = UploadCounter()
     app[LAG] = LagMonitor()
     app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
-    app[pages.TEMPLATES] = jinja2.Environment(
-        loader=jinja2.PackageLoader("video_async", "templates"), autoescape=True)
+    app[pages.TEMPLATES] = pages.template_environment()
     app.add_routes(uploads.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)

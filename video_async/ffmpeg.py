@@ -27,6 +27,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 30.0
+NICENESS = 10
 
 
 class FFmpegError(Exception):
@@ -253,6 +254,10 @@ async def _spawn(args: Sequence[str], grace: float = 3.0) -> AsyncIterator[async
     proc = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    # ffmpeg would happily take every core; at a lower priority it still does, but
+    # the event loop gets the CPU at once when a request comes in.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, proc.pid, NICENESS)
     try:
         yield proc
     finally:

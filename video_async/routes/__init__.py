@@ -47,3 +47,9 @@ class ApiError(web.HTTPException):
         self.status_code = status  # read by HTTPException.__init__
         body = json.dumps({"error": {"code": code, "message": message}})
         super().__init__(text=body, content_type="application/json", headers=headers)
+
+
+def wants_html(request: web.Request) -> bool:
+    """True for a browser's plain form post, which should be sent back to the page."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept

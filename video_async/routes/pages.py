@@ -12,6 +12,34 @@ from . import FFMPEG, LAG, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
+STATE_LABELS = {"QUEUED": "Queued", "PROCESSING": "Processing", "COMPLETED": "Completed", "FAILED": "Failed"}
+# What the template draws for a task app.js has not received yet: the blank card it clones.
+EMPTY_TASK: dict[str, Any] = {"id": "", "filename": "", "resolution": "", "state": "", "progress": 0,
+                              "size": 0, "media": None, "output": None, "error": None,
+                              "queue_position": None, "download_url": None, "thumbnail_url": None}
+
+
+def human_size(size: float) -> str:
+    """209715200 -> "200 MB" (binary units, as file managers count): app.js's humanSize matches."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            break
+        size /= 1024
+    text = f"{size:.0f}" if unit == "bytes" else f"{size:.1f}".removesuffix(".0")
+    return f"{text} {unit}"
+
+
+def clock(seconds: float) -> str:
+    """62.5 -> "1:02"."""
+    whole = int(seconds)
+    hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def template_environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("video_async", "templates"), autoescape=True)
+    env.filters.update(size=human_size, clock=clock, state_label=lambda s: STATE_LABELS.get(s, s))
+    return env
 
 
 def heartbeat(app: web.Application) -> dict[str, Any]:
@@ -43,5 +71,6 @@ async def index(request: web.Request) -> web.Response:
         resolutions=RESOLUTIONS,
         max_upload_bytes=request.app[SETTINGS].max_upload_bytes,
         heartbeat=heartbeat(request.app),
+        empty_task=EMPTY_TASK,
     )
     return web.Response(text=html, content_type="text/html")

@@ -13,7 +13,7 @@ import aiofiles.os
 from aiohttp import web
 
 from ..store import TASK_ID, State, Task
-from . import STORE, ApiError
+from . import STORE, ApiError, wants_html
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -121,4 +121,6 @@ async def retry_task(request: web.Request) -> web.Response:
         raise ApiError(409, "upload_missing", "The uploaded file is gone; upload it again.")
     store = request.app[STORE]
     store.requeue(task)
+    if wants_html(request):  # the page's plain form
+        raise web.HTTPSeeOther("/")
     return web.json_response(store.to_json(task))

@@ -22,7 +22,7 @@ from aiohttp import BodyPartReader, web
 from .. import ffmpeg
 from ..config import RESOLUTIONS, Settings
 from ..store import Task, new_task_id
-from . import FFMPEG, SETTINGS, STORE, UPLOADS, ApiError
+from . import FFMPEG, SETTINGS, STORE, UPLOADS, ApiError, wants_html
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -88,14 +88,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
     store.add(task)
     log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
     location = f"/tasks/{task.id}"
-    if _wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
+    if wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
         raise web.HTTPSeeOther("/")
     return web.json_response(store.to_json(task), status=201, headers={"Location": location})
-
-
-def _wants_html(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "text/html" in accept and "application/json" not in accept
 
 
 def _too_large(settings: Settings) -> web.HTTPException:

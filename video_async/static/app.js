@@ -1,0 +1,348 @@
+// video_async page: uploads with progress, a task list kept fresh by polling, and the
+// server's heartbeat. Plain JavaScript, no build step, nothing from another host.
+// The server renders the page complete; this script only makes it live, so the page
+// still works (upload, list, delete) with JavaScript turned off.
+"use strict";
+
+const POLL_ACTIVE_MS = 700; // something is queued or running: follow it closely
+const POLL_IDLE_MS = 2000;
+const POLL_HIDDEN_MS = 10000; // tab in the background: don't waste the server's time
+const HEALTH_MS = 1000;
+const ACCEPTED = [".mp4", ".mov", ".webm"];
+const STATE_LABELS = { QUEUED: "Queued", PROCESSING: "Processing", COMPLETED: "Completed", FAILED: "Failed" };
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const form = $("#upload-form");
+const maxBytes = Number(form.dataset.maxBytes);
+const taskList = $("#tasks");
+const lastStates = new Map(); // task id -> state seen last, to announce changes
+let tasksEtag = null;
+let pollTimer = null;
+let anyActive = false;
+
+// ---- small formatting helpers (the server's Jinja filters round the same way) ----
+
+function humanSize(size) {
+  let unit = "bytes";
+  for (const next of ["KB", "MB", "GB"]) {
+    if (size < 1024) break;
+    size /= 1024;
+    unit = next;
+  }
+  const text = unit === "bytes" ? String(Math.round(size)) : size.toFixed(1).replace(/\.0$/, "");
+  return `${text} ${unit}`;
+}
+
+function clock(seconds) {
+  const whole = Math.floor(seconds);
+  const h = Math.floor(whole / 3600), m = Math.floor(whole / 60) % 60, s = whole % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}
+
+function timeLeft(seconds) {
+  if (!isFinite(seconds) || seconds < 0) return "";
+  return seconds < 60 ? `about ${Math.max(1, Math.round(seconds))} s left` : `about ${Math.round(seconds / 60)} min left`;
+}
+
+function announce(text) {
+  // aria-live region: screen readers read each new message once
+  $("#announcer").textContent = text;
+}
+
+// ---- uploads ----
+
+function refusal(file) {
+  const name = file.name.toLowerCase();
+  if (!ACCEPTED.some((ext) => name.endsWith(ext))) {
+    return `"${file.name}" is not a video we can take: choose an .mp4, .mov or .webm file.`;
+  }
+  if (file.size === 0) return `"${file.name}" is empty.`;
+  if (file.size > maxBytes) {
+    return `"${file.name}" is ${humanSize(file.size)}, over the limit of ${humanSize(maxBytes)}.`;
+  }
+  return null;
+}
+
+function showUploadError(text) {
+  const box = $("#upload-error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function startUploads(files) {
+  const resolution = new FormData(form).get("resolution") || "720";
+  const refusals = [];
+  for (const file of files) {
+    const reason = refusal(file);
+    if (reason) refusals.push(reason);
+    else upload(file, resolution);
+  }
+  showUploadError(refusals.join(" "));
+}
+
+function upload(file, resolution) {
+  // XMLHttpRequest, not fetch: only XHR reports upload progress.
+  const row = $("#upload-template").content.firstElementChild.cloneNode(true);
+  $(".name", row).textContent = file.name;
+  $("#uploads").append(row);
+  const xhr = new XMLHttpRequest();
+  const started = performance.now();
+  const body = new FormData();
+  body.append("resolution", resolution); // before the file, so the server knows it early
+  body.append("video", file, file.name);
+
+  xhr.upload.addEventListener("progress", (event) => {
+    if (!event.lengthComputable) return;
+    const percent = Math.floor((event.loaded / event.total) * 100);
+    const seconds = (performance.now() - started) / 1000;
+    const rate = event.loaded / Math.max(seconds, 0.001);
+    $(".bar", row).value = percent;
+    $(".percent", row).textContent = `${percent}%`;
+    $(".speed", row).textContent = `${(rate / 1e6).toFixed(1)} MB/s`;
+    $(".left", row).textContent = timeLeft((event.total - event.loaded) / rate);
+  });
+  xhr.addEventListener("load", () => {
+    row.remove();
+    if (xhr.status === 201) {
+      announce(`${file.name} uploaded and queued.`);
+      pollSoon();
+      return;
+    }
+    let message = `The server refused "${file.name}" (HTTP ${xhr.status}).`;
+    try {
+      message = `"${file.name}": ${JSON.parse(xhr.responseText).error.message}`;
+    } catch (_) { /* not our JSON: keep the generic message */ }
+    showUploadError(message);
+  });
+  xhr.addEventListener("error", () => {
+    row.remove();
+    showUploadError(`The upload of "${file.name}" failed: the connection was lost.`);
+  });
+  xhr.addEventListener("abort", () => {
+    row.remove();
+    announce(`Upload of ${file.name} cancelled.`);
+  });
+  $(".cancel", row).addEventListener("click", () => xhr.abort());
+  xhr.open("POST", "/videos/upload");
+  xhr.setRequestHeader("Accept", "application/json");
+  xhr.send(body);
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("#video-input");
+  startUploads(input.files);
+  input.value = "";
+});
+
+// Dropping a file anywhere on the page uploads it; without this, the browser
+// would navigate away to play the dropped file.
+document.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  document.body.classList.add("dragging");
+});
+document.addEventListener("dragleave", (event) => {
+  if (!event.relatedTarget) document.body.classList.remove("dragging");
+});
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  document.body.classList.remove("dragging");
+  if (event.dataTransfer && event.dataTransfer.files.length) startUploads(event.dataTransfer.files);
+});
+$("#video-input").multiple = true; // several at once, each with its own bar
+
+// ---- the task list ----
+
+function cardFor(task) {
+  let card = taskList.querySelector(`li.task[data-id="${CSS.escape(task.id)}"]`);
+  if (!card) {
+    card = $("#task-template").content.firstElementChild.cloneNode(true);
+    card.dataset.id = task.id;
+    $("form.retry", card).action = `/tasks/${task.id}/retry`;
+    $("form.delete", card).action = `/tasks/${task.id}/delete`;
+  }
+  return card;
+}
+
+function statusText(task) {
+  switch (task.state) {
+    case "QUEUED":
+      return task.queue_position === 1 ? "Waiting: next in line" : `Waiting: number ${task.queue_position} in the queue`;
+    case "PROCESSING": {
+      const left = task.eta_seconds == null ? "" : `, ${timeLeft(task.eta_seconds)}`;
+      return `Transcoding: ${task.progress}%${left}`;
+    }
+    case "FAILED":
+      return task.error || "Failed.";
+    default:
+      return "";
+  }
+}
+
+function updateCard(card, task) {
+  card.dataset.state = task.state;
+  $(".name", card).textContent = task.filename;
+  $(".badge", card).textContent = STATE_LABELS[task.state] || task.state;
+  $(".res", card).textContent = `${task.resolution}p`;
+  $(".size", card).textContent = humanSize(task.size);
+  $(".duration", card).textContent = task.media && task.media.duration ? clock(task.media.duration) : "";
+  $(".output", card).textContent = task.output ? `→ ${humanSize(task.output.size)}` : "";
+  $(".status", card).textContent = statusText(task);
+  const bar = $(".bar", card);
+  bar.hidden = task.state !== "PROCESSING";
+  bar.value = task.progress;
+  bar.textContent = `${task.progress}%`;
+
+  const thumb = $(".thumb", card);
+  if (task.thumbnail_url && !$("img", thumb)) {
+    const img = new Image(160, 90);
+    img.alt = "";
+    img.src = task.thumbnail_url;
+    thumb.append(img);
+  }
+  const preview = $(".preview", card);
+  if (task.download_url && !$("video", preview)) {
+    // created once: re-creating it on each poll would stop a playing preview
+    const video = document.createElement("video");
+    video.controls = true;
+    video.preload = "metadata";
+    if (task.thumbnail_url) video.poster = task.thumbnail_url;
+    video.src = task.download_url;
+    preview.append(video);
+  }
+  const download = $("a.download", card);
+  download.hidden = !task.download_url;
+  if (task.download_url) download.href = task.download_url;
+  $("form.retry", card).hidden = task.state !== "FAILED";
+
+  const before = lastStates.get(task.id);
+  if (before && before !== task.state) {
+    announce(`${task.filename}: ${STATE_LABELS[task.state].toLowerCase()}${task.state === "FAILED" ? `, ${task.error}` : ""}.`);
+  }
+  lastStates.set(task.id, task.state);
+}
+
+function render(tasks) {
+  const seen = new Set();
+  let previous = null;
+  for (const task of tasks) {
+    const card = cardFor(task);
+    updateCard(card, task);
+    // keep server order (oldest first) without touching cards already in place
+    const wanted = previous ? previous.nextElementSibling : taskList.firstElementChild;
+    if (wanted !== card) taskList.insertBefore(card, wanted);
+    previous = card;
+    seen.add(task.id);
+  }
+  for (const card of [...taskList.querySelectorAll("li.task")]) {
+    if (!seen.has(card.dataset.id)) {
+      card.remove();
+      lastStates.delete(card.dataset.id);
+    }
+  }
+  $("#empty").hidden = tasks.length > 0;
+  anyActive = tasks.some((t) => t.state === "QUEUED" || t.state === "PROCESSING");
+}
+
+function setOffline(offline) {
+  $("#offline").hidden = !offline;
+  document.body.classList.toggle("offline", offline);
+}
+
+async function pollTasks() {
+  clearTimeout(pollTimer);
+  let failed = false;
+  try {
+    const headers = tasksEtag ? { "If-None-Match": tasksEtag } : {};
+    const response = await fetch("/tasks", { headers, cache: "no-store" });
+    if (response.status === 200) {
+      tasksEtag = response.headers.get("ETag");
+      render(await response.json());
+    } else if (response.status !== 304) {
+      throw new Error(`HTTP ${response.status}`);
+    }
+    setOffline(false);
+  } catch (_) {
+    failed = true;
+    setOffline(true);
+  }
+  // The next poll is scheduled only after this one answered: a slow server never
+  // gets a pile of overlapping requests.
+  const delay = document.hidden ? POLL_HIDDEN_MS : anyActive ? POLL_ACTIVE_MS : POLL_IDLE_MS;
+  pollTimer = setTimeout(pollTasks, failed ? Math.max(delay, 2000) : delay);
+}
+
+function pollSoon() {
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(pollTasks, 0);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) pollSoon();
+});
+
+// Delete and Retry: the same forms work without JavaScript; with it, we ask
+// first and stay on the page.
+taskList.addEventListener("submit", async (event) => {
+  const target = event.target;
+  const card = target.closest("li.task");
+  if (!card) return;
+  event.preventDefault();
+  const name = $(".name", card).textContent;
+  if (target.classList.contains("delete")) {
+    const running = card.dataset.state === "PROCESSING" ? " Its transcode will be stopped." : "";
+    if (!window.confirm(`Delete "${name}" and its files?${running}`)) return;
+    const response = await fetch(`/tasks/${card.dataset.id}`, { method: "DELETE" });
+    if (response.ok || response.status === 404) {
+      card.remove();
+      announce(`${name} deleted.`);
+    }
+  } else if (target.classList.contains("retry")) {
+    await fetch(`/tasks/${card.dataset.id}/retry`, { method: "POST", headers: { Accept: "application/json" } });
+    announce(`${name} queued again.`);
+  }
+  pollSoon();
+});
+
+// ---- the heartbeat: the event loop's lag, as the server measures it ----
+
+const lagSamples = [];
+
+function drawLag() {
+  const canvas = $("#lag-chart");
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  const scale = Math.max(10, ...lagSamples); // at least a 10 ms scale, so noise looks small
+  const step = width / 60;
+  ctx.fillStyle = getComputedStyle(canvas).color;
+  lagSamples.forEach((lag, i) => {
+    const h = Math.max(1, (lag / scale) * height);
+    ctx.fillRect(width - (lagSamples.length - i) * step, height - h, step - 1, h);
+  });
+}
+
+async function pollHealth() {
+  try {
+    const response = await fetch("/healthz", { cache: "no-store" });
+    const health = await response.json();
+    const lag = health.event_loop_lag_ms;
+    const beat = $("#heartbeat");
+    $('[data-field="lag-last"]', beat).textContent = `${lag.last.toFixed(1)} ms`;
+    $('[data-field="lag-max"]', beat).textContent = `${lag.max_1m.toFixed(1)} ms`;
+    $('[data-field="uploads"]', beat).textContent = health.uploads_in_progress;
+    $('[data-field="jobs"]', beat).textContent = health.jobs_running;
+    beat.classList.toggle("busy", health.jobs_running + health.uploads_in_progress > 0);
+    lagSamples.push(lag.last);
+    if (lagSamples.length > 60) lagSamples.shift();
+    drawLag();
+  } catch (_) {
+    setOffline(true);
+  }
+  setTimeout(pollHealth, document.hidden ? POLL_HIDDEN_MS : HEALTH_MS);
+}
+
+for (const card of taskList.querySelectorAll("li.task")) lastStates.set(card.dataset.id, card.dataset.state);
+pollTasks();
+pollHealth();
