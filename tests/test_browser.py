@@ -174,6 +174,45 @@ PART_WAY = re.compile(r"^[1-9]\d?%$")  # an upload percentage between the start 
 MILLISECONDS = re.compile(r"^\d+\.\d ms$")
 
 
+async def test_two_uploads_at_once_and_cancel(browser: Browser, server: TestServer, api: Api,
+                                             clips: Clips, settings: Settings, tmp_path: Path) -> None:
+    first = pad_to(clips.small(), tmp_path / "first.mp4", 6 * 1024 * 1024)
+    second = pad_to(clips.small(), tmp_path / "second.mov", 6 * 1024 * 1024)
+    page, problems = await open_page(browser, server)
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/tasks") else None)
+    cdp = await page.context.new_cdp_session(page)
+    await cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                        "downloadThroughput": -1,
+                                                        "uploadThroughput": 1024 * 1024})
+    await page.locator("#video-input").set_input_files([first, second])
+    await page.locator("#upload-form button[type=submit]").click()
+    rows = page.locator("#uploads li.upload")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(0).locator(".speed")).to_have_text(re.compile(r"MB/s$"))
+    await expect(rows.nth(1).locator(".left")).to_contain_text("left")
+    await wait_until(lambda: _streaming(api, 2), 20, "both uploads to reach the server")
+    for _ in range(2):
+        await rows.first.locator("button.cancel").click()
+    await expect(rows).to_have_count(0)
+    await wait_until(lambda: _streaming(api, 0), 20, "the server to drop both uploads")
+    assert await api.tasks() == []
+    assert files_in(settings.uploads_dir) == []
+    await expect(page.locator("#announcer")).to_contain_text("cancelled")
+    # the list is polled all along, and an unchanged list costs a 304
+    await wait_until(lambda: _async_true(statuses.count(304) >= 2), 20, "304 answers")
+    assert problems == []
+
+
+async def _streaming(api: Api, count: int) -> bool:
+    async with api.session.get(f"{api.base}/healthz") as response:
+        return (await response.json())["uploads_in_progress"] == count
+
+
+async def _async_true(value: bool) -> bool:
+    return value
+
+
 async def test_html_in_a_name_is_shown_as_text(browser: Browser, server: TestServer, api: Api,
                                               clips: Clips, tmp_path: Path) -> None:
     name = "<img src=x onerror=window.pwned=1>.mp4"
