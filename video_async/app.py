@@ -22,8 +22,11 @@ from aiohttp import web
 from . import ffmpeg
 from .config import Settings
 from .loop_lag import LagMonitor
-from .routes import FFMPEG, LAG, SETTINGS, STORE, UPLOADS, ApiError, FFmpegInfo, UploadCounter
+from .recovery import Recovery, recover
+from .routes import (FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS, ApiError, FFmpegInfo,
+                     UploadCounter)
 from .routes import pages, tasks, uploads
+from .snapshot import SnapshotWriter
 from .store import TaskStore
 from .worker import run_workers
 
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
     app[LAG] = LagMonitor()
+    app[RECOVERY] = Recovery()
     app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
     app[pages.TEMPLATES] = jinja2.Environment(
         loader=jinja2.PackageLoader("video_async", "templates"), autoescape=True)
@@ -63,11 +67,17 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     for folder in (settings.uploads_dir, settings.outputs_dir):
         await aiofiles.os.makedirs(folder, exist_ok=True)
+    # made before loading, so that what loading changed is written back at once
+    writer = SnapshotWriter(app[STORE], settings) if settings.persist else None
+    # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
+    app[RECOVERY] = await recover(app[STORE], settings)
     # Strong references: the loop itself only keeps weak ones to running tasks.
     running = [
         asyncio.create_task(app[LAG].run(), name="loop-lag"),
         asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings), name="workers"),
     ]
+    if writer is not None:
+        running.append(asyncio.create_task(writer.run(), name="snapshot"))
     yield
     # Shutdown: cancelling the workers cancels their jobs, and each job stops its
     # ffmpeg and removes its partial output before the cancellation completes.
@@ -76,6 +86,12 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if writer is not None:
+        try:
+            await writer.save()  # the last word: jobs that were running are queued again on start
+        except OSError as exc:
+            log.error("could not write %s at shutdown: %s", settings.snapshot_path, exc)
+    app[RECOVERY].release()
 
 
 @web.middleware

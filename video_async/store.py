@@ -97,6 +97,7 @@ class TaskStore:
         # Since Python 3.10 an Event binds to a loop on first wait, not here,
         # so the store can be built by the synchronous create_app().
         self._work_queued = asyncio.Event()
+        self._any_change = asyncio.Event()  # for the snapshot writer
 
     @property
     def version(self) -> int:
@@ -105,6 +106,13 @@ class TaskStore:
 
     def _changed(self) -> None:
         self._version += 1
+        self._any_change.set()
+
+    async def wait_for_change(self, seen_version: int) -> None:
+        """Return once `version` differs from seen_version (at once if it already does)."""
+        while self._version == seen_version:
+            self._any_change.clear()
+            await self._any_change.wait()
 
     # -- reading -----------------------------------------------------------
 
@@ -123,6 +131,9 @@ class TaskStore:
             counts[task.state.value] += 1
         return counts
 
+    def queued_count(self) -> int:
+        return sum(1 for task in self._tasks.values() if task.state is State.QUEUED)
+
     def queue_positions(self) -> dict[str, int]:
         """1 for the task the worker takes next, 2 for the one after, ..."""
         queued = (t for t in self._tasks.values() if t.state is State.QUEUED)
@@ -138,6 +149,14 @@ class TaskStore:
         self._changed()
         self._work_queued.set()
         return task
+
+    def restore(self, tasks: list[Task]) -> None:
+        """Put back tasks loaded from a snapshot at start-up, oldest first, and wake the worker."""
+        for task in sorted(tasks, key=lambda t: t.created_at):
+            self._tasks[task.id] = task
+        if tasks:
+            self._changed()
+            self._work_queued.set()
 
     def remove(self, task_id: str) -> Task | None:
         task = self._tasks.pop(task_id, None)

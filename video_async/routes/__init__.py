@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..loop_lag import LagMonitor
+from ..recovery import Recovery
 from ..store import TaskStore
 
 
@@ -33,6 +34,7 @@ STORE = web.AppKey("store", TaskStore)
 UPLOADS = web.AppKey("uploads", UploadCounter)
 LAG = web.AppKey("lag", LagMonitor)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
+RECOVERY = web.AppKey("recovery", Recovery)
 
 
 class ApiError(web.HTTPException):
