@@ -23,8 +23,8 @@ from . import ffmpeg
 from .config import Settings
 from .loop_lag import LagMonitor
 from .recovery import Recovery, recover
-from .routes import (FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS, ApiError, FFmpegInfo,
-                     UploadCounter)
+from .routes import (FFMPEG, LAG, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError,
+                     FFmpegInfo, UploadCounter)
 from .routes import pages, tasks, uploads
 from .snapshot import SnapshotWriter
 from .store import TaskStore
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     app[UPLOADS] = UploadCounter()
     app[LAG] = LagMonitor()
     app[RECOVERY] = Recovery()
+    app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
     app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
     app[pages.TEMPLATES] = jinja2.Environment(
         loader=jinja2.PackageLoader("video_async", "templates"), autoescape=True)
@@ -67,8 +68,6 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     for folder in (settings.uploads_dir, settings.outputs_dir):
         await aiofiles.os.makedirs(folder, exist_ok=True)
-    # made before loading, so that what loading changed is written back at once
-    writer = SnapshotWriter(app[STORE], settings) if settings.persist else None
     # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
     app[RECOVERY] = await recover(app[STORE], settings)
     # Strong references: the loop itself only keeps weak ones to running tasks.
@@ -76,7 +75,8 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(app[LAG].run(), name="loop-lag"),
         asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings), name="workers"),
     ]
-    if writer is not None:
+    writer = app[SNAPSHOT]  # made before loading: what loading changed is written back at once
+    if writer.enabled:
         running.append(asyncio.create_task(writer.run(), name="snapshot"))
     yield
     # Shutdown: cancelling the workers cancels their jobs, and each job stops its
@@ -86,7 +86,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if writer is not None:
+    if writer.enabled:
         try:
             await writer.save()  # the last word: jobs that were running are queued again on start
         except OSError as exc:

@@ -4,7 +4,10 @@ The dict in TaskStore stays the single source of truth; this module only
 copies it out. `SnapshotWriter.run` waits for the store's version to change,
 writes the whole list (a temporary file, fsync, rename: a crash leaves the old
 snapshot or the new one, never half of one), then pauses, so a burst of
-progress updates costs one write, not hundreds. The JSON is encoded on the
+progress updates costs one write, not hundreds. A change of state (a task
+added, finished, failed, deleted) ends the pause at once: those are on disk
+within milliseconds, and the upload route waits for its task to be written
+before it answers 201. The JSON is encoded on the
 loop, where the store cannot change under it; only the disk work goes to a
 thread.
 
@@ -19,6 +22,7 @@ the server at a file outside the data dir.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -119,21 +123,38 @@ def encode(store: TaskStore, data_dir: Path) -> bytes:
 # -- writing ---------------------------------------------------------------------
 
 class SnapshotWriter:
+    """Keeps tasks.json in step with the store; does nothing when persistence is off."""
+
     def __init__(self, store: TaskStore, settings: Settings) -> None:
         self.store = store
+        self.enabled = settings.persist
         self.path = settings.snapshot_path
         self.interval = settings.snapshot_interval
-        self.saved_version = store.version  # what is on disk already: just loaded, or nothing
+        self.saved_version = store.version  # what is on disk already: nothing new yet
+        # A task changed state, or someone waits in durable(): skip the pause. Only
+        # progress updates are coalesced; every transition is on disk within milliseconds.
+        self._urgent = asyncio.Event()
+        if self.enabled:
+            store.on_transition = self._urgent.set
+        self._attempted = asyncio.Event()  # set after every write, good or failed
         # A write cancelled at shutdown goes on in its thread; the final write must
         # wait for it and must never be overtaken by it.
         self._lock = threading.Lock()
         self._on_disk = -1
         self._failing = False
+        self._stopped = False  # at shutdown: durable() must not wait for a writer that is gone
 
     async def run(self) -> None:
         """Write whenever the store changed, at most once per interval, until cancelled."""
+        try:
+            await self._keep_writing()
+        finally:
+            self._stopped = True
+
+    async def _keep_writing(self) -> None:
         while True:
             await self.store.wait_for_change(self.saved_version)
+            self._urgent.clear()  # this write covers whatever made it urgent
             try:
                 await self.save()
             except OSError as exc:  # disk full, read-only...: keep serving, retry next round
@@ -145,7 +166,26 @@ class SnapshotWriter:
                 if self._failing:
                     log.info("%s is written again", self.path)
                 self._failing = False
-            await asyncio.sleep(self.interval)
+            finally:
+                self._attempted.set()
+            # the pause that turns a burst of progress updates into one write
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._urgent.wait()
+
+    async def durable(self) -> None:
+        """Return once every change made so far is on disk (or a write of it failed).
+
+        The upload route awaits this before its 201, so an upload that was
+        acknowledged is never lost to a crash a moment later.
+        """
+        wanted = self.store.version
+        while self.enabled and not self._stopped and self.saved_version < wanted:
+            self._attempted.clear()
+            self._urgent.set()
+            await self._attempted.wait()
+            if self._failing:
+                return
 
     async def save(self) -> None:
         version = self.store.version

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -98,15 +99,20 @@ class TaskStore:
         # so the store can be built by the synchronous create_app().
         self._work_queued = asyncio.Event()
         self._any_change = asyncio.Event()  # for the snapshot writer
+        # Called on every change but a progress update (a task added, removed, or
+        # moved to another state): the snapshot writer writes those at once.
+        self.on_transition: Callable[[], None] | None = None
 
     @property
     def version(self) -> int:
         """Bumped on every change: equal versions mean an identical task list."""
         return self._version
 
-    def _changed(self) -> None:
+    def _changed(self, transition: bool = True) -> None:
         self._version += 1
         self._any_change.set()
+        if transition and self.on_transition is not None:
+            self.on_transition()
 
     async def wait_for_change(self, seen_version: int) -> None:
         """Return once `version` differs from seen_version (at once if it already does)."""
@@ -184,7 +190,7 @@ class TaskStore:
         progress = max(0, min(99, progress))  # 100 means done, and only complete() says so
         if progress != task.progress or eta_seconds != task.eta_seconds:
             task.progress, task.eta_seconds = progress, eta_seconds
-            self._changed()
+            self._changed(transition=False)
 
     def complete(self, task: Task, output_path: Path, output: dict[str, Any],
                  thumbnail_path: Path | None) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 from ..config import Settings
 from ..loop_lag import LagMonitor
 from ..recovery import Recovery
+from ..snapshot import SnapshotWriter
 from ..store import TaskStore
 
 
@@ -35,6 +36,7 @@ UPLOADS = web.AppKey("uploads", UploadCounter)
 LAG = web.AppKey("lag", LagMonitor)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
 RECOVERY = web.AppKey("recovery", Recovery)
+SNAPSHOT = web.AppKey("snapshot", SnapshotWriter)
 
 
 class ApiError(web.HTTPException):

@@ -22,7 +22,7 @@ from aiohttp import BodyPartReader, web
 from .. import ffmpeg
 from ..config import RESOLUTIONS, Settings
 from ..store import Task, new_task_id
-from . import FFMPEG, SETTINGS, STORE, UPLOADS, ApiError
+from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -86,6 +86,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
     store = request.app[STORE]
     store.add(task)
+    await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
     log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
     location = f"/tasks/{task.id}"
     if _wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
