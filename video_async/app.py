@@ -43,7 +43,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=SMALL_BODY,
-                          middlewares=[cors(settings.cors_origins), json_errors])
+                          middlewares=[cors(settings.cors_origins), json_errors, small_bodies])
     app[SETTINGS] = settings
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
@@ -111,6 +111,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("unhandled error on %s %s", request.method, request.path)
         raise ApiError(500, "internal_error",
                          "Something went wrong on the server; it has been logged.") from None
+
+
+@web.middleware
+async def small_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only the upload route takes a big body; the others refuse one from its headers.
+
+    client_max_size caps what a handler reads; this also stops a big body sent to
+    a handler that never reads it, before aiohttp would drain it.
+    """
+    if request.path != "/videos/upload" and (request.content_length or 0) > SMALL_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=SMALL_BODY,
+                                            actual_size=request.content_length or 0)
+    return await handler(request)
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:

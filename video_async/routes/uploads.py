@@ -22,7 +22,7 @@ from aiohttp import BodyPartReader, web
 from .. import ffmpeg
 from ..config import RESOLUTIONS, Settings
 from ..store import Task, new_task_id
-from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError
+from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError, limits
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -77,10 +77,12 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise _too_large(settings)
 
+    await limits.admit(request, settings)  # 503 or 507 before any byte is stored
+
     counter = request.app[UPLOADS]
     counter.active += 1
     try:
-        task = await _receive(request, settings)
+        task = await limits.watched(request, settings, lambda: _receive(request, settings))
     finally:
         counter.active -= 1
 
@@ -97,6 +99,16 @@ async def upload(request: web.Request) -> web.StreamResponse:
 def _wants_html(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     return "text/html" in accept and "application/json" not in accept
+
+
+def _hms(seconds: float) -> str:
+    """3725 -> '1 h 2 min 5 s': durations as a person reads them."""
+    whole = int(seconds)
+    parts = []
+    for amount, unit in ((whole // 3600, "h"), (whole // 60 % 60, "min"), (whole % 60, "s")):
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts) or f"{seconds:.2g} s"
 
 
 def _too_large(settings: Settings) -> web.HTTPException:
@@ -144,6 +156,9 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
             media = await ffmpeg.probe(request.app[FFMPEG].path, partial)
         except ffmpeg.FFmpegError as exc:
             raise ApiError(415, "not_video", f"This is not a playable video: {exc}.")
+        if media.duration is not None and media.duration > settings.max_duration:
+            raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
+                           f"the limit is {_hms(settings.max_duration)}.")
         source = settings.uploads_dir / f"{task_id}{Path(filename).suffix.lower()}"
         await aiofiles.os.replace(partial, source)
     except BaseException:
