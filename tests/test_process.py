@@ -63,7 +63,9 @@ async def test_help_explains_every_flag() -> None:
     assert proc.returncode == 0
     text = out.decode()
     for flag in ("--host", "--port", "--data-dir", "--max-upload-mb", "--workers", "--ffmpeg",
-                 "--cors-origin", "--job-timeout", "VIDEO_ASYNC_"):
+                 "--cors-origin", "--job-timeout", "--stall-timeout", "--max-duration",
+                 "--max-queued", "--max-uploads", "--min-free-mb", "--upload-idle-timeout",
+                 "--no-persist", "VIDEO_ASYNC_"):
         assert flag in text
 
 
@@ -87,3 +89,22 @@ async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
     assert (settings.port, settings.workers) == (9001, 3)
     assert settings.cors_origins == ("http://a.test", "http://b.test")
     assert Settings.from_args(["--port", "9002"], environ={"VIDEO_ASYNC_PORT": "9001"}).port == 9002
+
+
+async def test_reliability_flags_and_variables() -> None:
+    from video_async.config import MIB, Settings
+    defaults = Settings.from_args([], environ={})
+    assert (defaults.job_timeout, defaults.stall_timeout, defaults.max_duration) == (3600, 120, 10800)
+    assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 8, 1024 * MIB)
+    assert (defaults.upload_idle_timeout, defaults.persist) == (60, True)
+    flags = Settings.from_args(["--stall-timeout", "5", "--max-duration", "60", "--max-queued", "3",
+                                "--max-uploads", "2", "--min-free-mb", "10",
+                                "--upload-idle-timeout", "7", "--no-persist"], environ={})
+    assert (flags.stall_timeout, flags.max_duration, flags.max_queued, flags.max_uploads,
+            flags.min_free_bytes, flags.upload_idle_timeout, flags.persist) == (
+        5, 60, 3, 2, 10 * MIB, 7, False)
+    env = Settings.from_args([], environ={"VIDEO_ASYNC_PERSIST": "0", "VIDEO_ASYNC_MAX_QUEUED": "4",
+                                          "VIDEO_ASYNC_STALL_TIMEOUT": "9"})
+    assert (env.persist, env.max_queued, env.stall_timeout) == (False, 4, 9)
+    with pytest.raises(SystemExit):
+        Settings.from_args(["--stall-timeout", "0"], environ={})
