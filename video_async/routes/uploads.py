@@ -18,6 +18,7 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import ffmpeg
 from ..config import RESOLUTIONS, Settings
@@ -55,7 +56,7 @@ def display_name(raw: str) -> str:
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
         name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
-    return name or "video"
+    return name.strip() or "video"  # the cut may have left a space at the end
 
 
 def container_of(head: bytes) -> str | None:
@@ -145,6 +146,9 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
                     size = await _stream_to_disk(part, partial, kind, settings)
                 else:
                     await _read_small(part)  # an extra field: tolerated, but only if small
+        except BadHttpMessage:  # e.g. a NUL or a bare CR in a part's headers
+            raise ApiError(400, "bad_multipart", "The multipart body is malformed "
+                           "(a part's headers are invalid).") from None
         except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
             raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).")
         if filename is None:
