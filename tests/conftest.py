@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -180,3 +182,54 @@ def top_level_boxes(path: Path) -> list[str]:
             handle.seek(size - header_length, os.SEEK_CUR)
     return boxes
 
+
+
+# -- the real program as a process ------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`python -m video_async` on a free port; its output goes to a log file, read by tests."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, data_dir: Path,
+                 log: Path) -> None:
+        self.proc, self.url, self.data_dir, self.log = proc, url, data_dir, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind, as in a crash or the OOM killer."""
+        self.proc.kill()
+        await self.proc.wait()
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        async with asyncio.timeout(15):
+            return await self.proc.wait()
+
+
+async def start_server(data_dir: Path, *flags: str) -> Server:
+    port = free_port()
+    log = data_dir.parent / f"server-{port}.log"
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "video_async", "--port", str(port), "--data-dir", str(data_dir),
+            *flags, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    async def listening() -> bool:
+        if proc.returncode is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as r:
+                return r.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+    await wait_until(listening, 20, "the server to listen")
+    return Server(proc, url, data_dir, log)

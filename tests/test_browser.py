@@ -264,7 +264,11 @@ async def test_delete_during_processing(browser: Browser, server: TestServer, ap
     await expect(row).to_have_attribute("data-state", "PROCESSING", timeout=20_000)
     await expect(row.locator(".status")).to_contain_text("Transcoding", timeout=10_000)
     page.on("dialog", lambda dialog: dialog.accept())
-    await row.locator("form.delete button").click()
+    # The card may vanish on a poll (the task leaves the list at once) before the
+    # DELETE has finished stopping ffmpeg, so wait for the DELETE's own answer.
+    async with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        await row.locator("form.delete button").click()
+    assert (await deleted.value).status == 200
     await expect(row).to_have_count(0)
     assert await api.tasks() == []
     assert ffmpeg_pids(settings.data_dir) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,40 +11,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import Clips, ffmpeg_pids, files_in, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, proc: asyncio.subprocess.Process, url: str, data_dir: Path) -> None:
-        self.proc, self.url, self.data_dir = proc, url, data_dir
+from .conftest import Clips, Server, ffmpeg_pids, files_in, free_port, start_server, wait_until
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    port = free_port()
     data_dir = tmp_path / "data"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "video_async", "--port", str(port), "--data-dir", str(data_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    async def listening() -> bool:
-        try:
-            async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as r:
-                return r.status == 200
-        except aiohttp.ClientConnectionError:
-            return False
-    await wait_until(listening, 20, "the server to listen")
-    yield Server(proc, url, data_dir)
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
+    data_dir.mkdir()
+    running = await start_server(data_dir)
+    yield running
+    if running.proc.returncode is None:
+        await running.kill()
 
 
 async def start_long_job(server: Server, clip: Path) -> str:
@@ -77,9 +53,7 @@ async def test_shutdown_mid_transcode_leaves_nothing(server: Server, clips: Clip
     assert ffmpeg_pids(server.data_dir) == []
     assert not [name for name in files_in(server.data_dir / "outputs") if "partial" in name]
     assert not [name for name in files_in(server.data_dir / "uploads") if "partial" in name]
-    assert server.proc.stdout is not None
-    output = (await server.proc.stdout.read()).decode()
-    assert "Traceback" not in output
+    assert "Traceback" not in server.output()
 
 
 async def test_help_explains_every_flag() -> None:
@@ -89,7 +63,9 @@ async def test_help_explains_every_flag() -> None:
     assert proc.returncode == 0
     text = out.decode()
     for flag in ("--host", "--port", "--data-dir", "--max-upload-mb", "--workers", "--ffmpeg",
-                 "--cors-origin", "--job-timeout", "VIDEO_ASYNC_"):
+                 "--cors-origin", "--job-timeout", "--stall-timeout", "--max-duration",
+                 "--max-queued", "--max-uploads", "--min-free-mb", "--upload-idle-timeout",
+                 "--no-persist", "VIDEO_ASYNC_"):
         assert flag in text
 
 
@@ -113,3 +89,22 @@ async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
     assert (settings.port, settings.workers) == (9001, 3)
     assert settings.cors_origins == ("http://a.test", "http://b.test")
     assert Settings.from_args(["--port", "9002"], environ={"VIDEO_ASYNC_PORT": "9001"}).port == 9002
+
+
+async def test_reliability_flags_and_variables() -> None:
+    from video_async.config import MIB, Settings
+    defaults = Settings.from_args([], environ={})
+    assert (defaults.job_timeout, defaults.stall_timeout, defaults.max_duration) == (3600, 120, 10800)
+    assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 8, 1024 * MIB)
+    assert (defaults.upload_idle_timeout, defaults.persist) == (60, True)
+    flags = Settings.from_args(["--stall-timeout", "5", "--max-duration", "60", "--max-queued", "3",
+                                "--max-uploads", "2", "--min-free-mb", "10",
+                                "--upload-idle-timeout", "7", "--no-persist"], environ={})
+    assert (flags.stall_timeout, flags.max_duration, flags.max_queued, flags.max_uploads,
+            flags.min_free_bytes, flags.upload_idle_timeout, flags.persist) == (
+        5, 60, 3, 2, 10 * MIB, 7, False)
+    env = Settings.from_args([], environ={"VIDEO_ASYNC_PERSIST": "0", "VIDEO_ASYNC_MAX_QUEUED": "4",
+                                          "VIDEO_ASYNC_STALL_TIMEOUT": "9"})
+    assert (env.persist, env.max_queued, env.stall_timeout) == (False, 4, 9)
+    with pytest.raises(SystemExit):
+        Settings.from_args(["--stall-timeout", "0"], environ={})

@@ -217,10 +217,14 @@ async def test_client_disconnect_mid_upload(client: AppClient, settings: Setting
                   f"Content-Length: {10 * MIB}\r\n\r\n").encode() + head + clips.small().read_bytes())
     await writer.drain()
     await wait_until(lambda: _uploading(client), 10, "the upload to start")
-    assert files_in(settings.uploads_dir) != []  # it really was being written
+    await wait_until(lambda: _has_files(settings.uploads_dir), 10, "the upload to reach the disk")
     writer.close()  # hang up with most of the body unsent
     await wait_until(lambda: _no_uploads(client), 10, "the server to notice")
     await assert_nothing_left(client, settings)
+
+
+async def _has_files(folder: Path) -> bool:
+    return files_in(folder) != []  # it really was being written
 
 
 async def _uploading(client: AppClient) -> bool:

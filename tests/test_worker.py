@@ -94,9 +94,10 @@ async def test_two_workers_overlap(make_client: MakeClient, clips: Clips, settin
 
     async def two_running() -> bool:
         health = await (await client.get("/healthz")).json()
-        return health["jobs_running"] == 2 and health["tasks"]["QUEUED"] == 1
+        # PROCESSING starts with a probe: wait until both transcodes' ffmpeg run
+        return (health["jobs_running"] == 2 and health["tasks"]["QUEUED"] == 1
+                and len(ffmpeg_pids(settings.data_dir)) == 2)
     await wait_until(two_running, 60, "two jobs at once")
-    assert len(ffmpeg_pids(settings.data_dir)) == 2
     for task in tasks:
         await client.delete(f"/tasks/{task['id']}")
     assert ffmpeg_pids(settings.data_dir) == []

@@ -11,6 +11,7 @@ from aiohttp import web
 from .app import create_app
 from .config import Settings
 from .ffmpeg import FFmpegError
+from .recovery import DataDirInUse
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=2.0,
                     print=lambda text: print(text.replace("======== ", "").replace(" ========", ""),
                                              flush=True))
-    except FFmpegError as exc:
+    except (FFmpegError, DataDirInUse) as exc:
         sys.exit(f"video-async: {exc}")
     except OSError as exc:  # typically: the port is already taken
         sys.exit(f"video-async: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")

@@ -21,8 +21,11 @@ from aiohttp import web
 from . import ffmpeg
 from .config import Settings
 from .loop_lag import LagMonitor
-from .routes import FFMPEG, LAG, SETTINGS, STORE, UPLOADS, ApiError, FFmpegInfo, UploadCounter
+from .recovery import Recovery, recover
+from .routes import (FFMPEG, LAG, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError,
+                     FFmpegInfo, UploadCounter)
 from .routes import pages, tasks, uploads
+from .snapshot import SnapshotWriter
 from .store import TaskStore
 from .worker import run_workers
 
@@ -39,11 +42,13 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=SMALL_BODY,
-                          middlewares=[cors(settings.cors_origins), json_errors])
+                          middlewares=[cors(settings.cors_origins), json_errors, small_bodies])
     app[SETTINGS] = settings
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
     app[LAG] = LagMonitor()
+    app[RECOVERY] = Recovery()
+    app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
     app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
     app[pages.TEMPLATES] = pages.template_environment()
     app.add_routes(uploads.routes)
@@ -61,11 +66,16 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     for folder in (settings.uploads_dir, settings.outputs_dir):
         await aiofiles.os.makedirs(folder, exist_ok=True)
+    # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
+    app[RECOVERY] = await recover(app[STORE], settings)
     # Strong references: the loop itself only keeps weak ones to running tasks.
     running = [
         asyncio.create_task(app[LAG].run(), name="loop-lag"),
         asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings), name="workers"),
     ]
+    writer = app[SNAPSHOT]  # made before loading: what loading changed is written back at once
+    if writer.enabled:
+        running.append(asyncio.create_task(writer.run(), name="snapshot"))
     yield
     # Shutdown: cancelling the workers cancels their jobs, and each job stops its
     # ffmpeg and removes its partial output before the cancellation completes.
@@ -74,6 +84,12 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if writer.enabled:
+        try:
+            await writer.save()  # the last word: jobs that were running are queued again on start
+        except OSError as exc:
+            log.error("could not write %s at shutdown: %s", settings.snapshot_path, exc)
+    app[RECOVERY].release()
 
 
 @web.middleware
@@ -93,6 +109,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("unhandled error on %s %s", request.method, request.path)
         raise ApiError(500, "internal_error",
                          "Something went wrong on the server; it has been logged.") from None
+
+
+@web.middleware
+async def small_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only the upload route takes a big body; the others refuse one from its headers.
+
+    client_max_size caps what a handler reads; this also stops a big body sent to
+    a handler that never reads it, before aiohttp would drain it.
+    """
+    if request.path != "/videos/upload" and (request.content_length or 0) > SMALL_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=SMALL_BODY,
+                                            actual_size=request.content_length or 0)
+    return await handler(request)
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:

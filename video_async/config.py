@@ -26,10 +26,18 @@ class Settings:
     ffmpeg: str | None = None  # None: the binary bundled with imageio-ffmpeg
     cors_origins: tuple[str, ...] = ()
     job_timeout: float = 3600.0  # seconds one transcode may take before it is killed
+    stall_timeout: float = 120.0  # seconds without ffmpeg progress before a job is killed
+    max_duration: float = 3 * 3600.0  # seconds: longer videos are refused at upload (422)
+    max_queued: int = 100  # queued tasks (plus uploads in progress) before uploads get 503
+    max_uploads: int = 8  # uploads streaming at once before the next one gets 503
+    min_free_bytes: int = 1024 * MIB  # disk space uploads may never eat into (507)
+    upload_idle_timeout: float = 60.0  # seconds an upload may send nothing before it is dropped
+    persist: bool = True  # keep tasks.json in the data dir so tasks survive a restart
     shutdown_grace: float = 3.0  # seconds ffmpeg gets to exit after SIGTERM before SIGKILL
     log_level: str = "INFO"
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
+    snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
 
     @property
     def uploads_dir(self) -> Path:
@@ -38,6 +46,10 @@ class Settings:
     @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.data_dir / "tasks.json"
 
     @classmethod
     def from_args(
@@ -49,6 +61,12 @@ class Settings:
             raise SystemExit("video-async: --workers must be at least 1")
         if args.max_upload_mb < 1:
             raise SystemExit("video-async: --max-upload-mb must be at least 1")
+        for name in ("job_timeout", "stall_timeout", "max_duration", "upload_idle_timeout"):
+            if getattr(args, name) <= 0:
+                raise SystemExit(f"video-async: --{name.replace('_', '-')} must be positive")
+        if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
+            raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
+                             "--min-free-mb at least 0")
         return cls(
             host=args.host,
             port=args.port,
@@ -58,6 +76,13 @@ class Settings:
             ffmpeg=args.ffmpeg or None,
             cors_origins=tuple(args.cors_origin),
             job_timeout=args.job_timeout,
+            stall_timeout=args.stall_timeout,
+            max_duration=args.max_duration,
+            max_queued=args.max_queued,
+            max_uploads=args.max_uploads,
+            min_free_bytes=args.min_free_mb * MIB,
+            upload_idle_timeout=args.upload_idle_timeout,
+            persist=args.persist,
             log_level=args.log_level.upper(),
         )
 
@@ -94,6 +119,31 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--job-timeout", type=float, default=float(default("JOB_TIMEOUT", "3600")),
                         help="seconds a transcode may run before it is stopped and FAILED "
                              "(default: %(default)s)")
+    parser.add_argument("--stall-timeout", type=float,
+                        default=float(default("STALL_TIMEOUT", "120")),
+                        help="seconds a transcode may go without progress before it is stopped "
+                             "and FAILED (default: %(default)s)")
+    parser.add_argument("--max-duration", type=float,
+                        default=float(default("MAX_DURATION", str(3 * 3600))),
+                        help="longest accepted video, in seconds; longer ones are refused "
+                             "with 422 (default: %(default)s, 3 hours)")
+    parser.add_argument("--max-queued", type=int, default=int(default("MAX_QUEUED", "100")),
+                        help="queued tasks (counting uploads in progress) beyond which uploads "
+                             "get 503 with Retry-After (default: %(default)s)")
+    parser.add_argument("--max-uploads", type=int, default=int(default("MAX_UPLOADS", "8")),
+                        help="uploads streaming at once; one more gets 503 at once "
+                             "(default: %(default)s)")
+    parser.add_argument("--min-free-mb", type=int, default=int(default("MIN_FREE_MB", "1024")),
+                        help="free disk space, in MiB, that uploads may never eat into; "
+                             "they get 507 instead (default: %(default)s)")
+    parser.add_argument("--upload-idle-timeout", type=float,
+                        default=float(default("UPLOAD_IDLE_TIMEOUT", "60")),
+                        help="seconds an upload may send nothing before it is dropped and "
+                             "its file removed (default: %(default)s)")
+    persist = default("PERSIST", "1").lower() not in ("0", "false", "no", "off")
+    parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
+                        help="keep tasks in memory only: no tasks.json snapshot, nothing "
+                             "survives a restart (env: VIDEO_ASYNC_PERSIST=0)")
     parser.add_argument("--log-level", default=default("LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
                         help="logging verbosity (default: %(default)s)")

@@ -34,6 +34,10 @@ class FFmpegError(Exception):
     """ffmpeg could not do what was asked; str() is a short reason for a person."""
 
 
+class Stalled(FFmpegError):
+    """ffmpeg reported no progress for too long: it is stopped rather than waited for."""
+
+
 class NotAVideo(FFmpegError):
     """The file opened, or failed to, but holds no video stream we can use."""
 
@@ -226,11 +230,14 @@ def parse_progress(line: str) -> float | None:
 
 
 async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resolution: int,
-                    on_progress: Callable[[float], None]) -> None:
-    """Encode source into target; on_progress gets output seconds as ffmpeg reports them."""
+                    on_progress: Callable[[float], None], stall_timeout: float = 120.0) -> None:
+    """Encode source into target; on_progress gets output seconds as ffmpeg reports them.
+
+    Stalled if the output position does not move forward for stall_timeout seconds.
+    """
     args = transcode_args(ffmpeg, source, target, output_size(media, resolution),
                           media.audio_codec is not None)
-    code, err = await _run_streaming(args, on_progress)
+    code, err = await _run_streaming(args, on_progress, stall_timeout)
     if code != 0:
         raise FFmpegError(_reason(err) or f"ffmpeg exited with status {code}")
 
@@ -296,19 +303,29 @@ async def _run_to_end(args: Sequence[str], timeout: float) -> tuple[int, str, st
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], None]) -> tuple[int, str]:
+async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], None],
+                         stall_timeout: float) -> tuple[int, str]:
     """Run ffmpeg, feeding each progress line to on_progress; (exit code, stderr tail).
 
     stdout and stderr are drained at the same time: if one pipe were left
-    unread, ffmpeg would block once its buffer filled, and so would we.
+    unread, ffmpeg would block once its buffer filled, and so would we. The
+    stall watchdog is a deadline pushed forward each time the output position
+    advances; when it passes, the process is stopped like on any other exit.
     """
     stderr_tail: deque[str] = deque(maxlen=20)
+    loop = asyncio.get_running_loop()
+    furthest = -1.0
 
-    async def read_progress(stream: asyncio.StreamReader) -> None:
+    async def read_progress(stream: asyncio.StreamReader, watchdog: asyncio.Timeout) -> None:
+        nonlocal furthest
         async for raw in stream:
             seconds = parse_progress(raw.decode(errors="replace"))
-            if seconds is not None:
-                on_progress(seconds)
+            if seconds is None:
+                continue
+            if seconds > furthest:
+                furthest = seconds
+                watchdog.reschedule(loop.time() + stall_timeout)
+            on_progress(seconds)
 
     async def read_errors(stream: asyncio.StreamReader) -> None:
         async for raw in stream:
@@ -316,10 +333,16 @@ async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], Non
 
     async with _spawn(args) as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        async with asyncio.TaskGroup() as group:
-            group.create_task(read_progress(proc.stdout))
-            group.create_task(read_errors(proc.stderr))
-        code = await proc.wait()
+        try:
+            async with asyncio.timeout(stall_timeout) as watchdog:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(read_progress(proc.stdout, watchdog))
+                    group.create_task(read_errors(proc.stderr))
+                code = await proc.wait()
+        except TimeoutError:
+            if not watchdog.expired():
+                raise
+            raise Stalled(f"stopped: ffmpeg made no progress for {stall_timeout:g} s") from None
     return code, "\n".join(stderr_tail)
 
 

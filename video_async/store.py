@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -97,14 +98,27 @@ class TaskStore:
         # Since Python 3.10 an Event binds to a loop on first wait, not here,
         # so the store can be built by the synchronous create_app().
         self._work_queued = asyncio.Event()
+        self._any_change = asyncio.Event()  # for the snapshot writer
+        # Called on every change but a progress update (a task added, removed, or
+        # moved to another state): the snapshot writer writes those at once.
+        self.on_transition: Callable[[], None] | None = None
 
     @property
     def version(self) -> int:
         """Bumped on every change: equal versions mean an identical task list."""
         return self._version
 
-    def _changed(self) -> None:
+    def _changed(self, transition: bool = True) -> None:
         self._version += 1
+        self._any_change.set()
+        if transition and self.on_transition is not None:
+            self.on_transition()
+
+    async def wait_for_change(self, seen_version: int) -> None:
+        """Return once `version` differs from seen_version (at once if it already does)."""
+        while self._version == seen_version:
+            self._any_change.clear()
+            await self._any_change.wait()
 
     # -- reading -----------------------------------------------------------
 
@@ -123,6 +137,9 @@ class TaskStore:
             counts[task.state.value] += 1
         return counts
 
+    def queued_count(self) -> int:
+        return sum(1 for task in self._tasks.values() if task.state is State.QUEUED)
+
     def queue_positions(self) -> dict[str, int]:
         """1 for the task the worker takes next, 2 for the one after, ..."""
         queued = (t for t in self._tasks.values() if t.state is State.QUEUED)
@@ -138,6 +155,14 @@ class TaskStore:
         self._changed()
         self._work_queued.set()
         return task
+
+    def restore(self, tasks: list[Task]) -> None:
+        """Put back tasks loaded from a snapshot at start-up, oldest first, and wake the worker."""
+        for task in sorted(tasks, key=lambda t: t.created_at):
+            self._tasks[task.id] = task
+        if tasks:
+            self._changed()
+            self._work_queued.set()
 
     def remove(self, task_id: str) -> Task | None:
         task = self._tasks.pop(task_id, None)
@@ -165,7 +190,7 @@ class TaskStore:
         progress = max(0, min(99, progress))  # 100 means done, and only complete() says so
         if progress != task.progress or eta_seconds != task.eta_seconds:
             task.progress, task.eta_seconds = progress, eta_seconds
-            self._changed()
+            self._changed(transition=False)
 
     def complete(self, task: Task, output_path: Path, output: dict[str, Any],
                  thumbnail_path: Path | None) -> None:

@@ -72,7 +72,8 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
             duration = media.duration or 0.0
             await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media,
                                    int(task.resolution),
-                                   lambda seconds: on_progress(seconds, duration))
+                                   lambda seconds: on_progress(seconds, duration),
+                                   settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             output = await ffmpeg.probe(ffmpeg_path, final)
             stat = await aiofiles.os.stat(final)

@@ -13,6 +13,8 @@ from aiohttp import web
 
 from ..config import Settings
 from ..loop_lag import LagMonitor
+from ..recovery import Recovery
+from ..snapshot import SnapshotWriter
 from ..store import TaskStore
 
 
@@ -33,6 +35,8 @@ STORE = web.AppKey("store", TaskStore)
 UPLOADS = web.AppKey("uploads", UploadCounter)
 LAG = web.AppKey("lag", LagMonitor)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
+RECOVERY = web.AppKey("recovery", Recovery)
+SNAPSHOT = web.AppKey("snapshot", SnapshotWriter)
 
 
 class ApiError(web.HTTPException):

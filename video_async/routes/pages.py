@@ -8,7 +8,7 @@ import jinja2
 from aiohttp import web
 
 from ..config import RESOLUTIONS
-from . import FFMPEG, LAG, SETTINGS, STORE, UPLOADS
+from . import FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
@@ -53,6 +53,9 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
         "jobs_running": counts["PROCESSING"],
         "event_loop_lag_ms": {"last": round(lag.last * 1000, 2), "max_1m": round(lag.max * 1000, 2)},
         "ffmpeg": {"path": app[FFMPEG].path, "version": app[FFMPEG].version},
+        "persist": app[SETTINGS].persist,
+        # finished files that no task refers to, found at start-up: kept, for a person to look at
+        "unreferenced_files": app[RECOVERY].unreferenced,
     }
 
 

@@ -13,7 +13,7 @@ import aiofiles.os
 from aiohttp import web
 
 from ..store import TASK_ID, State, Task
-from . import STORE, ApiError, wants_html
+from . import SNAPSHOT, STORE, ApiError, wants_html
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -107,6 +107,7 @@ async def _delete(request: web.Request, task: Task) -> Task:
     for path in task.files():
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(path)
+    await request.app[SNAPSHOT].durable()  # a deleted task never comes back after a crash
     log.info("task %s deleted", task.id)
     return task
 
@@ -121,6 +122,7 @@ async def retry_task(request: web.Request) -> web.Response:
         raise ApiError(409, "upload_missing", "The uploaded file is gone; upload it again.")
     store = request.app[STORE]
     store.requeue(task)
+    await request.app[SNAPSHOT].durable()
     if wants_html(request):  # the page's plain form
         raise web.HTTPSeeOther("/")
     return web.json_response(store.to_json(task))

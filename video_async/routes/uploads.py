@@ -18,11 +18,12 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import ffmpeg
 from ..config import RESOLUTIONS, Settings
 from ..store import Task, new_task_id
-from . import FFMPEG, SETTINGS, STORE, UPLOADS, ApiError, wants_html
+from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError, limits, wants_html
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -55,7 +56,7 @@ def display_name(raw: str) -> str:
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
         name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
-    return name or "video"
+    return name.strip() or "video"  # the cut may have left a space at the end
 
 
 def container_of(head: bytes) -> str | None:
@@ -77,20 +78,33 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise _too_large(settings)
 
+    await limits.admit(request, settings)  # 503 or 507 before any byte is stored
+
     counter = request.app[UPLOADS]
     counter.active += 1
     try:
-        task = await _receive(request, settings)
+        task = await limits.watched(request, settings, lambda: _receive(request, settings))
     finally:
         counter.active -= 1
 
     store = request.app[STORE]
     store.add(task)
+    await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
     log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
     location = f"/tasks/{task.id}"
     if wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
         raise web.HTTPSeeOther("/")
     return web.json_response(store.to_json(task), status=201, headers={"Location": location})
+
+
+def _hms(seconds: float) -> str:
+    """3725 -> '1 h 2 min 5 s': durations as a person reads them."""
+    whole = int(seconds)
+    parts = []
+    for amount, unit in ((whole // 3600, "h"), (whole // 60 % 60, "min"), (whole % 60, "s")):
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts) or f"{seconds:.2g} s"
 
 
 def _too_large(settings: Settings) -> web.HTTPException:
@@ -127,6 +141,9 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
                     size = await _stream_to_disk(part, partial, kind, settings)
                 else:
                     await _read_small(part)  # an extra field: tolerated, but only if small
+        except BadHttpMessage:  # e.g. a NUL or a bare CR in a part's headers
+            raise ApiError(400, "bad_multipart", "The multipart body is malformed "
+                           "(a part's headers are invalid).") from None
         except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
             raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).")
         if filename is None:
@@ -138,6 +155,9 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
             media = await ffmpeg.probe(request.app[FFMPEG].path, partial)
         except ffmpeg.FFmpegError as exc:
             raise ApiError(415, "not_video", f"This is not a playable video: {exc}.")
+        if media.duration is not None and media.duration > settings.max_duration:
+            raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
+                           f"the limit is {_hms(settings.max_duration)}.")
         source = settings.uploads_dir / f"{task_id}{Path(filename).suffix.lower()}"
         await aiofiles.os.replace(partial, source)
     except BaseException:

@@ -1,0 +1,206 @@
+"""Never fooled: hostile names, broken multipart, files ffmpeg opens but cannot decode, odd sources.
+
+Each input either comes out as a playable MP4 or is refused or FAILED with a
+plain reason; none leaves a file, a task or an ffmpeg behind, and the worker
+goes on to the next job.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from video_async.config import Settings
+
+from .conftest import (AppClient, Clips, describe, ffmpeg_pids, files_in, upload, upload_ok,
+                       wait_for_state)
+from .test_transcode import assert_web_ready, video_size
+from .test_upload_errors import BOUNDARY, assert_error, assert_nothing_left
+
+
+def multipart(*parts: tuple[bytes, bytes], boundary: str = BOUNDARY) -> bytes:
+    """A multipart body from (header block, content) pairs, written by hand, byte for byte."""
+    body = b""
+    for headers, content in parts:
+        body += f"--{boundary}\r\n".encode() + headers + b"\r\n\r\n" + content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def file_part(filename: bytes, content: bytes) -> tuple[bytes, bytes]:
+    return (b'Content-Disposition: form-data; name="video"; filename="' + filename + b'"\r\n'
+            b"Content-Type: video/mp4", content)
+
+
+def encoded_file_part(filename: str, content: bytes) -> tuple[bytes, bytes]:
+    """The RFC 5987 form, filename*=UTF-8''..., which can carry any character, NUL included."""
+    return (b"Content-Disposition: form-data; name=\"video\"; filename*=UTF-8''"
+            + quote(filename, safe="").encode() + b"\r\nContent-Type: video/mp4", content)
+
+
+async def post_raw(client: AppClient, body: bytes, boundary: str = BOUNDARY):  # type: ignore[no-untyped-def]
+    return await client.post("/videos/upload", data=body,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+# -- names ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    (b"../../../etc/passwd.mp4", "passwd.mp4"),
+    (b"..\\\\..\\\\windows\\\\clip.mp4", "clip.mp4"),  # escaped backslashes in the quoted name
+    (b"..\\..\\x\\clip.mp4", "....xclip.mp4"),  # lone backslashes: quoted-string escapes
+    ("nul\x00byte.mp4", "nulbyte.mp4"),
+    ("line\r\nbreak.mp4", "linebreak.mp4"),
+    ("../../..\x00/etc/passwd.mp4", "passwd.mp4"),
+    (b"tab\there.mp4", "tabhere.mp4"),
+    (b"$(touch x).mp4", "$(touch x).mp4"),
+    (b"`touch y`; rm -rf ~ | cat > z &.mp4", "`touch y`; rm -rf ~ | cat > z &.mp4"),
+    (b"x" * 1000 + b".mp4", "x" * 196 + ".mp4"),
+    ("élan vital ✓.mp4".encode(), "élan vital ✓.mp4"),
+    ("\u202egnp.mp4", "gnp.mp4"),  # a right-to-left override is a format character: dropped
+    (b"quote\".mp4", "quote\".mp4"),  # a bare quote inside the quoted name: kept as text
+])
+async def test_hostile_file_names(client: AppClient, clips: Clips, settings: Settings,
+                                  raw: bytes | str, shown: str) -> None:
+    video = clips.small().read_bytes()
+    part = file_part(raw, video) if isinstance(raw, bytes) else encoded_file_part(raw, video)
+    response = await post_raw(client, multipart(part))
+    assert response.status == 201, await response.text()
+    task = await response.json()
+    assert task["filename"] == shown
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    download = await client.get(done["download_url"])
+    disposition = download.headers["Content-Disposition"]
+    assert not re.search(r"[\x00-\x1f\x7f]", disposition) and "/" not in disposition.split("''")[0]
+    # only generated names on disk, nothing created by a "command" in a name
+    assert files_in(settings.uploads_dir) == [f"{task['id']}.mp4"]
+    assert files_in(settings.outputs_dir) == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
+    assert sorted(p.name for p in settings.data_dir.iterdir()
+                  if not p.name.startswith("tasks.json")) == ["outputs", "uploads"]
+    for stray in ("x", "y", "z"):
+        assert not (Path.cwd() / stray).exists()
+
+
+@pytest.mark.parametrize("raw", [b"nul\x00byte.mp4", b"line\r\nbreak.mp4", b"cr\ronly.mp4",
+                                 b"\xff\xfe not utf-8.mp4"])
+async def test_raw_control_bytes_in_the_part_header(client: AppClient, clips: Clips,
+                                                    settings: Settings, raw: bytes) -> None:
+    """Sent raw (no browser does), these break the part's header: 400, or a cleaned name; never a 500."""
+    response = await post_raw(client, multipart(file_part(raw, clips.small().read_bytes())))
+    assert response.status in (201, 400), await response.text()
+    if response.status == 400:
+        assert (await response.json())["error"]["code"] == "bad_multipart"
+        await assert_nothing_left(client, settings)
+        return
+    task = await response.json()
+    assert not re.search(r"[\x00-\x1f\x7f/\\]", task["filename"])
+    await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+
+
+async def test_a_name_that_is_only_an_extension(client: AppClient, clips: Clips,
+                                                settings: Settings) -> None:
+    await assert_error(await upload(client, clips.small(), filename=".mp4"), 415, "unsupported_type")
+    await assert_nothing_left(client, settings)
+
+
+# -- multipart --------------------------------------------------------------------------
+
+async def test_boundary_that_does_not_match(client: AppClient, clips: Clips, settings: Settings) -> None:
+    body = multipart(file_part(b"a.mp4", clips.small().read_bytes()), boundary="other")
+    await assert_error(await post_raw(client, body), 400, "bad_multipart")
+    await assert_nothing_left(client, settings)
+
+
+async def test_part_without_content_disposition(client: AppClient, settings: Settings) -> None:
+    body = multipart((b"Content-Type: video/mp4", b"\x00" * 100))
+    response = await post_raw(client, body)
+    assert response.status == 400
+    await assert_nothing_left(client, settings)
+
+
+async def test_garbage_body(client: AppClient, settings: Settings) -> None:
+    await assert_error(await post_raw(client, bytes(range(256)) * 40), 400, "bad_multipart")
+    await assert_nothing_left(client, settings)
+
+
+async def test_mp4_content_named_webm(client: AppClient, clips: Clips, settings: Settings) -> None:
+    await assert_error(await upload(client, clips.small(), filename="clip.webm"), 415, "type_mismatch")
+    await assert_nothing_left(client, settings)
+
+
+# -- files ffmpeg opens but cannot decode ---------------------------------------------------
+
+def faststart(clips: Clips) -> Path:
+    """The index (moov) first: ffmpeg can describe the file from its first kilobytes."""
+    return clips.make("faststart.mp4", seconds=2, extra=("-movflags", "+faststart"))
+
+
+def truncated(clips: Clips, folder: Path) -> Path:
+    data = faststart(clips).read_bytes()
+    path = folder / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def header_then_garbage(clips: Clips, folder: Path) -> Path:
+    data = faststart(clips).read_bytes()
+    mdat = data.index(b"mdat") + 4
+    path = folder / "garbage.mp4"
+    # the same length, so the index still matches, but every sample is noise
+    path.write_bytes(data[:mdat] + bytes((i * 151 + 7) % 251 for i in range(len(data) - mdat)))
+    return path
+
+
+async def test_truncated_video_keeps_what_decodes(client: AppClient, clips: Clips,
+                                                 settings: Settings, tmp_path: Path) -> None:
+    path = truncated(clips, tmp_path)
+    assert "Input #0" in describe(path)  # ffmpeg opens it and reads its full index
+    task = await upload_ok(client, path, "480")
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    assert 0 < done["output"]["duration"] < task["media"]["duration"]  # the first half, about
+    assert_web_ready(settings.outputs_dir / f"{task['id']}.mp4")
+    await assert_worker_goes_on(client, clips, settings)
+
+
+async def test_valid_index_with_garbage_samples_fails_plainly(client: AppClient, clips: Clips,
+                                                              settings: Settings, tmp_path: Path) -> None:
+    path = header_then_garbage(clips, tmp_path)
+    assert "Input #0" in describe(path)
+    task = await upload_ok(client, path, "480")
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "FAILED"
+    assert done["error"] and len(done["error"]) <= 200 and str(settings.data_dir) not in done["error"]
+    assert files_in(settings.outputs_dir) == []
+    await assert_worker_goes_on(client, clips, settings)
+
+
+async def assert_worker_goes_on(client: AppClient, clips: Clips, settings: Settings) -> None:
+    assert not [n for n in files_in(settings.outputs_dir) if "partial" in n]
+    assert ffmpeg_pids(settings.data_dir) == []
+    nxt = await upload_ok(client, clips.small(), "480")
+    assert (await wait_for_state(client, nxt["id"], "COMPLETED", "FAILED"))["state"] == "COMPLETED"
+
+
+# -- odd but valid sources ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "options", "size"), [
+    ("one-frame.mp4", {"seconds": 0.04, "audio": False}, (320, 240)),
+    ("ten-bit.mp4", {"pix_fmt": "yuv420p10le"}, (320, 240)),
+    ("four-four-four.mp4", {"pix_fmt": "yuv444p"}, (320, 240)),
+    ("prores-422-10bit.mov", {"vcodec": ("-c:v", "prores_ks"), "pix_fmt": "yuv422p10le"}, (320, 240)),
+    ("tiny.mp4", {"size": "2x2", "pix_fmt": "yuv444p"}, (2, 2)),
+    ("tall.mp4", {"size": "64x1000"}, (64, 1000)),
+])
+async def test_odd_sources_come_out_web_ready(client: AppClient, clips: Clips, tmp_path: Path,
+                                              name: str, options: dict, size: tuple[int, int]) -> None:  # type: ignore[type-arg]
+    clip = clips.make(name, **options)
+    task = await upload_ok(client, clip, "480")
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    out = tmp_path / "out.mp4"
+    out.write_bytes(await (await client.get(done["download_url"])).read())
+    assert video_size(assert_web_ready(out, audio=options.get("audio", True))) == size

@@ -1,0 +1,102 @@
+"""Never stuck: a stalled ffmpeg, a job over its time limit, a full disk; the next job runs at once."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from video_async.config import Settings
+
+from .conftest import (FFMPEG, AppClient, Clips, MakeClient, ffmpeg_pids, files_in, upload_ok,
+                       wait_for_state)
+
+STAND_IN = '''#!{python}
+"""Stand-in for ffmpeg, written by a test: runs the real ffmpeg, except that the first
+transcode reports a little progress and then hangs, as a wedged ffmpeg would."""
+import os, signal, sys
+args = sys.argv[1:]
+if "-progress" in args and not os.path.exists({marker!r}):
+    open({marker!r}, "w").close()
+    for micros in (100000, 200000):
+        print(f"out_time_us={{micros}}", "progress=continue", sep="\\n", flush=True)
+    signal.pause()  # no more output and no exit, until it is stopped
+os.execv({real!r}, [{real!r}, *args])
+'''
+
+
+def hanging_ffmpeg(folder: Path) -> Path:
+    """A stand-in ffmpeg whose first transcode hangs (only where a test must control timing)."""
+    path = folder / "stand-in-ffmpeg"
+    path.write_text(STAND_IN.format(python=sys.executable, marker=str(folder / "hung-once"),
+                                    real=FFMPEG))
+    path.chmod(0o755)
+    return path
+
+
+def stand_in_pids(stand_in: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(") ", 1)[-1]
+        except OSError:
+            continue
+        if str(stand_in).encode() in cmdline and not state.startswith("Z"):
+            pids.append(int(entry.name))
+    return pids
+
+
+async def assert_next_job_runs(client: AppClient, clips: Clips, settings: Settings) -> None:
+    nxt = await upload_ok(client, clips.small(), "480")
+    done = await wait_for_state(client, nxt["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+
+
+async def test_stalled_ffmpeg_is_stopped(make_client: MakeClient, clips: Clips, settings: Settings,
+                                         tmp_path: Path) -> None:
+    stand_in = hanging_ffmpeg(tmp_path)
+    client = await make_client(ffmpeg=str(stand_in), stall_timeout=1.0)
+    stuck = await upload_ok(client, clips.small(), "480")
+    behind = await upload_ok(client, clips.small(), "480")
+    failed = await wait_for_state(client, stuck["id"], "FAILED", "COMPLETED", timeout=20)
+    assert failed["state"] == "FAILED"
+    assert failed["error"] == "stopped: ffmpeg made no progress for 1 s"
+    # the one behind it is taken at once and completes
+    done = await wait_for_state(client, behind["id"], "COMPLETED", "FAILED", timeout=20)
+    assert done["state"] == "COMPLETED", done["error"]
+    assert stand_in_pids(stand_in) == [] and ffmpeg_pids(settings.data_dir) == []
+    assert files_in(settings.outputs_dir) == [f"{behind['id']}.jpg", f"{behind['id']}.mp4"]
+    # retried, it runs normally this time (the stand-in hangs only once)
+    assert (await client.post(f"/tasks/{stuck['id']}/retry")).status == 200
+    assert (await wait_for_state(client, stuck["id"], "COMPLETED", "FAILED"))["state"] == "COMPLETED"
+
+
+async def test_job_over_its_time_limit_is_stopped(make_client: MakeClient, clips: Clips,
+                                                  settings: Settings, tmp_path: Path) -> None:
+    stand_in = hanging_ffmpeg(tmp_path)
+    client = await make_client(ffmpeg=str(stand_in), job_timeout=2.0, stall_timeout=60.0)
+    stuck = await upload_ok(client, clips.small(), "480")
+    failed = await wait_for_state(client, stuck["id"], "FAILED", "COMPLETED", timeout=20)
+    assert failed["state"] == "FAILED"
+    assert failed["error"] == "stopped after the job time limit of 2 s"
+    assert stand_in_pids(stand_in) == []
+    assert files_in(settings.outputs_dir) == []
+    await assert_next_job_runs(client, clips, settings)
+
+
+async def test_disk_full_during_transcode(client: AppClient, clips: Clips, settings: Settings) -> None:
+    """A real ENOSPC, without root: the job's output path is made to point at /dev/full."""
+    blocker = await upload_ok(client, clips.long(), "480")
+    await wait_for_state(client, blocker["id"], "PROCESSING")
+    victim = await upload_ok(client, clips.small(), "480")
+    partial = settings.outputs_dir / f"{victim['id']}.partial.mp4"
+    os.symlink("/dev/full", partial)  # every write ffmpeg makes there fails with ENOSPC
+    await client.delete(f"/tasks/{blocker['id']}")
+    failed = await wait_for_state(client, victim["id"], "FAILED", "COMPLETED")
+    assert failed["state"] == "FAILED"
+    assert failed["error"] == "disk full"
+    assert not os.path.lexists(partial)
+    assert files_in(settings.outputs_dir) == [] and ffmpeg_pids(settings.data_dir) == []
+    assert os.path.exists("/dev/full")  # the link was removed, not what it pointed to
+    await assert_next_job_runs(client, clips, settings)

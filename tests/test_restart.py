@@ -1,0 +1,171 @@
+"""Crashes: the real server killed with SIGKILL mid-upload and mid-transcode, then started again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .conftest import Clips, Server, ffmpeg_pids, files_in, start_server, wait_until
+
+BOUNDARY = "crashboundary"
+
+
+async def post_clip(session: aiohttp.ClientSession, server: Server, clip: Path,
+                    resolution: str = "480") -> dict[str, Any]:
+    form = aiohttp.FormData()
+    form.add_field("resolution", resolution)
+    with clip.open("rb") as video:
+        form.add_field("video", video, filename=clip.name)
+        async with session.post(f"{server.url}/videos/upload", data=form) as response:
+            assert response.status == 201, await response.text()
+            return await response.json()
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def wait_for(session: aiohttp.ClientSession, server: Server, task_id: str, *states: str,
+                   progress: int = 0, timeout: float = 90) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        task = await get_json(session, f"{server.url}/tasks/{task_id}")
+        return task if task["state"] in states and task["progress"] >= progress else None
+    return await wait_until(reached, timeout, f"task {task_id} to reach {states}")
+
+
+async def download(session: aiohttp.ClientSession, server: Server, task_id: str) -> bytes:
+    async with session.get(f"{server.url}/tasks/{task_id}/download") as response:
+        assert response.status == 200
+        return await response.read()
+
+
+async def in_snapshot(data_dir: Path, task_id: str, state: str) -> None:
+    """Wait until tasks.json says so: what a crash a moment later must keep."""
+    async def written() -> bool:
+        try:
+            tasks = json.loads((data_dir / "tasks.json").read_text())["tasks"]
+        except (OSError, ValueError):
+            return False
+        return any(t["id"] == task_id and t["state"] == state for t in tasks)
+    await wait_until(written, 10, f"tasks.json to show {task_id} {state}")
+
+
+def partials(data_dir: Path) -> list[str]:
+    return [name for folder in ("uploads", "outputs") for name in files_in(data_dir / folder)
+            if "partial" in name]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat.rsplit(") ", 1)[-1].startswith(("Z", "X"))
+
+
+async def test_sigkill_mid_upload(tmp_path: Path, clips: Clips) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir)
+    async with aiohttp.ClientSession() as session:
+        done = await post_clip(session, server, clips.small())
+        await wait_for(session, server, done["id"], "COMPLETED")
+        await in_snapshot(data_dir, done["id"], "COMPLETED")
+        before = await download(session, server, done["id"])
+
+        # an upload that has sent its headers and a first piece of a 10 MiB body
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
+        head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; "
+                "filename=\"a.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
+        writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
+                      f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                      f"Content-Length: {10 * 1024 * 1024}\r\n\r\n").encode()
+                     + head + clips.small().read_bytes())
+        await writer.drain()
+
+        async def partial_on_disk() -> bool:
+            return partials(data_dir) != []
+        await wait_until(partial_on_disk, 10, "the upload to reach the disk")
+        await server.kill()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        assert partials(data_dir) != []  # the crash really left half an upload behind
+
+        server = await start_server(data_dir)
+        try:
+            tasks = await get_json(session, f"{server.url}/tasks")
+            assert [(t["id"], t["state"]) for t in tasks] == [(done["id"], "COMPLETED")]  # no phantom
+            assert partials(data_dir) == []
+            assert files_in(data_dir / "uploads") == [f"{done['id']}.mp4"]
+            assert await download(session, server, done["id"]) == before
+            health = await get_json(session, f"{server.url}/healthz")
+            assert health["unreferenced_files"] == []
+            assert "removed uploads/" in server.output() and ".partial" in server.output()
+        finally:
+            assert await server.stop() == 0
+    assert "Traceback" not in server.output()
+
+
+async def test_sigkill_mid_transcode(tmp_path: Path, clips: Clips) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir)
+    async with aiohttp.ClientSession() as session:
+        done = await post_clip(session, server, clips.small())
+        await wait_for(session, server, done["id"], "COMPLETED")
+        await in_snapshot(data_dir, done["id"], "COMPLETED")
+        before = await download(session, server, done["id"])
+        interrupted = await post_clip(session, server, clips.long())
+        waiting = await post_clip(session, server, clips.small())
+        await wait_for(session, server, interrupted["id"], "PROCESSING", progress=1)
+        old_ffmpeg = ffmpeg_pids(data_dir)
+        assert len(old_ffmpeg) == 1
+        await server.kill()
+        # ffmpeg runs in its own session, so it outlives a SIGKILLed parent: this is
+        # exactly what start-up has to clean up
+        assert all(alive(pid) for pid in old_ffmpeg)
+        assert partials(data_dir) == [f"{interrupted['id']}.partial.mp4"]
+
+        server = await start_server(data_dir)
+        try:
+            assert not any(alive(pid) for pid in old_ffmpeg), "ffmpeg of the killed run still runs"
+            tasks = await get_json(session, f"{server.url}/tasks")
+            assert [t["id"] for t in tasks] == [done["id"], interrupted["id"], waiting["id"]]
+            assert tasks[0]["state"] == "COMPLETED"
+            assert tasks[1]["state"] in ("QUEUED", "PROCESSING")  # to run again, from the start
+            finished = await wait_for(session, server, interrupted["id"], "COMPLETED", "FAILED")
+            assert finished["state"] == "COMPLETED", finished["error"]
+            assert (await wait_for(session, server, waiting["id"], "COMPLETED"))["error"] is None
+            assert await download(session, server, done["id"]) == before
+            assert len(await download(session, server, interrupted["id"])) > 0
+            assert partials(data_dir) == []
+            assert ffmpeg_pids(data_dir) == []
+            assert "left running by a previous run" in server.output()
+        finally:
+            assert await server.stop() == 0
+    assert "Traceback" not in server.output()
+
+
+async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "video_async", "--port", "0", "--data-dir", str(data_dir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+        assert proc.returncode != 0
+        assert "another video-async server" in err.decode()
+        assert "Traceback" not in err.decode()
+    finally:
+        assert await server.stop() == 0
+    assert os.path.exists(data_dir / "tasks.json.lock")

@@ -1,0 +1,111 @@
+"""The upload route's limits: never flooded, never filled up, never held open by a silent client.
+
+`admit` runs before a byte of the body is read: too many uploads at once or a
+full queue is a 503 with Retry-After, a body that would eat into the disk
+reserve a 507. `watched` runs the upload itself under a watcher that drops it
+when the client sends nothing for `upload_idle_timeout` seconds, and stops it
+with 507 when the disk's free space falls to the reserve. Both work from the
+outside (the request's byte counter and the disk's free space), so the read
+loop in uploads.py stays as simple as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from aiohttp import StreamReader, web
+
+from ..config import MIB, Settings
+from . import STORE, UPLOADS, ApiError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_BUSY = 5  # seconds: an upload slot frees up as soon as any upload ends
+RETRY_QUEUE_FULL = 60  # seconds: the queue drains one transcode at a time
+
+
+async def free_bytes(folder: Path) -> int:
+    usage = await asyncio.to_thread(shutil.disk_usage, folder)
+    return usage.free
+
+
+def disk_full(settings: Settings) -> ApiError:
+    return ApiError(507, "disk_full",
+                    "The server is short of disk space and cannot take this upload now; "
+                    f"it keeps {settings.min_free_bytes / MIB:g} MiB free.")
+
+
+async def admit(request: web.Request, settings: Settings) -> None:
+    """Refuse an upload the server cannot take, before any byte is stored."""
+    active = request.app[UPLOADS].active
+    if active >= settings.max_uploads:
+        raise ApiError(503, "busy",
+                       f"{active} uploads are already in progress; try again in a few seconds.",
+                       headers={"Retry-After": str(RETRY_BUSY)})
+    # uploads in progress count too: each may become a queued task a moment later
+    if request.app[STORE].queued_count() + active >= settings.max_queued:
+        raise ApiError(503, "queue_full",
+                       f"{settings.max_queued} videos are already waiting; try again later.",
+                       headers={"Retry-After": str(RETRY_QUEUE_FULL)})
+    if await free_bytes(settings.data_dir) - (request.content_length or 0) < settings.min_free_bytes:
+        raise disk_full(settings)
+
+
+async def watched(request: web.Request, settings: Settings,
+                  receive: Callable[[], Awaitable[T]]) -> T:
+    """await receive(), dropping it if the client goes silent or the disk reaches the reserve.
+
+    The watcher moves the deadline forward each time bytes arrive; once the
+    whole body is in, there is no deadline (probing has its own time limit).
+    """
+    watcher = _Watcher(request.content, settings)
+    try:
+        async with asyncio.timeout(settings.upload_idle_timeout) as deadline:
+            watching = asyncio.create_task(watcher.run(deadline), name="upload-watch")
+            try:
+                return await receive()
+            finally:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # not ours
+        if watcher.disk_full:
+            log.warning("upload stopped: free disk space reached the reserve")
+            raise disk_full(settings) from None
+        log.info("upload dropped: nothing received for %g s", settings.upload_idle_timeout)
+        raise ApiError(408, "idle_timeout",
+                       f"The upload sent nothing for {settings.upload_idle_timeout:g} s "
+                       "and was dropped.") from None
+
+
+class _Watcher:
+    def __init__(self, content: StreamReader, settings: Settings) -> None:
+        self.content = content
+        self.settings = settings
+        self.disk_full = False
+
+    async def run(self, deadline: asyncio.Timeout) -> None:
+        loop = asyncio.get_running_loop()
+        idle = self.settings.upload_idle_timeout
+        tick = min(0.25, idle / 4)
+        seen = self.content.total_bytes
+        while not self.content.is_eof():
+            await asyncio.sleep(tick)
+            if self.content.total_bytes == seen:
+                continue  # silent: the deadline stays where it is
+            seen = self.content.total_bytes
+            deadline.reschedule(loop.time() + idle)
+            if await free_bytes(self.settings.data_dir) < self.settings.min_free_bytes:
+                self.disk_full = True
+                deadline.reschedule(loop.time())  # expire now: the upload stops
+                return
+        deadline.reschedule(None)
