@@ -4,7 +4,7 @@
     .venv/bin/python examples/blocking_demo.py --mb 128 --uploads 4
 
 An aiohttp server streams multipart uploads to disk, once writing each chunk
-with plain `file.write()` + `os.fsync()` on the event loop, once handing the very
+with plain `os.write()` + `os.fsync()` on the event loop, once handing the very
 same calls to a worker thread with `asyncio.to_thread`. A LagMonitor (the one
 video_async shows in /healthz) runs in the server's loop the whole time, and the
 uploads come from a separate client process, so the lag measured is the

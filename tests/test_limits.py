@@ -199,3 +199,26 @@ async def test_other_routes_refuse_big_bodies(client: AppClient, clips: Clips) -
         await assert_error(response, 413, "request_entity_too_large")
     assert (await client.get(f"/tasks/{task['id']}")).status == 200  # nothing was deleted
     await wait_for_state(client, task["id"], "COMPLETED")
+
+
+async def test_a_burst_cannot_slip_past_the_upload_limit(make_client: MakeClient, settings: Settings,
+                                                         clips: Clips) -> None:
+    """Six uploads arriving together, two slots: the limit holds even while admit awaits the disk check."""
+    client = await make_client(max_uploads=2)
+    opened = await asyncio.gather(*(open_upload(client, PART_HEAD + clips.small().read_bytes()[:1000])
+                                    for _ in range(6)))
+    statuses = []
+    for reader, writer in opened:
+        try:
+            async with asyncio.timeout(2):
+                statuses.append(await reader.readline())
+        except TimeoutError:
+            statuses.append(b"still streaming")
+        await hang_up(writer)
+    assert sum(b" 503 " in line for line in statuses) == 4, statuses
+    await wait_until(lambda: _uploads_in_progress(client, 0), 10, "the two uploads to be dropped")
+    await assert_nothing_left(client, settings)
+
+
+async def _uploads_in_progress(client: AppClient, count: int) -> bool:
+    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == count

@@ -178,3 +178,20 @@ async def test_requests_stay_fast_during_upload_and_transcode(client: AppClient,
 
 async def _counter(client: AppClient, name: str) -> int:
     return (await (await client.get("/healthz")).json())[name]
+
+
+async def test_two_retries_at_once_queue_the_task_once(client: AppClient, clips: Clips,
+                                                       settings: Settings) -> None:
+    blocker = await upload_ok(client, clips.long(), "480")
+    damaged = await upload_ok(client, clips.small(), "480")
+    source = settings.uploads_dir / f"{damaged['id']}.mp4"
+    source.write_bytes(clips.small().read_bytes()[:40])  # damaged while it waits its turn
+    await client.delete(f"/tasks/{blocker['id']}")
+    await wait_for_state(client, damaged["id"], "FAILED")
+    source.write_bytes(clips.small().read_bytes())
+    first, second = await asyncio.gather(client.post(f"/tasks/{damaged['id']}/retry"),
+                                         client.post(f"/tasks/{damaged['id']}/retry"))
+    assert sorted([first.status, second.status]) == [200, 409]
+    done = await wait_for_state(client, damaged["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED"
+    assert ffmpeg_pids(settings.data_dir) == []

@@ -27,8 +27,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                              flush=True))
     except (FFmpegError, DataDirInUse) as exc:
         sys.exit(f"video-async: {exc}")
-    except OSError as exc:  # typically: the port is already taken
-        sys.exit(f"video-async: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    except OSError as exc:  # the port is taken, the data dir is not writable, ...
+        where = f" ({exc.filename})" if exc.filename else f" on {settings.host}:{settings.port}"
+        sys.exit(f"video-async: cannot start{where}: {exc.strerror or exc}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """create_app(settings): routes, middlewares, and the background tasks' lifecycle (server.js).
 
-The factory is synchronous and does no I/O, so tests build the exact app the
-command line runs. Anything that needs the running loop (the worker, the lag
-monitor, the one-time ffmpeg check) starts in `background_tasks`, a
-cleanup context: the code before `yield` runs at start-up, the code after it
-at shutdown, in reverse order of start.
+The factory is synchronous (its only disk access is finding the ffmpeg binary),
+so tests build the exact app the command line runs. Anything that needs the
+running loop (the one-time ffmpeg check, recovery after a crash, the worker,
+the lag monitor, the snapshot writer) starts in `background_tasks`, a cleanup
+context: the code before `yield` runs at start-up, the code after it at
+shutdown.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app[RECOVERY] = Recovery()
     app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
     app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
-    app[pages.TEMPLATES] = pages.template_environment()
+    app[pages.PAGE] = pages.load_page()
     app.add_routes(uploads.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)
@@ -103,8 +104,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         # aiohttp's own errors (unknown route, wrong method, body too large) get our JSON shape
         code = exc.reason.lower().replace(" ", "_")
         raise ApiError(exc.status, code, exc.reason + ".", headers=_kept_headers(exc)) from None
-    except (asyncio.CancelledError, ConnectionError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionError as exc:  # the client went away (a cancelled upload): not our error
+        log.info("%s %s: client disconnected (%s)", request.method, request.path, exc)
+        raise ApiError(400, "client_disconnected", "The connection was closed mid-request.") from None
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         raise ApiError(500, "internal_error",
@@ -128,7 +132,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
 
 
-def cors(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+def cors(origins: tuple[str, ...]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Let the listed origins (e.g. the original React app) call the API; no one else."""
     allowed = frozenset(origin.rstrip("/") for origin in origins)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 MIB = 1024 * 1024
 RESOLUTIONS = ("480", "720", "1080")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,6 @@ class Settings:
     min_free_bytes: int = 1024 * MIB  # disk space uploads may never eat into (507)
     upload_idle_timeout: float = 60.0  # seconds an upload may send nothing before it is dropped
     persist: bool = True  # keep tasks.json in the data dir so tasks survive a restart
-    shutdown_grace: float = 3.0  # seconds ffmpeg gets to exit after SIGTERM before SIGKILL
     log_level: str = "INFO"
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
@@ -57,6 +57,8 @@ class Settings:
     ) -> Settings:
         env = os.environ if environ is None else environ
         args = build_parser(env).parse_args(argv)
+        if args.log_level not in LOG_LEVELS:  # argparse checks choices of flags, not of defaults
+            raise SystemExit(f"video-async: VIDEO_ASYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if args.workers < 1:
             raise SystemExit("video-async: --workers must be at least 1")
         if args.max_upload_mb < 1:
@@ -74,7 +76,8 @@ class Settings:
             max_upload_bytes=args.max_upload_mb * MIB,
             workers=args.workers,
             ffmpeg=args.ffmpeg or None,
-            cors_origins=tuple(args.cors_origin),
+            cors_origins=tuple(args.cors_origin if args.cors_origin is not None
+                               else _split(env.get("VIDEO_ASYNC_CORS_ORIGIN", ""))),
             job_timeout=args.job_timeout,
             stall_timeout=args.stall_timeout,
             max_duration=args.max_duration,
@@ -83,8 +86,12 @@ class Settings:
             min_free_bytes=args.min_free_mb * MIB,
             upload_idle_timeout=args.upload_idle_timeout,
             persist=args.persist,
-            log_level=args.log_level.upper(),
+            log_level=args.log_level,
         )
+
+
+def _split(listed: str) -> list[str]:
+    return [item.strip() for item in listed.split(",") if item.strip()]
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -101,50 +108,48 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=default("HOST", "127.0.0.1"),
                         help="address to listen on (default: %(default)s, loopback only)")
-    parser.add_argument("--port", type=int, default=int(default("PORT", "8080")),
+    parser.add_argument("--port", type=int, default=default("PORT", "8080"),
                         help="TCP port (default: %(default)s)")
     parser.add_argument("--data-dir", default=default("DATA_DIR", "."),
                         help="folder holding uploads/ and outputs/ (default: the current folder)")
-    parser.add_argument("--max-upload-mb", type=int, default=int(default("MAX_UPLOAD_MB", "200")),
+    parser.add_argument("--max-upload-mb", type=int, default=default("MAX_UPLOAD_MB", "200"),
                         help="largest accepted upload, in MiB (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=int(default("WORKERS", "1")),
+    parser.add_argument("--workers", type=int, default=default("WORKERS", "1"),
                         help="how many ffmpeg jobs may run at once (default: %(default)s)")
     parser.add_argument("--ffmpeg", default=default("FFMPEG", ""),
                         help="path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
-    cors = env.get("VIDEO_ASYNC_CORS_ORIGIN")
-    parser.add_argument("--cors-origin", action="append", default=cors.split(",") if cors else [],
-                        metavar="URL",
+    # None, not []: flags given on the command line replace the variable's list
+    parser.add_argument("--cors-origin", action="append", default=None, metavar="URL",
                         help="let a front end served from URL call the API; repeatable "
-                             "(default: none, same-origin only)")
-    parser.add_argument("--job-timeout", type=float, default=float(default("JOB_TIMEOUT", "3600")),
+                             "(env: comma-separated; default: none, same-origin only)")
+    parser.add_argument("--job-timeout", type=float, default=default("JOB_TIMEOUT", "3600"),
                         help="seconds a transcode may run before it is stopped and FAILED "
                              "(default: %(default)s)")
     parser.add_argument("--stall-timeout", type=float,
-                        default=float(default("STALL_TIMEOUT", "120")),
+                        default=default("STALL_TIMEOUT", "120"),
                         help="seconds a transcode may go without progress before it is stopped "
                              "and FAILED (default: %(default)s)")
     parser.add_argument("--max-duration", type=float,
-                        default=float(default("MAX_DURATION", str(3 * 3600))),
+                        default=default("MAX_DURATION", str(3 * 3600)),
                         help="longest accepted video, in seconds; longer ones are refused "
                              "with 422 (default: %(default)s, 3 hours)")
-    parser.add_argument("--max-queued", type=int, default=int(default("MAX_QUEUED", "100")),
+    parser.add_argument("--max-queued", type=int, default=default("MAX_QUEUED", "100"),
                         help="queued tasks (counting uploads in progress) beyond which uploads "
                              "get 503 with Retry-After (default: %(default)s)")
-    parser.add_argument("--max-uploads", type=int, default=int(default("MAX_UPLOADS", "8")),
+    parser.add_argument("--max-uploads", type=int, default=default("MAX_UPLOADS", "8"),
                         help="uploads streaming at once; one more gets 503 at once "
                              "(default: %(default)s)")
-    parser.add_argument("--min-free-mb", type=int, default=int(default("MIN_FREE_MB", "1024")),
+    parser.add_argument("--min-free-mb", type=int, default=default("MIN_FREE_MB", "1024"),
                         help="free disk space, in MiB, that uploads may never eat into; "
                              "they get 507 instead (default: %(default)s)")
     parser.add_argument("--upload-idle-timeout", type=float,
-                        default=float(default("UPLOAD_IDLE_TIMEOUT", "60")),
+                        default=default("UPLOAD_IDLE_TIMEOUT", "60"),
                         help="seconds an upload may send nothing before it is dropped and "
                              "its file removed (default: %(default)s)")
     persist = default("PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
                         help="keep tasks in memory only: no tasks.json snapshot, nothing "
                              "survives a restart (env: VIDEO_ASYNC_PERSIST=0)")
-    parser.add_argument("--log-level", default=default("LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
-                        help="logging verbosity (default: %(default)s)")
+    parser.add_argument("--log-level", type=str.upper, default=default("LOG_LEVEL", "INFO"),
+                        choices=LOG_LEVELS, help="logging verbosity (default: %(default)s)")
     return parser

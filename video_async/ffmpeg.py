@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import aiofiles.os
+
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 30.0
@@ -53,7 +55,7 @@ def locate(configured: str | None) -> str:
         return found
     try:
         import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
     except (ImportError, RuntimeError) as exc:
         raise FFmpegError(f"no ffmpeg: imageio-ffmpeg has none for this platform ({exc}); "
                           "install ffmpeg and pass --ffmpeg PATH") from exc
@@ -172,7 +174,7 @@ async def probe(ffmpeg: str, path: Path) -> Media:
 # -- planning and transcoding -------------------------------------------------
 
 def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
+    return max(2, round(value / 2) * 2)
 
 
 def output_size(media: Media, resolution: int) -> tuple[int, int]:
@@ -248,7 +250,7 @@ async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -
             "-ss", f"{at_seconds:.3f}", "-i", str(video),
             "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", "-f", "image2", str(target)]
     code, _, err = await _run_to_end(args, timeout=PROBE_TIMEOUT)
-    if code != 0 or not target.exists():
+    if code != 0 or not await aiofiles.os.path.exists(target):
         raise FFmpegError(_reason(err) or "no frame for a thumbnail")
 
 
@@ -359,6 +361,7 @@ def _reason(stderr: str) -> str:
     if "No space left on device" in text:
         return "disk full"
     reason = lines[-1]
-    # ffmpeg names the file it failed on; the path is ours, not the user's business
-    reason = re.sub(r"(/[^\s:'\"]+)+", lambda m: os.path.basename(m.group(0)), reason)
+    # ffmpeg names the file it failed on; the path is ours, not the user's business.
+    # Two slashes at least, so a fraction like "time base 1/1000" stays as it is.
+    reason = re.sub(r"(?<![\w.])(/[^\s/:'\"]+){2,}", lambda m: os.path.basename(m.group(0)), reason)
     return reason[:200]

@@ -1,7 +1,7 @@
 """The task store: one dict of tasks, the single source of truth (tasksStore.js).
 
-Routes and the worker change tasks only through TaskStore's methods, so every
-change bumps `version` (the ETag of GET /tasks) and queuing a task wakes the
+Routes and the worker change a task's state and progress only through
+TaskStore's methods, so every change the page can see bumps `version` (the ETag of GET /tasks) and queuing a task wakes the
 worker at once instead of the worker polling on a timer.
 
 No lock is needed: everything runs on one thread, in one event loop, and no
@@ -27,7 +27,7 @@ TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 class State(StrEnum):
     QUEUED = "QUEUED"  # stored on disk, waiting for a free worker
     PROCESSING = "PROCESSING"  # ffmpeg is running for it
-    COMPLETED = "COMPLETED"  # output and thumbnail ready to download
+    COMPLETED = "COMPLETED"  # output ready to download (and a thumbnail, unless that failed)
     FAILED = "FAILED"  # stopped with a short human reason in `error`
 
 

@@ -17,7 +17,7 @@ import aiofiles.os
 
 from . import ffmpeg
 from .config import Settings
-from .store import Task, TaskStore
+from .store import State, Task, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,22 @@ async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> N
             continue
         # A task of its own, referenced from the Task, so DELETE can cancel this
         # one job without stopping the loop.
-        task.job = asyncio.create_task(run_job(task, store, ffmpeg_path, settings),
-                                       name=f"job-{task.id}")
+        job = asyncio.create_task(run_job(task, store, ffmpeg_path, settings), name=f"job-{task.id}")
+        task.job = job
         try:
-            await task.job
+            await job
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the app is shutting down: the job was cancelled with us
             log.info("job %s cancelled (task deleted)", task.id)
+        except Exception:  # run_job fails tasks itself; this is the last line of defence
+            log.exception("job %s crashed the worker loop; going on with the next task", task.id)
+            if task.state is State.PROCESSING:
+                store.fail(task, "internal error")
         finally:
-            task.job = None
+            if task.job is job:  # a retried task may already have a newer job
+                task.job = None
 
 
 async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
@@ -67,8 +72,8 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
 
     try:
         async with asyncio.timeout(settings.job_timeout):
+            # probed again: the upload's probe may be from before a restart or a retry
             media = await ffmpeg.probe(ffmpeg_path, task.source_path)
-            task.media = media.to_json()
             duration = media.duration or 0.0
             await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media,
                                    int(task.resolution),

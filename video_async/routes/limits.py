@@ -43,8 +43,17 @@ def disk_full(settings: Settings) -> ApiError:
 
 
 async def admit(request: web.Request, settings: Settings) -> None:
-    """Refuse an upload the server cannot take, before any byte is stored."""
-    active = request.app[UPLOADS].active
+    """Refuse an upload the server cannot take, before any byte is stored; else count it in.
+
+    The disk is checked first because that check awaits a thread; the counters
+    are then checked and the upload counted with no await in between, so a
+    burst of uploads arriving together cannot all slip past the limits.
+    The caller counts it out again (`UPLOADS.active -= 1`) when it ends.
+    """
+    if await free_bytes(settings.data_dir) - (request.content_length or 0) < settings.min_free_bytes:
+        raise disk_full(settings)
+    counter = request.app[UPLOADS]
+    active = counter.active
     if active >= settings.max_uploads:
         raise ApiError(503, "busy",
                        f"{active} uploads are already in progress; try again in a few seconds.",
@@ -54,8 +63,7 @@ async def admit(request: web.Request, settings: Settings) -> None:
         raise ApiError(503, "queue_full",
                        f"{settings.max_queued} videos are already waiting; try again later.",
                        headers={"Retry-After": str(RETRY_QUEUE_FULL)})
-    if await free_bytes(settings.data_dir) - (request.content_length or 0) < settings.min_free_bytes:
-        raise disk_full(settings)
+    counter.active += 1
 
 
 async def watched(request: web.Request, settings: Settings,

@@ -11,7 +11,7 @@ from ..config import RESOLUTIONS
 from . import FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
+PAGE = web.AppKey("page", jinja2.Template)
 STATE_LABELS = {"QUEUED": "Queued", "PROCESSING": "Processing", "COMPLETED": "Completed", "FAILED": "Failed"}
 # What the template draws for a task app.js has not received yet: the blank card it clones.
 EMPTY_TASK: dict[str, Any] = {"id": "", "filename": "", "resolution": "", "state": "", "progress": 0,
@@ -36,10 +36,12 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def template_environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("video_async", "templates"), autoescape=True)
+def load_page() -> jinja2.Template:
+    """The page template, read from disk once, when the app is built, never in a request."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("video_async", "templates"),
+                             autoescape=True, auto_reload=False)
     env.filters.update(size=human_size, clock=clock, state_label=lambda s: STATE_LABELS.get(s, s))
-    return env
+    return env.get_template("index.html")
 
 
 def heartbeat(app: web.Application) -> dict[str, Any]:
@@ -69,7 +71,7 @@ async def index(request: web.Request) -> web.Response:
     store = request.app[STORE]
     positions = store.queue_positions()
     # Rendering is pure CPU over data already in memory: nothing here waits on I/O.
-    html = request.app[TEMPLATES].get_template("index.html").render(
+    html = request.app[PAGE].render(
         tasks=[task.to_json(positions.get(task.id)) for task in store.all()],
         resolutions=RESOLUTIONS,
         max_upload_bytes=request.app[SETTINGS].max_upload_bytes,

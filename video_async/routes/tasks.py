@@ -121,6 +121,10 @@ async def retry_task(request: web.Request) -> web.Response:
     if not await aiofiles.os.path.exists(task.source_path):
         raise ApiError(409, "upload_missing", "The uploaded file is gone; upload it again.")
     store = request.app[STORE]
+    # Checked again after the await: a second Retry or a DELETE may have come first,
+    # and requeueing a task twice would give it two jobs.
+    if store.get(task.id) is not task or task.state is not State.FAILED:
+        raise ApiError(409, "not_failed", "The task changed meanwhile; it was not retried.")
     store.requeue(task)
     await request.app[SNAPSHOT].durable()
     if wants_html(request):  # the page's plain form

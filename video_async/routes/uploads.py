@@ -78,23 +78,19 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise _too_large(settings)
 
-    await limits.admit(request, settings)  # 503 or 507 before any byte is stored
-
-    counter = request.app[UPLOADS]
-    counter.active += 1
+    await limits.admit(request, settings)  # 503 or 507 before any byte is stored; counts it in
     try:
         task = await limits.watched(request, settings, lambda: _receive(request, settings))
     finally:
-        counter.active -= 1
+        request.app[UPLOADS].active -= 1
 
     store = request.app[STORE]
     store.add(task)
     await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
     log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
-    location = f"/tasks/{task.id}"
     if wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
         raise web.HTTPSeeOther("/")
-    return web.json_response(store.to_json(task), status=201, headers={"Location": location})
+    return web.json_response(store.to_json(task), status=201, headers={"Location": f"/tasks/{task.id}"})
 
 
 def _hms(seconds: float) -> str:
@@ -105,6 +101,10 @@ def _hms(seconds: float) -> str:
         if amount:
             parts.append(f"{amount} {unit}")
     return " ".join(parts) or f"{seconds:.2g} s"
+
+
+def _bad_resolution() -> ApiError:
+    return ApiError(400, "bad_resolution", "resolution must be one of 480, 720 or 1080.")
 
 
 def _too_large(settings: Settings) -> web.HTTPException:
@@ -128,6 +128,8 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
                     raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
                 if part.name == "resolution":
                     resolution = (await _read_small(part)).strip()
+                    if resolution not in RESOLUTIONS:  # sent first (the page does): no wasted upload
+                        raise _bad_resolution()
                 elif part.name == "video":
                     if filename is not None:
                         raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
@@ -145,16 +147,15 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
             raise ApiError(400, "bad_multipart", "The multipart body is malformed "
                            "(a part's headers are invalid).") from None
         except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
-            raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).")
+            raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
         if filename is None:
             raise ApiError(400, "no_file", "No file in the 'video' field.")
         if resolution not in RESOLUTIONS:
-            raise ApiError(400, "bad_resolution",
-                             "resolution must be one of 480, 720 or 1080.")
+            raise _bad_resolution()
         try:
             media = await ffmpeg.probe(request.app[FFMPEG].path, partial)
         except ffmpeg.FFmpegError as exc:
-            raise ApiError(415, "not_video", f"This is not a playable video: {exc}.")
+            raise ApiError(415, "not_video", f"This is not a playable video: {exc}.") from None
         if media.duration is not None and media.duration > settings.max_duration:
             raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
                            f"the limit is {_hms(settings.max_duration)}.")

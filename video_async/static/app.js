@@ -89,7 +89,7 @@ function upload(file, resolution) {
   const xhr = new XMLHttpRequest();
   const started = performance.now();
   const body = new FormData();
-  body.append("resolution", resolution); // before the file, so the server knows it early
+  body.append("resolution", resolution); // before the file: a bad value is refused before the upload
   body.append("video", file, file.name);
 
   xhr.upload.addEventListener("progress", (event) => {
@@ -206,7 +206,7 @@ function updateCard(card, task) {
     // created once: re-creating it on each poll would stop a playing preview
     const video = document.createElement("video");
     video.controls = true;
-    video.preload = "metadata";
+    video.preload = "none"; // the poster is the thumbnail; fetch the video only to play it
     if (task.thumbnail_url) video.poster = task.thumbnail_url;
     video.src = task.download_url;
     preview.append(video);
@@ -250,8 +250,17 @@ function setOffline(offline) {
   document.body.classList.toggle("offline", offline);
 }
 
+let polling = false; // a poll is in flight
+let pollAgain = false; // someone asked for a poll meanwhile
+
 async function pollTasks() {
   clearTimeout(pollTimer);
+  if (polling) {
+    // never two polls at once: an older answer arriving last would draw a stale list
+    pollAgain = true;
+    return;
+  }
+  polling = true;
   let failed = false;
   try {
     const headers = tasksEtag ? { "If-None-Match": tasksEtag } : {};
@@ -269,7 +278,9 @@ async function pollTasks() {
   }
   // The next poll is scheduled only after this one answered: a slow server never
   // gets a pile of overlapping requests.
-  const delay = document.hidden ? POLL_HIDDEN_MS : anyActive ? POLL_ACTIVE_MS : POLL_IDLE_MS;
+  polling = false;
+  const delay = pollAgain ? 0 : document.hidden ? POLL_HIDDEN_MS : anyActive ? POLL_ACTIVE_MS : POLL_IDLE_MS;
+  pollAgain = false;
   pollTimer = setTimeout(pollTasks, failed ? Math.max(delay, 2000) : delay);
 }
 
@@ -293,14 +304,25 @@ taskList.addEventListener("submit", async (event) => {
   if (target.classList.contains("delete")) {
     const running = card.dataset.state === "PROCESSING" ? " Its transcode will be stopped." : "";
     if (!window.confirm(`Delete "${name}" and its files?${running}`)) return;
-    const response = await fetch(`/tasks/${card.dataset.id}`, { method: "DELETE" });
-    if (response.ok || response.status === 404) {
-      card.remove();
-      announce(`${name} deleted.`);
+    try {
+      const response = await fetch(`/tasks/${card.dataset.id}`, { method: "DELETE" });
+      if (response.ok || response.status === 404) {
+        card.remove();
+        announce(`${name} deleted.`);
+      } else {
+        announce(`${name} could not be deleted (HTTP ${response.status}).`);
+      }
+    } catch (_) {
+      setOffline(true);
     }
   } else if (target.classList.contains("retry")) {
-    await fetch(`/tasks/${card.dataset.id}/retry`, { method: "POST", headers: { Accept: "application/json" } });
-    announce(`${name} queued again.`);
+    try {
+      const response = await fetch(`/tasks/${card.dataset.id}/retry`,
+        { method: "POST", headers: { Accept: "application/json" } });
+      announce(response.ok ? `${name} queued again.` : `${name} could not be retried (HTTP ${response.status}).`);
+    } catch (_) {
+      setOffline(true);
+    }
   }
   pollSoon();
 });
