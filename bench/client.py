@@ -123,15 +123,28 @@ async def get_seconds(session: aiohttp.ClientSession, url: str,
 
 
 async def latencies(session: aiohttp.ClientSession, url: str, count: int, timeout: float,
-                    stop: asyncio.Event | None = None) -> list[float]:
-    """Sequential GETs: `count` of them, or fewer if `stop` is set or `timeout` passes."""
+                    stop: asyncio.Event | None = None, pace: float = 0.005) -> list[float]:
+    """GETs one after another, one every `pace` seconds at most, like a page polling fast.
+
+    Bounded three ways: `count` requests, `timeout` seconds, or `stop` being set.
+    A back-to-back probe would itself be a load on a 2-core machine and crowd
+    out the uploads it is meant to observe; pacing it keeps it a probe.
+    """
     samples: list[float] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while len(samples) < count and loop.time() < deadline and not (stop and stop.is_set()):
+        began = loop.time()
         seconds = await get_seconds(session, url)
         if stop is None or not stop.is_set():  # a request that ended after stop is not "during"
             samples.append(seconds)
+        rest = pace - (loop.time() - began)
+        if rest > 0:
+            if stop is None:
+                await asyncio.sleep(rest)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rest)
     return samples
 
 
