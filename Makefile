@@ -20,5 +20,10 @@ run: $(STAMP)
 test: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The performance figures of issue 5, printed and written to bench/results.json
+# (about 2 minutes; the first run also generates its clips into bench/cache/).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
