@@ -167,3 +167,19 @@ async def watch_lag(session: aiohttp.ClientSession, server: Server, stop: asynci
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     return worst
+
+
+async def own_lag(stop: asyncio.Event, timeout: float, interval: float = 0.01) -> float:
+    """The worst lag of this process's own loop until stop, ms: a control for the server's.
+
+    When the server and the benchmark stall at the same moment, the machine
+    stalled (other work on the shared cores), not the server's loop.
+    """
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    async with asyncio.timeout(timeout):
+        while not stop.is_set():
+            began = loop.time()
+            await asyncio.sleep(interval)
+            worst = max(worst, loop.time() - began - interval)
+    return worst * 1000
