@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -90,6 +91,18 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time of a process's children that have ended and been reaped (its ffmpeg runs)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
+def own_children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def reset_peak(pid: int) -> bool:
@@ -381,9 +394,14 @@ async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Pa
     direct_s: list[float] = []
     extras_s: list[float] = []
     task_s: list[float] = []
+    # CPU time, unlike wall time, barely moves when other work shares the cores
+    direct_cpu: list[float] = []
+    task_cpu: list[float] = []
 
     async def direct() -> None:
+        cpu = own_children_cpu_seconds()
         direct_s.append(await timed_exec(args))
+        direct_cpu.append(own_children_cpu_seconds() - cpu)
         # what the worker does besides the transcode: probe the input, probe the
         # output, take a thumbnail; timed on their own, after the transcode
         began = time.perf_counter()
@@ -394,7 +412,10 @@ async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Pa
 
     async def through_server() -> None:
         _, task = await upload(session, app, clip, resolution="720")
+        # from here every ffmpeg the server runs is this task's: probe, transcode, probe, thumbnail
+        cpu = children_cpu_seconds(app.pid)
         task = await wait_task(session, app, task["id"], finished, timeout=120, interval=0.05)
+        task_cpu.append(children_cpu_seconds(app.pid) - cpu)
         task_s.append(elapsed_ms(task, "started_at", "finished_at") / 1000)
         await delete(session, app, task["id"])
 
@@ -410,9 +431,13 @@ async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Pa
     overhead = report.figure(item, "task / direct ffmpeg (paired)", "x", ratios(task_s, direct_s), 3)
     report.figure(item, "task / (direct ffmpeg + extras)", "x",
                   ratios(task_s, [a + b for a, b in zip(direct_s, extras_s)]), 3)
+    report.figure(item, "ffmpeg CPU, task (all its runs)", "s", task_cpu)
+    report.figure(item, "ffmpeg CPU, direct transcode", "s", direct_cpu)
+    report.figure(item, "task CPU / direct CPU (paired)", "x", ratios(task_cpu, direct_cpu), 3)
     report.bar(item, "task <= 1.05x direct ffmpeg", overhead.median, 1.05)
     report.raw["processing"] = {"args": [Path(a).name if os.sep in a else a for a in args],
-                                "task_s": task_s, "direct_s": direct_s, "extras_s": extras_s}
+                                "task_s": task_s, "direct_s": direct_s, "extras_s": extras_s,
+                                "task_cpu_s": task_cpu, "direct_cpu_s": direct_cpu}
 
 
 # -- 6: the list with many tasks ------------------------------------------------------
