@@ -119,8 +119,11 @@ async def copy_and_fsync(source: Path, target: Path) -> float:
     """The disk's reference for item 1: `cp` then fsync of the copy, wall seconds."""
     began = time.perf_counter()
     proc = await asyncio.create_subprocess_exec("cp", str(source), str(target))
-    if await proc.wait() != 0:
-        raise RuntimeError("cp failed")
+    try:
+        if await proc.wait() != 0:
+            raise RuntimeError("cp failed")
+    finally:
+        await stop(proc)  # only does something if we were interrupted while it ran
 
     def fsync() -> None:
         fd = os.open(target, os.O_RDONLY)
@@ -377,7 +380,10 @@ async def timed_exec(args: list[str]) -> float:
     proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
+    try:
+        _, err = await proc.communicate()
+    finally:
+        await stop(proc)  # only does something if we were interrupted while it ran
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg failed: {err.decode(errors='replace')[-500:]}")
     return time.perf_counter() - began
@@ -566,7 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", default="1,2,3,4,5,6",
                         help="which items to run, comma-separated (default: all; 3 needs 1 and 2)")
     args = parser.parse_args(argv)
-    items = {int(item) for item in args.items.split(",")}
+    try:
+        items = {int(item) for item in args.items.split(",")}
+    except ValueError:
+        parser.error("--items takes numbers from 1 to 6, comma-separated")
+    if not items <= {1, 2, 3, 4, 5, 6}:
+        parser.error("--items takes numbers from 1 to 6, comma-separated")
     if args.runs < 5:
         parser.error("--runs must be at least 5")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -581,7 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     for note in report.notes:
         print(f"note: {note}")
     print(f"\n{args.runs} runs per figure; {total:.0f} s in all, of which {generated:.0f} s "
-          f"generating clips (0 when cached); written to bench/{RESULTS.name}")
+          f"generating clips (0 when cached)")
+    if items != {1, 2, 3, 4, 5, 6}:
+        # bench/results.json is the record of a whole run; a partial one must not replace it
+        print(f"items {args.items} only: bench/{RESULTS.name} left as it was")
+        return 0
+    print(f"written to bench/{RESULTS.name}")
     RESULTS.write_text(json.dumps({
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
