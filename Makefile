@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test screenshot clean
+.PHONY: run test screenshot bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 # The README's picture: the page with tasks in every state, from the browser test.
 screenshot: $(STAMP)
 	VIDEO_ASYNC_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py -k screenshot
+
+# The performance figures of issue 5, printed and written to bench/results.json
+# (about 2 minutes; the first run also generates its clips into bench/cache/).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

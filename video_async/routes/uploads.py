@@ -10,6 +10,7 @@ upload leaves no file and no task behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import unicodedata
@@ -32,10 +33,15 @@ DEFAULT_RESOLUTION = "720"
 # Room for the multipart boundaries, part headers and the resolution field on top of
 # the file itself, when judging a Content-Length before reading anything.
 MULTIPART_OVERHEAD = 64 * 1024
-# Socket reads arrive in pieces of a few KiB; handing each to a thread would cost
-# more than the write. Gathering them into 1 MiB writes keeps the thread hops few
-# while the buffer stays small.
+# Each hand-off of a write to a thread costs about 0.2 ms of CPU, so the socket's
+# pieces (at most settings.upload_chunk, 256 KiB) are gathered into 1 MiB batches,
+# and the loop does not wait for one batch to reach the disk before reading the
+# next: a thread writes one batch while the next one fills. On 2 cores
+# (`make bench`, item 1) that made a 200 MiB upload about 1.5x faster than
+# writing and waiting, with no more loop lag; bigger reads or batches gained
+# nothing measurable but memory (one upload now raises peak RSS by about 4 MiB).
 WRITE_SIZE = 1024 * 1024
+SIGNATURE_SIZE = 16  # the first bytes, enough to tell an ISO BMFF box from an EBML header
 
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 # An ISO BMFF file (MP4, and QuickTime MOV) starts with a box: 4 bytes of size, then
@@ -180,27 +186,49 @@ async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
 
 
 async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, settings: Settings) -> int:
-    """Copy one file part to target, checking its first bytes and its size as they come."""
+    """Copy one file part to target, checking its first bytes and its size as they come.
+
+    At most one batch is being written while the next is read, so memory stays
+    bounded. A batch is the list of chunks as received, handed to writelines:
+    joining them first would copy every byte once more, on the loop.
+    """
     written = 0
-    pending = bytearray()
-    checked = False
+    head = b""
+    batch: list[bytes] = []
+    batched = 0
+    writing: asyncio.Future[None] | None = None
     async with aiofiles.open(target, "wb") as out:
-        while chunk := await part.read_chunk(settings.upload_chunk):
-            written += len(chunk)
-            if written > settings.max_upload_bytes:  # stop reading the moment it passes
-                raise _too_large(settings)
-            pending += chunk
-            if not checked and len(pending) >= 16:
-                _check_signature(bytes(pending[:16]), kind)
-                checked = True
-            if len(pending) >= WRITE_SIZE:
-                await out.write(bytes(pending))
-                pending.clear()
-        if written == 0:
-            raise ApiError(415, "empty_file", "The file is empty.")
-        if not checked:
-            _check_signature(bytes(pending), kind)
-        await out.write(bytes(pending))
+        try:
+            while chunk := await part.read_chunk(settings.upload_chunk):
+                written += len(chunk)
+                if written > settings.max_upload_bytes:  # stop reading the moment it passes
+                    raise _too_large(settings)
+                if len(head) < SIGNATURE_SIZE:
+                    head += chunk[: SIGNATURE_SIZE - len(head)]
+                    if len(head) == SIGNATURE_SIZE:
+                        _check_signature(head, kind)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_SIZE:
+                    if writing is not None:
+                        await writing  # the previous batch is written (or its error raised)
+                    writing = asyncio.ensure_future(out.writelines(batch))
+                    batch, batched = [], 0
+            if written == 0:
+                raise ApiError(415, "empty_file", "The file is empty.")
+            if len(head) < SIGNATURE_SIZE:
+                _check_signature(head, kind)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(out.writelines(batch))
+            await writing
+        finally:
+            # A thread cannot be stopped mid-write: on any way out, let it finish
+            # before the file is closed (its error, if any, was raised above or
+            # is beside the point now).
+            if writing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(writing)
     return written
 
 
