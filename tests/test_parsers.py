@@ -167,3 +167,9 @@ def test_human_size(size: int, text: str) -> None:
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0:00"), (62.5, "1:02"), (3725, "1:02:05")])
 def test_clock(seconds: float, text: str) -> None:
     assert clock(seconds) == text
+
+
+def test_media_survives_its_json_form() -> None:
+    media = parse_probe(PHONE)
+    assert media is not None
+    assert Media.from_json(media.to_json()) == media

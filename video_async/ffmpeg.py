@@ -99,6 +99,11 @@ class Media:
         data["display_width"], data["display_height"] = self.display_size
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Media:
+        """The Media that to_json() described (its extra display_* keys are ignored)."""
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
 
 _DURATION = re.compile(r"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #\d+:\d+\S*: Video: (\w+)(.*)")

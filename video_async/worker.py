@@ -56,15 +56,25 @@ async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> N
 
 
 async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
-    """Probe, transcode with progress, thumbnail, COMPLETED; any failure is FAILED, never raised."""
+    """Transcode with progress, thumbnail, COMPLETED; any failure is FAILED, never raised.
+
+    The upload was probed before the task existed, so the job starts ffmpeg's
+    transcode at once; the output needs no probe either: its size is the one
+    planned, and its duration is how far ffmpeg's last progress line got (a
+    truncated upload comes out shorter than it claimed). Every ffmpeg run saved
+    is time the user doesn't wait.
+    """
     final = settings.outputs_dir / f"{task.id}.mp4"
     # written under a temporary name and renamed when whole: a download never sees half a file
     partial = settings.outputs_dir / f"{task.id}.partial.mp4"
     thumb = settings.outputs_dir / f"{task.id}.jpg"
     loop = asyncio.get_running_loop()
     started = loop.time()
+    encoded = 0.0  # seconds of output written, as ffmpeg last reported
 
     def on_progress(seconds_done: float, duration: float) -> None:
+        nonlocal encoded
+        encoded = max(encoded, seconds_done)
         fraction = min(1.0, seconds_done / duration) if duration > 0 else 0.0
         elapsed = loop.time() - started
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and elapsed > 0.5 else None
@@ -72,17 +82,15 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
 
     try:
         async with asyncio.timeout(settings.job_timeout):
-            # probed again: the upload's probe may be from before a restart or a retry
-            media = await ffmpeg.probe(ffmpeg_path, task.source_path)
+            media = await _media_of(task, ffmpeg_path)
             duration = media.duration or 0.0
             await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media,
                                    int(task.resolution),
                                    lambda seconds: on_progress(seconds, duration),
                                    settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
-            output = await ffmpeg.probe(ffmpeg_path, final)
             stat = await aiofiles.os.stat(final)
-            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, output.duration)
+            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, encoded)
     except TimeoutError:
         await _remove(partial, final, thumb)
         store.fail(task, f"stopped after the job time limit of {settings.job_timeout:g} s")
@@ -101,10 +109,21 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
         store.fail(task, f"internal error: {type(exc).__name__}")
         log.exception("job %s crashed", task.id)
         return
-    store.complete(task, final, {"size": stat.st_size, "width": output.width,
-                                 "height": output.height, "duration": output.duration},
+    width, height = ffmpeg.output_size(media, int(task.resolution))
+    store.complete(task, final, {"size": stat.st_size, "width": width, "height": height,
+                                 "duration": round(encoded, 3) or media.duration},
                    thumbnail)
     log.info("job %s completed in %.1f s", task.id, loop.time() - started)
+
+
+async def _media_of(task: Task, ffmpeg_path: str) -> ffmpeg.Media:
+    """What the upload's probe found; probed again only if that record is unusable."""
+    if task.media:
+        try:
+            return ffmpeg.Media.from_json(task.media)
+        except (KeyError, TypeError):  # a hand-edited or older tasks.json
+            pass
+    return await ffmpeg.probe(ffmpeg_path, task.source_path)
 
 
 async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path,
