@@ -414,8 +414,8 @@ async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Pa
         cpu = own_children_cpu_seconds()
         direct_s.append(await timed_exec(args))
         direct_cpu.append(own_children_cpu_seconds() - cpu)
-        # what the worker does besides the transcode: take a thumbnail of the
-        # output (the upload's probe is reused); timed on its own, after the transcode
+        # what the worker does besides the transcode: a thumbnail of the output
+        # (the upload's probe is reused); timed on its own, after the transcode
         began = time.perf_counter()
         await ffmpeg.thumbnail(exe, target, scratch / "thumb.jpg",
                                min(1.0, (source_media.duration or 0) / 3))

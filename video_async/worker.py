@@ -90,6 +90,7 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
                                    settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
+            # from the output: smaller than the upload, so cheaper to decode
             thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, encoded)
     except TimeoutError:
         await _remove(partial, final, thumb)
