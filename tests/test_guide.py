@@ -38,3 +38,14 @@ def test_the_guide_has_no_leftover_placeholders() -> None:
 
 def test_readme_links_the_guide() -> None:
     assert "docs/how-it-works.md" in (ROOT / "README.md").read_text().split("\n## ")[0]
+
+
+def test_code_excerpts_are_the_real_code() -> None:
+    """Every line of every Python excerpt appears in the package ("..." marks a cut)."""
+    source_lines = {line.strip() for path in (ROOT / "video_async").rglob("*.py")
+                    for line in path.read_text().splitlines()}
+    excerpts = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+    assert excerpts
+    stale = [line.strip() for block in excerpts for line in block.splitlines()
+             if line.strip() and line.strip() != "..." and line.strip() not in source_lines]
+    assert stale == []
