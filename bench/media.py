@@ -74,32 +74,30 @@ def big_clip() -> Path:
     return target
 
 
-def hd_clip() -> Path:
-    """10 s of 1080p test pattern with a tone: the clip whose transcode item 5 times."""
-    target = CACHE / "testsrc2-1080p-10s.mp4"
+def _cached(name: str, *ffmpeg_args: str) -> Path:
+    """bench/cache/<name>, made by ffmpeg with these arguments the first time only."""
+    target = CACHE / name
     if target.exists():
         return target
     CACHE.mkdir(exist_ok=True)
     partial = target.with_suffix(".partial.mp4")
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=10",
-            "-f", "lavfi", "-i", "sine=frequency=440:duration=10",
-            "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-shortest", "-f", "mp4", str(partial))
+    _ffmpeg(*ffmpeg_args, "-f", "mp4", str(partial))
     partial.replace(target)
     log.info("generated %s", target.name)
     return target
+
+
+def hd_clip() -> Path:
+    """10 s of 1080p test pattern with a tone: the clip whose transcode item 5 times."""
+    return _cached("testsrc2-1080p-10s.mp4",
+                   "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=10",
+                   "-f", "lavfi", "-i", "sine=frequency=440:duration=10",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
+                   "-c:a", "aac", "-shortest")
 
 
 def small_clip() -> Path:
     """1 s at 320x240: uploads in a blink and transcodes in a fraction of a second."""
-    target = CACHE / "testsrc2-240p-1s.mp4"
-    if target.exists():
-        return target
-    CACHE.mkdir(exist_ok=True)
-    partial = target.with_suffix(".partial.mp4")
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-            "-f", "mp4", str(partial))
-    partial.replace(target)
-    log.info("generated %s", target.name)
-    return target
+    return _cached("testsrc2-240p-1s.mp4",
+                   "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")

@@ -12,7 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,28 @@ class Clips:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
     return Clips(tmp_path_factory.mktemp("clips"))
+
+
+class EndlessUpload:
+    """A chunked multipart upload (no Content-Length): a real clip, then zeros until `until` bytes.
+
+    `sent` counts what the server has pulled, so a test can tell that it stopped reading.
+    """
+
+    def __init__(self, clip: Path, chunk: int, until: int) -> None:
+        self.clip, self.chunk, self.until, self.sent = clip, chunk, until, 0
+
+    async def _bytes(self) -> AsyncIterator[bytes]:
+        yield self.clip.read_bytes()
+        while self.sent < self.until:
+            self.sent += self.chunk
+            yield bytes(self.chunk)
+
+    def body(self) -> aiohttp.MultipartWriter:
+        with aiohttp.MultipartWriter("form-data") as writer:
+            part = writer.append(self._bytes(), {"Content-Type": "video/mp4"})
+            part.set_content_disposition("form-data", name="video", filename="big.mp4")
+        return writer
 
 
 def pad_to(source: Path, target: Path, size: int) -> Path:

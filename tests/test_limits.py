@@ -13,7 +13,7 @@ import pytest
 
 from video_async.config import MIB, Settings
 
-from .conftest import AppClient, Clips, MakeClient, files_in, upload, upload_ok, wait_for_state, wait_until
+from .conftest import AppClient, Clips, EndlessUpload, MakeClient, files_in, upload, upload_ok, wait_for_state, wait_until
 from .test_upload_errors import BOUNDARY, assert_error, assert_nothing_left
 
 PART_HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
@@ -112,23 +112,12 @@ async def test_streaming_upload_stopped_at_the_reserve(make_client: MakeClient, 
     settings.data_dir.mkdir()
     free = shutil.disk_usage(settings.data_dir).free
     client = await make_client(min_free_bytes=free - 64 * MIB, max_upload_bytes=2048 * MIB)
-    sent = 0
-
-    async def endless_video() -> AsyncIterator[bytes]:
-        nonlocal sent
-        yield clips.small().read_bytes()
-        while sent < 600 * MIB:
-            sent += 256 * 1024
-            yield bytes(256 * 1024)
-
-    with aiohttp.MultipartWriter("form-data") as body:
-        part = body.append(endless_video(), {"Content-Type": "video/mp4"})
-        part.set_content_disposition("form-data", name="video", filename="big.mp4")
+    endless = EndlessUpload(clips.small(), 256 * 1024, until=600 * MIB)
     try:
-        await assert_error(await client.post("/videos/upload", data=body), 507, "disk_full")
+        await assert_error(await client.post("/videos/upload", data=endless.body()), 507, "disk_full")
     except aiohttp.ClientError:
         pass  # the server may close the socket before the client reads the answer
-    assert sent < 400 * MIB, "the upload went on past the reserve"
+    assert endless.sent < 400 * MIB, "the upload went on past the reserve"
     assert "free disk space reached the reserve" in caplog.text
     await wait_until(lambda: uploads_in_progress(client, 0), 10, "the upload to end")
     await assert_nothing_left(client, settings)

@@ -12,7 +12,7 @@ from video_async.config import Settings
 from video_async.snapshot import SnapshotWriter
 from video_async.store import Task, TaskStore, new_task_id
 
-from .conftest import Clips, MakeClient, files_in, upload_ok, wait_for_state, wait_until
+from .conftest import Clips, MakeClient, files_in, upload_ok, wait_for_state
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -12,7 +11,7 @@ import pytest
 
 from video_async.config import MIB, Settings
 
-from .conftest import AppClient, Clips, MakeClient, files_in, pad_to, run_ffmpeg, upload, wait_until
+from .conftest import AppClient, Clips, EndlessUpload, MakeClient, files_in, pad_to, run_ffmpeg, upload, wait_until
 
 BOUNDARY = "testboundary1234"
 
@@ -181,24 +180,13 @@ async def test_streamed_body_stopped_at_the_limit(make_client: MakeClient, setti
                                                   clips: Clips) -> None:
     """No Content-Length (chunked): the server counts and stops once the file passes the limit."""
     client = await make_client(max_upload_bytes=MIB)
-    sent = 0
-
-    async def endless_video() -> AsyncIterator[bytes]:
-        nonlocal sent
-        yield clips.small().read_bytes()
-        while sent < 20 * MIB:
-            sent += 64 * 1024
-            yield bytes(64 * 1024)
-
-    with aiohttp.MultipartWriter("form-data") as writer:
-        part = writer.append(endless_video(), {"Content-Type": "video/mp4"})
-        part.set_content_disposition("form-data", name="video", filename="big.mp4")
+    endless = EndlessUpload(clips.small(), 64 * 1024, until=20 * MIB)
     try:
-        response = await client.post("/videos/upload", data=writer)
+        response = await client.post("/videos/upload", data=endless.body())
         await assert_error(response, 413, "too_large")
     except aiohttp.ClientError:
         pass  # the server may close the socket before the client reads the answer
-    assert sent < 20 * MIB, "the server read the whole body instead of stopping at the limit"
+    assert endless.sent < 20 * MIB, "the server read the whole body instead of stopping at the limit"
     await wait_until(lambda: _no_uploads(client), 10, "upload to end")
     await assert_nothing_left(client, settings)
 
