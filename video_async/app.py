@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiofiles.os
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from . import ffmpeg
 from .config import Settings
@@ -132,7 +133,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
 
 
-def cors(origins: tuple[str, ...]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def cors(origins: tuple[str, ...]) -> Middleware:
     """Let the listed origins (e.g. the original React app) call the API; no one else."""
     allowed = frozenset(origin.rstrip("/") for origin in origins)
 

@@ -79,7 +79,8 @@ async def recover(store: TaskStore, settings: Settings) -> Recovery:
 
 
 def _lock(settings: Settings) -> IO[bytes]:
-    handle = open(settings.data_dir / "tasks.json.lock", "wb")
+    # not a with-block: the file stays open, and the lock held, while the server runs
+    handle = open(settings.data_dir / "tasks.json.lock", "wb")  # noqa: SIM115
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

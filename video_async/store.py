@@ -1,8 +1,9 @@
 """The task store: one dict of tasks, the single source of truth (tasksStore.js).
 
 Routes and the worker change a task's state and progress only through
-TaskStore's methods, so every change the page can see bumps `version` (the ETag of GET /tasks) and queuing a task wakes the
-worker at once instead of the worker polling on a timer.
+TaskStore's methods, so every change the page can see bumps `version` (the
+ETag of GET /tasks), and queuing a task wakes the worker at once instead of
+the worker polling on a timer.
 
 No lock is needed: everything runs on one thread, in one event loop, and no
 method awaits in the middle of a change, so no other coroutine can ever see a
