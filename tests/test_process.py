@@ -108,3 +108,19 @@ async def test_reliability_flags_and_variables() -> None:
     assert (env.persist, env.max_queued, env.stall_timeout) == (False, 4, 9)
     with pytest.raises(SystemExit):
         Settings.from_args(["--stall-timeout", "0"], environ={})
+
+
+async def test_unreadable_snapshot_stops_the_start_plainly(tmp_path: Path) -> None:
+    """A tasks.json that can't be read (here: a folder) is an error, never "no tasks"."""
+    data_dir = tmp_path / "data"
+    (data_dir / "tasks.json").mkdir(parents=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "video_async", "--port", str(free_port()), "--data-dir", str(data_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(20):
+        _, err = await proc.communicate()
+    assert proc.returncode != 0
+    message = err.decode()
+    assert "Traceback" not in message
+    assert "video-async: cannot start" in message and "tasks.json" in message
+    assert (data_dir / "tasks.json").is_dir()  # left as it was

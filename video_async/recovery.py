@@ -135,7 +135,10 @@ async def _kill_and_wait(pids: list[int]) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for its new parent to reap it."""
+    """Running, as opposed to gone or a zombie waiting for its new parent to reap it.
+
+    Read on the loop: a few bytes from /proc, only at start-up, before serving.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -222,13 +222,17 @@ def load_tasks(settings: Settings) -> list[Task]:
     """
     path = settings.snapshot_path
     try:
-        document = json.loads(path.read_bytes())
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    # Any other OSError (no permission, an I/O error) stops the start-up with the
+    # error: starting empty would look as if every task had been lost.
+    try:
+        document = json.loads(raw)
         records = document["tasks"]
         if document.get("format") != FORMAT or not isinstance(records, list):
             raise ValueError("unknown snapshot format")
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         bad = path.with_name(path.name + ".bad")
         log.error("cannot read %s (%s); it is kept as %s and the server starts with no tasks",
                   path, exc, bad.name)
