@@ -103,7 +103,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         # aiohttp's own errors (unknown route, wrong method, body too large) get our JSON shape
-        code = exc.reason.lower().replace(" ", "_")
+        code = "too_large" if exc.status == 413 else exc.reason.lower().replace(" ", "_")
         raise ApiError(exc.status, code, exc.reason + ".", headers=_kept_headers(exc)) from None
     except asyncio.CancelledError:
         raise
