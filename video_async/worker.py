@@ -92,29 +92,30 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
             stat = await aiofiles.os.stat(final)
             # from the output: smaller than the upload, so cheaper to decode
             thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, encoded)
-    except TimeoutError:
-        await _remove(partial, final, thumb)
-        store.fail(task, f"stopped after the job time limit of {settings.job_timeout:g} s")
-        log.warning("job %s timed out", task.id)
-        return
-    except ffmpeg.FFmpegError as exc:
-        await _remove(partial, final, thumb)
-        store.fail(task, str(exc))
-        log.info("job %s failed: %s", task.id, exc)
-        return
-    except asyncio.CancelledError:
-        await _remove(partial, final, thumb)
-        raise
-    except Exception as exc:  # a bug of ours: keep the worker alive, say what happened
-        await _remove(partial, final, thumb)
-        store.fail(task, f"internal error: {type(exc).__name__}")
-        log.exception("job %s crashed", task.id)
+    except BaseException as exc:
+        await _remove(partial, final, thumb)  # any way out but success leaves nothing behind
+        if not isinstance(exc, Exception):
+            raise  # cancelled (DELETE, shutdown): the task did not fail
+        store.fail(task, _failure(task.id, exc, settings))
         return
     width, height = ffmpeg.output_size(media, int(task.resolution))
     store.complete(task, final, {"size": stat.st_size, "width": width, "height": height,
                                  "duration": round(encoded, 3) or media.duration},
                    thumbnail)
     log.info("job %s completed in %.1f s", task.id, loop.time() - started)
+
+
+def _failure(task_id: str, exc: Exception, settings: Settings) -> str:
+    """The short reason a FAILED task shows; logged as loudly as it deserves."""
+    if isinstance(exc, TimeoutError):
+        log.warning("job %s timed out", task_id)
+        return f"stopped after the job time limit of {settings.job_timeout:g} s"
+    if isinstance(exc, ffmpeg.FFmpegError):
+        log.info("job %s failed: %s", task_id, exc)
+        return str(exc)
+    # a bug of ours: keep the worker alive, say what happened
+    log.error("job %s crashed", task_id, exc_info=exc)
+    return f"internal error: {type(exc).__name__}"
 
 
 async def _media_of(task: Task, ffmpeg_path: str) -> ffmpeg.Media:
