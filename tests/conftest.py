@@ -7,6 +7,7 @@ kept tiny, except the long one that tests interrupt mid-transcode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -22,7 +23,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from video_async.app import create_app
-from video_async.config import Settings
+from video_async.config import MIB, Settings
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
@@ -71,6 +72,38 @@ class Clips:
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
     return Clips(tmp_path_factory.mktemp("clips"))
+
+
+BOUNDARY = "testboundary1234"
+PART_HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+             "Content-Type: video/mp4\r\n\r\n").encode()  # a video part, up to its first byte
+
+
+async def open_upload(host: str, port: int, first_bytes: bytes, length: int | None = 10 * MIB
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw upload that has sent its headers and first_bytes of its body, and now waits."""
+    reader, writer = await asyncio.open_connection(host, port)
+    size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{size}\r\n").encode()
+                 + first_bytes)
+    await writer.drain()
+    return reader, writer
+
+
+async def hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+def address(client: AppClient) -> tuple[str, int]:
+    """Host and port of a test client's server, for open_upload."""
+    return str(client.server.host), int(client.server.port or 0)
+
+
+async def uploads_in_progress(client: AppClient, count: int) -> bool:
+    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == count
 
 
 class EndlessUpload:
@@ -217,9 +250,10 @@ def free_port() -> int:
 class Server:
     """`python -m video_async` on a free port; its output goes to a log file, read by tests."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, url: str, data_dir: Path,
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, data_dir: Path,
                  log: Path) -> None:
-        self.proc, self.url, self.data_dir, self.log = proc, url, data_dir, log
+        self.proc, self.port, self.data_dir, self.log = proc, port, data_dir, log
+        self.url = f"http://127.0.0.1:{port}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -254,4 +288,4 @@ async def start_server(data_dir: Path, *flags: str) -> Server:
         except aiohttp.ClientConnectionError:
             return False
     await wait_until(listening, 20, "the server to listen")
-    return Server(proc, url, data_dir, log)
+    return Server(proc, port, data_dir, log)

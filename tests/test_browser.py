@@ -200,17 +200,15 @@ async def test_two_uploads_at_once_and_cancel(browser: Browser, server: TestServ
     assert files_in(settings.uploads_dir) == []
     await expect(page.locator("#announcer")).to_contain_text("cancelled")
     # the list is polled all along, and an unchanged list costs a 304
-    await wait_until(lambda: _async_true(statuses.count(304) >= 2), 20, "304 answers")
+    async def two_304s() -> bool:
+        return statuses.count(304) >= 2
+    await wait_until(two_304s, 20, "304 answers")
     assert problems == []
 
 
 async def _streaming(api: Api, count: int) -> bool:
     async with api.session.get(f"{api.base}/healthz") as response:
         return (await response.json())["uploads_in_progress"] == count
-
-
-async def _async_true(value: bool) -> bool:
-    return value
 
 
 async def test_html_in_a_name_is_shown_as_text(browser: Browser, server: TestServer, api: Api,

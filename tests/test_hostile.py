@@ -15,10 +15,10 @@ import pytest
 
 from video_async.config import Settings
 
-from .conftest import (AppClient, Clips, describe, ffmpeg_pids, files_in, upload, upload_ok,
+from .conftest import (BOUNDARY, AppClient, Clips, describe, ffmpeg_pids, files_in, upload, upload_ok,
                        wait_for_state)
 from .test_transcode import assert_web_ready, video_size
-from .test_upload_errors import BOUNDARY, assert_error, assert_nothing_left
+from .test_upload_errors import assert_error, assert_nothing_left
 
 
 def multipart(*parts: tuple[bytes, bytes], boundary: str = BOUNDARY) -> bytes:

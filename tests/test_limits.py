@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,37 +12,10 @@ import pytest
 
 from video_async.config import MIB, Settings
 
-from .conftest import AppClient, Clips, EndlessUpload, MakeClient, files_in, upload, upload_ok, wait_for_state, wait_until
-from .test_upload_errors import BOUNDARY, assert_error, assert_nothing_left
-
-PART_HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
-             "Content-Type: video/mp4\r\n\r\n").encode()
-
-
-async def open_upload(client: AppClient, first_bytes: bytes, length: int | None = 10 * MIB
-                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw upload that has sent its headers and first_bytes of its body, and now waits."""
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
-    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
-                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{size}\r\n").encode()
-                 + first_bytes)
-    await writer.drain()
-    return reader, writer
-
-
-async def hang_up(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-
-
-async def health(client: AppClient) -> dict:
-    return await (await client.get("/healthz")).json()
-
-
-async def uploads_in_progress(client: AppClient, count: int) -> bool:
-    return (await health(client))["uploads_in_progress"] == count
+from .conftest import (PART_HEAD, AppClient, Clips, EndlessUpload, MakeClient, address, files_in,
+                       hang_up, open_upload, upload, upload_ok, uploads_in_progress, wait_for_state,
+                       wait_until)
+from .test_upload_errors import assert_error, assert_nothing_left
 
 
 # -- 503 -----------------------------------------------------------------------------
@@ -51,7 +23,7 @@ async def uploads_in_progress(client: AppClient, count: int) -> bool:
 async def test_too_many_uploads_at_once(make_client: MakeClient, settings: Settings,
                                         clips: Clips) -> None:
     client = await make_client(max_uploads=1)
-    _, first = await open_upload(client, PART_HEAD + clips.small().read_bytes())
+    _, first = await open_upload(*address(client), PART_HEAD + clips.small().read_bytes())
     await wait_until(lambda: uploads_in_progress(client, 1), 10, "the first upload to start")
     response = await upload(client, clips.small())
     await assert_error(response, 503, "busy")
@@ -81,7 +53,7 @@ async def test_queue_full(make_client: MakeClient, settings: Settings, clips: Cl
 async def test_no_upload_eats_into_the_disk_reserve(make_client: MakeClient, settings: Settings,
                                                     clips: Clips) -> None:
     client = await make_client(min_free_bytes=2**60)  # more than any disk has
-    reader, writer = await open_upload(client, b"", length=1000)
+    reader, writer = await open_upload(*address(client), b"", length=1000)
     async with asyncio.timeout(10):
         status_line = await reader.readline()
     await hang_up(writer)
@@ -96,7 +68,7 @@ async def test_content_length_checked_against_the_reserve(make_client: MakeClien
     free = shutil.disk_usage(settings.data_dir).free
     # margins in hundreds of MiB: other programs may write to the same disk meanwhile
     client = await make_client(min_free_bytes=free - 300 * MIB, max_upload_bytes=2048 * MIB)
-    reader, writer = await open_upload(client, b"", length=1024 * MIB)  # 724 MiB too much
+    reader, writer = await open_upload(*address(client), b"", length=1024 * MIB)  # 724 MiB too much
     async with asyncio.timeout(10):
         assert b" 507 " in await reader.readline()
     await hang_up(writer)
@@ -128,7 +100,7 @@ async def test_streaming_upload_stopped_at_the_reserve(make_client: MakeClient, 
 async def test_silent_upload_is_dropped(make_client: MakeClient, settings: Settings,
                                         clips: Clips) -> None:
     client = await make_client(upload_idle_timeout=1.0)
-    reader, writer = await open_upload(client, PART_HEAD + clips.small().read_bytes()[:5000])
+    reader, writer = await open_upload(*address(client), PART_HEAD + clips.small().read_bytes()[:5000])
     await wait_until(lambda: uploads_in_progress(client, 1), 10, "the upload to start")
     async with asyncio.timeout(10):
         status_line = await reader.readline()  # we send nothing more
@@ -140,7 +112,7 @@ async def test_silent_upload_is_dropped(make_client: MakeClient, settings: Setti
 
 async def test_silent_before_the_first_byte_of_body(make_client: MakeClient, settings: Settings) -> None:
     client = await make_client(upload_idle_timeout=1.0)
-    reader, writer = await open_upload(client, b"")
+    reader, writer = await open_upload(*address(client), b"")
     async with asyncio.timeout(10):
         assert b" 408 " in await reader.readline()
     await hang_up(writer)
@@ -194,7 +166,7 @@ async def test_a_burst_cannot_slip_past_the_upload_limit(make_client: MakeClient
                                                          clips: Clips) -> None:
     """Six uploads arriving together, two slots: the limit holds even while admit awaits the disk check."""
     client = await make_client(max_uploads=2)
-    opened = await asyncio.gather(*(open_upload(client, PART_HEAD + clips.small().read_bytes()[:1000])
+    opened = await asyncio.gather(*(open_upload(*address(client), PART_HEAD + clips.small().read_bytes()[:1000])
                                     for _ in range(6)))
     statuses = []
     for reader, writer in opened:
@@ -205,9 +177,6 @@ async def test_a_burst_cannot_slip_past_the_upload_limit(make_client: MakeClient
             statuses.append(b"still streaming")
         await hang_up(writer)
     assert sum(b" 503 " in line for line in statuses) == 4, statuses
-    await wait_until(lambda: _uploads_in_progress(client, 0), 10, "the two uploads to be dropped")
+    await wait_until(lambda: uploads_in_progress(client, 0), 10, "the two uploads to be dropped")
     await assert_nothing_left(client, settings)
 
-
-async def _uploads_in_progress(client: AppClient, count: int) -> bool:
-    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == count

@@ -69,16 +69,22 @@ async def test_help_explains_every_flag() -> None:
         assert flag in text
 
 
-@pytest.mark.parametrize("ffmpeg", ["/nonexistent/ffmpeg", "/bin/false"])
-async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> None:
+async def refused_start(data_dir: Path, *flags: str) -> str:
+    """Start the program where it must refuse to: what it said, once it exited non-zero, plainly."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "video_async", "--port", str(free_port()), "--data-dir", str(tmp_path),
-        "--ffmpeg", ffmpeg, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "video_async", "--port", str(free_port()), "--data-dir", str(data_dir),
+        *flags, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     async with asyncio.timeout(20):
-        out, err = await proc.communicate()
+        _, err = await proc.communicate()
     assert proc.returncode != 0
     message = err.decode()
     assert "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("ffmpeg", ["/nonexistent/ffmpeg", "/bin/false"])
+async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> None:
+    message = await refused_start(tmp_path, "--ffmpeg", ffmpeg)
     assert "video-async:" in message and "ffmpeg" in message
 
 
@@ -114,13 +120,6 @@ async def test_unreadable_snapshot_stops_the_start_plainly(tmp_path: Path) -> No
     """A tasks.json that can't be read (here: a folder) is an error, never "no tasks"."""
     data_dir = tmp_path / "data"
     (data_dir / "tasks.json").mkdir(parents=True)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "video_async", "--port", str(free_port()), "--data-dir", str(data_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(20):
-        _, err = await proc.communicate()
-    assert proc.returncode != 0
-    message = err.decode()
-    assert "Traceback" not in message
+    message = await refused_start(data_dir)
     assert "video-async: cannot start" in message and "tasks.json" in message
     assert (data_dir / "tasks.json").is_dir()  # left as it was

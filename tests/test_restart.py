@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -12,10 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import Clips, Server, ffmpeg_pids, files_in, start_server, wait_until
-
-BOUNDARY = "crashboundary"
-
+from .conftest import (PART_HEAD, Clips, Server, ffmpeg_pids, files_in, hang_up, open_upload, start_server,
+                       wait_until)
 
 async def post_clip(session: aiohttp.ClientSession, server: Server, clip: Path,
                     resolution: str = "480") -> dict[str, Any]:
@@ -59,45 +56,34 @@ async def in_snapshot(data_dir: Path, task_id: str, state: str) -> None:
     await wait_until(written, 10, f"tasks.json to show {task_id} {state}")
 
 
+async def finished_task(session: aiohttp.ClientSession, server: Server,
+                        clip: Path) -> tuple[dict[str, Any], bytes]:
+    """A task COMPLETED and saved in tasks.json, with the bytes of its download."""
+    done = await post_clip(session, server, clip)
+    await wait_for(session, server, done["id"], "COMPLETED")
+    await in_snapshot(server.data_dir, done["id"], "COMPLETED")
+    return done, await download(session, server, done["id"])
+
+
 def partials(data_dir: Path) -> list[str]:
     return [name for folder in ("uploads", "outputs") for name in files_in(data_dir / folder)
             if "partial" in name]
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return not stat.rsplit(") ", 1)[-1].startswith(("Z", "X"))
 
 
 async def test_sigkill_mid_upload(tmp_path: Path, clips: Clips) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir)
     async with aiohttp.ClientSession() as session:
-        done = await post_clip(session, server, clips.small())
-        await wait_for(session, server, done["id"], "COMPLETED")
-        await in_snapshot(data_dir, done["id"], "COMPLETED")
-        before = await download(session, server, done["id"])
+        done, before = await finished_task(session, server, clips.small())
 
         # an upload that has sent its headers and a first piece of a 10 MiB body
-        reader, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
-        head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; "
-                "filename=\"a.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
-        writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
-                      f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-                      f"Content-Length: {10 * 1024 * 1024}\r\n\r\n").encode()
-                     + head + clips.small().read_bytes())
-        await writer.drain()
+        _, writer = await open_upload("127.0.0.1", server.port, PART_HEAD + clips.small().read_bytes())
 
         async def partial_on_disk() -> bool:
             return partials(data_dir) != []
         await wait_until(partial_on_disk, 10, "the upload to reach the disk")
         await server.kill()
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+        await hang_up(writer)
         assert partials(data_dir) != []  # the crash really left half an upload behind
 
         server = await start_server(data_dir)
@@ -119,10 +105,7 @@ async def test_sigkill_mid_transcode(tmp_path: Path, clips: Clips) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir)
     async with aiohttp.ClientSession() as session:
-        done = await post_clip(session, server, clips.small())
-        await wait_for(session, server, done["id"], "COMPLETED")
-        await in_snapshot(data_dir, done["id"], "COMPLETED")
-        before = await download(session, server, done["id"])
+        done, before = await finished_task(session, server, clips.small())
         interrupted = await post_clip(session, server, clips.long())
         waiting = await post_clip(session, server, clips.small())
         await wait_for(session, server, interrupted["id"], "PROCESSING", progress=1)
@@ -131,12 +114,12 @@ async def test_sigkill_mid_transcode(tmp_path: Path, clips: Clips) -> None:
         await server.kill()
         # ffmpeg runs in its own session, so it outlives a SIGKILLed parent: this is
         # exactly what start-up has to clean up
-        assert all(alive(pid) for pid in old_ffmpeg)
+        assert set(old_ffmpeg) <= set(ffmpeg_pids(data_dir))
         assert partials(data_dir) == [f"{interrupted['id']}.partial.mp4"]
 
         server = await start_server(data_dir)
         try:
-            assert not any(alive(pid) for pid in old_ffmpeg), "ffmpeg of the killed run still runs"
+            assert not set(old_ffmpeg) & set(ffmpeg_pids(data_dir)), "ffmpeg of the killed run still runs"
             tasks = await get_json(session, f"{server.url}/tasks")
             assert [t["id"] for t in tasks] == [done["id"], interrupted["id"], waiting["id"]]
             assert tasks[0]["state"] == "COMPLETED"

@@ -11,9 +11,9 @@ import pytest
 
 from video_async.config import MIB, Settings
 
-from .conftest import AppClient, Clips, EndlessUpload, MakeClient, files_in, pad_to, run_ffmpeg, upload, wait_until
+from .conftest import (BOUNDARY, PART_HEAD, AppClient, Clips, EndlessUpload, MakeClient, address, files_in,
+                       hang_up, open_upload, pad_to, run_ffmpeg, upload, uploads_in_progress, wait_until)
 
-BOUNDARY = "testboundary1234"
 
 
 async def assert_error(response: aiohttp.ClientResponse, status: int, code: str) -> None:
@@ -133,9 +133,7 @@ async def test_multipart_without_boundary(client: AppClient, settings: Settings)
 
 
 async def test_truncated_multipart_body(client: AppClient, settings: Settings, clips: Clips) -> None:
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode()
-    body = head + clips.small().read_bytes()[:5000]  # no closing boundary
+    body = PART_HEAD + clips.small().read_bytes()[:5000]  # no closing boundary
     response = await client.post("/videos/upload", data=body,
                                  headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
     await assert_error(response, 400, "bad_multipart")
@@ -164,14 +162,10 @@ async def test_default_limit_is_200_mib() -> None:
 
 async def test_content_length_refused_before_any_byte(client: AppClient, settings: Settings) -> None:
     """A declared 300 MiB body is refused from its headers alone: nothing is sent after them."""
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
-                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-                  f"Content-Length: {300 * MIB}\r\n\r\n").encode())
-    await writer.drain()
+    reader, writer = await open_upload(*address(client), b"", length=300 * MIB)
     async with asyncio.timeout(10):
         status_line = await reader.readline()
-    writer.close()
+    await hang_up(writer)
     assert b" 413 " in status_line
     await assert_nothing_left(client, settings)
 
@@ -187,36 +181,22 @@ async def test_streamed_body_stopped_at_the_limit(make_client: MakeClient, setti
     except aiohttp.ClientError:
         pass  # the server may close the socket before the client reads the answer
     assert endless.sent < 20 * MIB, "the server read the whole body instead of stopping at the limit"
-    await wait_until(lambda: _no_uploads(client), 10, "upload to end")
+    await wait_until(lambda: uploads_in_progress(client, 0), 10, "upload to end")
     await assert_nothing_left(client, settings)
-
-
-async def _no_uploads(client: AppClient) -> bool:
-    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == 0
 
 
 async def test_client_disconnect_mid_upload(client: AppClient, settings: Settings,
                                             clips: Clips) -> None:
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode()
-    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
-                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-                  f"Content-Length: {10 * MIB}\r\n\r\n").encode() + head + clips.small().read_bytes())
-    await writer.drain()
-    await wait_until(lambda: _uploading(client), 10, "the upload to start")
+    _, writer = await open_upload(*address(client), PART_HEAD + clips.small().read_bytes())
+    await wait_until(lambda: uploads_in_progress(client, 1), 10, "the upload to start")
     await wait_until(lambda: _has_files(settings.uploads_dir), 10, "the upload to reach the disk")
-    writer.close()  # hang up with most of the body unsent
-    await wait_until(lambda: _no_uploads(client), 10, "the server to notice")
+    await hang_up(writer)  # with most of the body unsent
+    await wait_until(lambda: uploads_in_progress(client, 0), 10, "the server to notice")
     await assert_nothing_left(client, settings)
 
 
 async def _has_files(folder: Path) -> bool:
     return files_in(folder) != []  # it really was being written
-
-
-async def _uploading(client: AppClient) -> bool:
-    return (await (await client.get("/healthz")).json())["uploads_in_progress"] == 1
 
 
 # -- unknown tasks ---------------------------------------------------------------

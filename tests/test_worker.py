@@ -13,7 +13,7 @@ import aiohttp
 from video_async.config import Settings
 
 from .conftest import (AppClient, Clips, MakeClient, ffmpeg_pids, files_in, pad_to, upload_ok,
-                       wait_for_state, wait_until)
+                       uploads_in_progress, wait_for_state, wait_until)
 
 
 async def processing_with_progress(client: AppClient, task_id: str) -> dict[str, Any]:
@@ -160,7 +160,7 @@ async def test_requests_stay_fast_during_upload_and_transcode(client: AppClient,
             return response.status
 
     uploading = asyncio.create_task(send_upload())
-    await wait_until(lambda: _counter(client, "uploads_in_progress"), 10, "the upload to start")
+    await wait_until(lambda: uploads_in_progress(client, 1), 10, "the upload to start")
     slowest = 0.0
     while not uploading.done():
         started = time.perf_counter()
@@ -174,10 +174,6 @@ async def test_requests_stay_fast_during_upload_and_transcode(client: AppClient,
     assert slowest < 1.0, f"a request took {slowest:.3f} s"
     assert health["event_loop_lag_ms"]["max_1m"] < 500
     await client.delete(f"/tasks/{running['id']}")
-
-
-async def _counter(client: AppClient, name: str) -> int:
-    return (await (await client.get("/healthz")).json())[name]
 
 
 async def test_two_retries_at_once_queue_the_task_once(client: AppClient, clips: Clips,
