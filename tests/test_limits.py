@@ -164,7 +164,7 @@ async def test_other_routes_refuse_big_bodies(client: AppClient, clips: Clips) -
 
 async def test_a_burst_cannot_slip_past_the_upload_limit(make_client: MakeClient, settings: Settings,
                                                          clips: Clips) -> None:
-    """Six uploads arriving together, two slots: the limit holds even while admit awaits the disk check."""
+    """Six uploads arriving together, two slots: the limit holds even while admitted() awaits the disk check."""
     client = await make_client(max_uploads=2)
     opened = await asyncio.gather(*(open_upload(*address(client), PART_HEAD + clips.small().read_bytes()[:1000])
                                     for _ in range(6)))

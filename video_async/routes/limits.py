@@ -1,6 +1,6 @@
 """The upload route's limits: never flooded, never filled up, never held open by a silent client.
 
-`admit` runs before a byte of the body is read: too many uploads at once or a
+`admitted` runs before a byte of the body is read: too many uploads at once or a
 full queue is a 503 with Retry-After, a body that would eat into the disk
 reserve a 507. `watched` runs the upload itself under a watcher that drops it
 when the client sends nothing for `upload_idle_timeout` seconds, and stops it
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,13 +42,14 @@ def disk_full(settings: Settings) -> ApiError:
                     f"it keeps {settings.min_free_bytes / MIB:g} MiB free.")
 
 
-async def admit(request: web.Request, settings: Settings) -> None:
-    """Refuse an upload the server cannot take, before any byte is stored; else count it in.
+@contextlib.asynccontextmanager
+async def admitted(request: web.Request, settings: Settings) -> AsyncIterator[None]:
+    """Refuse an upload the server cannot take, before any byte is stored; else count
+    it among the uploads in progress for as long as the block runs.
 
     The disk is checked first because that check awaits a thread; the counters
     are then checked and the upload counted with no await in between, so a
     burst of uploads arriving together cannot all slip past the limits.
-    The caller counts it out again (`UPLOADS.active -= 1`) when it ends.
     """
     if await free_bytes(settings.data_dir) - (request.content_length or 0) < settings.min_free_bytes:
         raise disk_full(settings)
@@ -64,6 +65,10 @@ async def admit(request: web.Request, settings: Settings) -> None:
                        f"{settings.max_queued} videos are already waiting; try again later.",
                        headers={"Retry-After": str(RETRY_QUEUE_FULL)})
     counter.active += 1
+    try:
+        yield
+    finally:
+        counter.active -= 1
 
 
 async def watched(request: web.Request, settings: Settings,

@@ -22,9 +22,9 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import ffmpeg
-from ..config import RESOLUTIONS, Settings
+from ..config import MIB, RESOLUTIONS, Settings
 from ..store import Task, new_task_id
-from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError, limits, wants_html
+from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, ApiError, limits, wants_html
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -84,11 +84,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise _too_large(settings)
 
-    await limits.admit(request, settings)  # 503 or 507 before any byte is stored; counts it in
-    try:
+    async with limits.admitted(request, settings):  # 503 or 507 before any byte is stored
         task = await limits.watched(request, settings, lambda: _receive(request, settings))
-    finally:
-        request.app[UPLOADS].active -= 1
 
     store = request.app[STORE]
     store.add(task)
@@ -114,9 +111,8 @@ def _bad_resolution() -> ApiError:
 
 
 def _too_large(settings: Settings) -> web.HTTPException:
-    mib = settings.max_upload_bytes / (1024 * 1024)
     return ApiError(413, "too_large",
-                      f"The file is larger than the limit of {mib:g} MiB.")
+                    f"The file is larger than the limit of {settings.max_upload_bytes / MIB:g} MiB.")
 
 
 async def _receive(request: web.Request, settings: Settings) -> Task:
@@ -156,8 +152,6 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
             raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
         if filename is None:
             raise ApiError(400, "no_file", "No file in the 'video' field.")
-        if resolution not in RESOLUTIONS:
-            raise _bad_resolution()
         try:
             media = await ffmpeg.probe(request.app[FFMPEG].path, partial)
         except ffmpeg.FFmpegError as exc:
