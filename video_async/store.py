@@ -149,6 +149,11 @@ class TaskStore:
     def to_json(self, task: Task) -> dict[str, Any]:
         return task.to_json(self.queue_positions().get(task.id))
 
+    def all_json(self) -> list[dict[str, Any]]:
+        """Every task as the API shows it, oldest first: GET /tasks and the page."""
+        positions = self.queue_positions()
+        return [task.to_json(positions.get(task.id)) for task in self._tasks.values()]
+
     # -- changing ----------------------------------------------------------
 
     def add(self, task: Task) -> Task:

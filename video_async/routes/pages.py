@@ -68,11 +68,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    positions = store.queue_positions()
     # Rendering is pure CPU over data already in memory: nothing here waits on I/O.
     html = request.app[PAGE].render(
-        tasks=[task.to_json(positions.get(task.id)) for task in store.all()],
+        tasks=request.app[STORE].all_json(),
         resolutions=RESOLUTIONS,
         max_upload_bytes=request.app[SETTINGS].max_upload_bytes,
         heartbeat=heartbeat(request.app),

@@ -50,9 +50,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     wanted = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]
     if etag in wanted or "*" in wanted:
         return web.Response(status=304, headers=headers)
-    positions = store.queue_positions()
-    body = [task.to_json(positions.get(task.id)) for task in store.all()]
-    return web.json_response(body, headers=headers)
+    return web.json_response(store.all_json(), headers=headers)
 
 
 @routes.get("/tasks/{task_id}")
