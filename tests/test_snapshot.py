@@ -28,8 +28,11 @@ async def test_restart_brings_back_every_task(make_client: MakeClient, clips: Cl
     client = await make_client()
     done = await upload_ok(client, clips.small(), "480", filename="über clip.mp4")
     await wait_for_state(client, done["id"], "COMPLETED")
+    # damaged on disk while a long job keeps it waiting, so the worker cannot read it first
+    blocker = await upload_ok(client, clips.long(), "480")
     broken = await upload_ok(client, clips.small(), "480")
-    (settings.uploads_dir / f"{broken['id']}.mp4").write_bytes(b"\0" * 100)  # damaged on disk
+    (settings.uploads_dir / f"{broken['id']}.mp4").write_bytes(b"\0" * 100)
+    await client.delete(f"/tasks/{blocker['id']}")
     await wait_for_state(client, broken["id"], "FAILED")
     before = await (await client.get("/tasks")).json()
     video = await (await client.get(f"/tasks/{done['id']}/download")).read()
