@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import (PART_HEAD, Clips, Server, ffmpeg_pids, files_in, hang_up, open_upload, start_server,
+from .conftest import (FFMPEG, PART_HEAD, Clips, Server, ffmpeg_pids, files_in, hang_up, open_upload, start_server,
                        wait_until)
 
 async def post_clip(session: aiohttp.ClientSession, server: Server, clip: Path,
@@ -131,10 +131,39 @@ async def test_sigkill_mid_transcode(tmp_path: Path, clips: Clips) -> None:
             assert len(await download(session, server, interrupted["id"])) > 0
             assert partials(data_dir) == []
             assert ffmpeg_pids(data_dir) == []
-            assert "left running by a previous run" in server.output()
+            # not asserted here: "left running by a previous run". The orphan may die on its own
+            # first (its progress pipe lost its reader), so the next test makes one that won't.
         finally:
             assert await server.stop() == 0
     assert "Traceback" not in server.output()
+
+
+async def test_ffmpeg_left_running_is_stopped_at_start_up(tmp_path: Path) -> None:
+    """An orphan that would run for an hour, writing into outputs/: start-up stops it."""
+    data_dir = tmp_path / "data"
+    partial = data_dir / "outputs" / ("ab" * 16 + ".partial.mp4")
+    partial.parent.mkdir(parents=True)
+    orphan = await asyncio.create_subprocess_exec(
+        FFMPEG, "-nostdin", "-re", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
+        "-t", "3600", "-y", str(partial), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    try:
+        async def writing() -> bool:
+            return partial.exists()
+        await wait_until(writing, 20, "the orphan ffmpeg to start writing")
+        server = await start_server(data_dir)
+        try:
+            async with asyncio.timeout(10):
+                await orphan.wait()
+            assert orphan.returncode == -9
+            assert f"stopping ffmpeg pid {orphan.pid} left running by a previous run" in server.output()
+            assert not partial.exists()
+        finally:
+            assert await server.stop() == 0
+    finally:
+        if orphan.returncode is None:
+            orphan.kill()
+            await orphan.wait()
 
 
 async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
