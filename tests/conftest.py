@@ -64,9 +64,49 @@ class Clips:
         return self.make("small.mp4")
 
     def long(self) -> Path:
-        """About 10 s to transcode here: long enough to catch a job mid-run."""
+        """12 s of 1080p: 2-3 s to transcode to 480 on 2 cores, slower at 720. Where a test
+        needs the job still running later, it runs it with realtime_ffmpeg()."""
         return self.make("long.mp4", size="1920x1080", seconds=12, rate=25, audio=True,
                          vcodec=("-c:v", "libx264", "-preset", "ultrafast", "-crf", "35"))
+
+
+STAND_IN = '''#!{python}
+"""Stand-in for ffmpeg, written by a test: runs the real ffmpeg, but {doc}"""
+import os, signal, sys
+args = sys.argv[1:]
+if "-progress" in args:  # a transcode; probes and thumbnails run as they are
+    if {hang_first!r} and not os.path.exists({marker!r}):
+        open({marker!r}, "w").close()
+        for micros in (100000, 200000):
+            print(f"out_time_us={{micros}}", "progress=continue", sep="\\n", flush=True)
+        signal.pause()  # no more output and no exit, until it is stopped
+    if {realtime!r}:
+        args.insert(args.index("-i"), "-re")  # read the input no faster than it plays
+os.execv({real!r}, [{real!r}, *args])
+'''
+
+
+def _stand_in(folder: Path, name: str, doc: str, *, hang_first: bool = False,
+              realtime: bool = False) -> Path:
+    path = folder / name
+    path.write_text(STAND_IN.format(python=sys.executable, doc=doc, hang_first=hang_first,
+                                    realtime=realtime, marker=str(folder / f"{name}-hung-once"),
+                                    real=FFMPEG))
+    path.chmod(0o755)
+    return path
+
+
+def hanging_ffmpeg(folder: Path) -> Path:
+    """An ffmpeg whose first transcode reports a little progress, then hangs until stopped."""
+    return _stand_in(folder, "hanging-ffmpeg", "the first transcode hangs, as a wedged ffmpeg would.",
+                     hang_first=True)
+
+
+def realtime_ffmpeg(folder: Path) -> Path:
+    """An ffmpeg that transcodes no faster than the video plays: clips.long() takes 12 s on
+    any machine, so a test can count on a job still running, whatever the machine's speed."""
+    return _stand_in(folder, "realtime-ffmpeg", "each transcode reads at the video's own speed.",
+                     realtime=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from video_async.app import create_app
 from video_async.config import Settings
 
-from .conftest import Clips, ffmpeg_pids, files_in, pad_to, start_server, wait_until
+from .conftest import (Clips, ffmpeg_pids, files_in, hanging_ffmpeg, pad_to, realtime_ffmpeg, start_server,
+                       wait_until)
 
 CHROMIUM = os.environ.get("VIDEO_ASYNC_CHROMIUM", "/usr/bin/chromium")
 # Without these, Chromium tries to reach Google's services at start-up and on a
@@ -41,9 +43,20 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
+Serve = Callable[..., Awaitable[TestServer]]
+
+
 @pytest.fixture
-async def server(aiohttp_server: Any, settings: Settings) -> TestServer:
-    return await aiohttp_server(create_app(settings))
+def serve(aiohttp_server: Any, settings: Settings) -> Serve:
+    """The app in a test server, with any settings overridden."""
+    async def make(**overrides: Any) -> TestServer:
+        return await aiohttp_server(create_app(replace(settings, **overrides)))
+    return make
+
+
+@pytest.fixture
+async def server(serve: Serve) -> TestServer:
+    return await serve()
 
 
 class Api:
@@ -77,10 +90,20 @@ class Api:
         return await wait_until(check, 60, f"{task_id} to reach {states}")
 
 
+    @classmethod
+    def of(cls, server: TestServer, session: aiohttp.ClientSession) -> Api:
+        return cls(str(server.make_url("")).rstrip("/"), session)
+
+
 @pytest.fixture
-async def api(server: TestServer) -> AsyncIterator[Api]:
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
-        yield Api(str(server.make_url("")).rstrip("/"), session)
+        yield session
+
+
+@pytest.fixture
+def api(server: TestServer, session: aiohttp.ClientSession) -> Api:
+    return Api.of(server, session)
 
 
 async def open_page(browser: Browser, server: TestServer, **context: Any) -> tuple[Page, list[str]]:
@@ -113,11 +136,13 @@ async def record_states(page: Page) -> None:
     }""")
 
 
-async def test_upload_watch_preview_and_download(browser: Browser, server: TestServer, api: Api,
-                                                 clips: Clips, tmp_path: Path) -> None:
+async def test_upload_watch_preview_and_download(browser: Browser, serve: Serve, clips: Clips,
+                                                 session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    server = await serve(ffmpeg=str(hanging_ffmpeg(tmp_path)))
+    api = Api.of(server, session)
     page, problems = await open_page(browser, server)
     await record_states(page)
-    # a job already running, so the page's upload waits its turn in the queue
+    # a job running until it is deleted, so the page's upload waits its turn in the queue
     blocker = await api.upload(clips.long(), "480")
     await api.wait_state(blocker["id"], "PROCESSING")
 
@@ -233,11 +258,9 @@ async def test_html_in_a_name_is_shown_as_text(browser: Browser, server: TestSer
     assert dialogs == [] and problems == []
 
 
-async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser, aiohttp_server: Any,
-                                                               settings: Settings, tmp_path: Path,
-                                                               clips: Clips) -> None:
-    from dataclasses import replace
-    small_limit = await aiohttp_server(create_app(replace(settings, max_upload_bytes=1024 * 1024)))
+async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser, serve: Serve,
+                                                               tmp_path: Path, clips: Clips) -> None:
+    small_limit = await serve(max_upload_bytes=1024 * 1024)
     page, problems = await open_page(browser, small_limit)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/videos/upload" in r.url else None)
@@ -254,8 +277,10 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
     assert await page.locator("li.task").count() == 0
 
 
-async def test_delete_during_processing(browser: Browser, server: TestServer, api: Api, clips: Clips,
-                                        settings: Settings) -> None:
+async def test_delete_during_processing(browser: Browser, serve: Serve, session: aiohttp.ClientSession,
+                                        clips: Clips, settings: Settings, tmp_path: Path) -> None:
+    server = await serve(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # still running when the page opens
+    api = Api.of(server, session)
     task = await api.upload(clips.long(), "720", name="long one.mp4")
     page, problems = await open_page(browser, server)
     row = card(page, "long one.mp4")
@@ -359,7 +384,9 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
     page = await (await browser.new_context(viewport={"width": 1100, "height": 1100})).new_page()
     await page.goto("about:blank")
     data_dir = tmp_path / "data"
-    server = await start_server(data_dir)
+    # every job as slow as its video plays: "interview take 3" is still running, and
+    # "drone footage" still waiting, when the picture is taken
+    server = await start_server(data_dir, "--ffmpeg", str(realtime_ffmpeg(tmp_path)))
     try:
         async with aiohttp.ClientSession() as session:
             api = Api(server.url, session)

@@ -8,31 +8,8 @@ from pathlib import Path
 
 from video_async.config import Settings
 
-from .conftest import (FFMPEG, AppClient, Clips, MakeClient, ffmpeg_pids, files_in, upload_ok,
+from .conftest import (AppClient, Clips, MakeClient, ffmpeg_pids, files_in, hanging_ffmpeg, upload_ok,
                        wait_for_state)
-
-STAND_IN = '''#!{python}
-"""Stand-in for ffmpeg, written by a test: runs the real ffmpeg, except that the first
-transcode reports a little progress and then hangs, as a wedged ffmpeg would."""
-import os, signal, sys
-args = sys.argv[1:]
-if "-progress" in args and not os.path.exists({marker!r}):
-    open({marker!r}, "w").close()
-    for micros in (100000, 200000):
-        print(f"out_time_us={{micros}}", "progress=continue", sep="\\n", flush=True)
-    signal.pause()  # no more output and no exit, until it is stopped
-os.execv({real!r}, [{real!r}, *args])
-'''
-
-
-def hanging_ffmpeg(folder: Path) -> Path:
-    """A stand-in ffmpeg whose first transcode hangs (only where a test must control timing)."""
-    path = folder / "stand-in-ffmpeg"
-    path.write_text(STAND_IN.format(python=sys.executable, marker=str(folder / "hung-once"),
-                                    real=FFMPEG))
-    path.chmod(0o755)
-    return path
-
 
 def stand_in_pids(stand_in: Path) -> list[int]:
     pids = []
@@ -56,12 +33,12 @@ async def assert_next_job_runs(client: AppClient, clips: Clips, settings: Settin
 async def test_stalled_ffmpeg_is_stopped(make_client: MakeClient, clips: Clips, settings: Settings,
                                          tmp_path: Path) -> None:
     stand_in = hanging_ffmpeg(tmp_path)
-    client = await make_client(ffmpeg=str(stand_in), stall_timeout=1.0)
+    client = await make_client(ffmpeg=str(stand_in), stall_timeout=3.0)
     stuck = await upload_ok(client, clips.small(), "480")
     behind = await upload_ok(client, clips.small(), "480")
     failed = await wait_for_state(client, stuck["id"], "FAILED", "COMPLETED", timeout=20)
     assert failed["state"] == "FAILED"
-    assert failed["error"] == "stopped: ffmpeg made no progress for 1 s"
+    assert failed["error"] == "stopped: ffmpeg made no progress for 3 s"
     # the one behind it is taken at once and completes
     done = await wait_for_state(client, behind["id"], "COMPLETED", "FAILED", timeout=20)
     assert done["state"] == "COMPLETED", done["error"]

@@ -178,6 +178,6 @@ async def test_a_burst_of_progress_updates_is_a_few_writes(tmp_path: Path) -> No
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-    assert changes > 100
+    assert changes > 50  # about 190 on an idle machine; a busy one manages fewer
     assert len(snapshots) <= 5, f"{len(snapshots)} writes for {changes} progress updates"
     assert snapshot(settings)["tasks"][0]["progress"] == changes % 99  # and the last one is in
