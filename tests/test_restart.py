@@ -131,8 +131,9 @@ async def test_sigkill_mid_transcode(tmp_path: Path, clips: Clips) -> None:
             assert len(await download(session, server, interrupted["id"])) > 0
             assert partials(data_dir) == []
             assert ffmpeg_pids(data_dir) == []
-            # not asserted here: "left running by a previous run". The orphan may die on its own
-            # first (its progress pipe lost its reader), so the next test makes one that won't.
+            # not asserted here: "left running by a previous run". The orphan (which ignores
+            # SIGPIPE, so it outlives its reader) may finish its few seconds of work before the
+            # new server looks; the next test makes an orphan that cannot finish first.
         finally:
             assert await server.stop() == 0
     assert "Traceback" not in server.output()
