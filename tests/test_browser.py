@@ -301,8 +301,11 @@ async def test_delete_during_processing(browser: Browser, serve: Serve, session:
     assert problems == [], task
 
 
-async def test_failed_task_shows_reason_and_retries(browser: Browser, server: TestServer, api: Api,
-                                                   clips: Clips, settings: Settings) -> None:
+async def test_failed_task_shows_reason_and_retries(browser: Browser, serve: Serve, clips: Clips,
+                                                   session: aiohttp.ClientSession, settings: Settings,
+                                                   tmp_path: Path) -> None:
+    server = await serve(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the blocker runs until deleted
+    api = Api.of(server, session)
     blocker = await api.upload(clips.long(), "480")
     victim = await api.upload(clips.small(), "480", name="damaged.mp4")
     source = settings.uploads_dir / f"{victim['id']}.mp4"

@@ -13,7 +13,7 @@ import pytest
 from video_async.config import MIB, Settings
 
 from .conftest import (PART_HEAD, AppClient, Clips, EndlessUpload, MakeClient, address, files_in,
-                       hang_up, open_upload, upload, upload_ok, uploads_in_progress, wait_for_state,
+                       hang_up, hanging_ffmpeg, open_upload, upload, upload_ok, uploads_in_progress, wait_for_state,
                        wait_until)
 from .test_upload_errors import assert_error, assert_nothing_left
 
@@ -34,8 +34,9 @@ async def test_too_many_uploads_at_once(make_client: MakeClient, settings: Setti
     await upload_ok(client, clips.small())  # a slot is free again
 
 
-async def test_queue_full(make_client: MakeClient, settings: Settings, clips: Clips) -> None:
-    client = await make_client(max_queued=2)
+async def test_queue_full(make_client: MakeClient, settings: Settings, clips: Clips,
+                          tmp_path: Path) -> None:
+    client = await make_client(max_queued=2, ffmpeg=str(hanging_ffmpeg(tmp_path)))  # runs till deleted
     running = await upload_ok(client, clips.long(), "480")
     await wait_for_state(client, running["id"], "PROCESSING")  # running is not waiting
     waiting = [await upload_ok(client, clips.small(), "480") for _ in range(2)]

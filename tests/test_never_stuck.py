@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from video_async.config import Settings
@@ -62,8 +61,10 @@ async def test_job_over_its_time_limit_is_stopped(make_client: MakeClient, clips
     await assert_next_job_runs(client, clips, settings)
 
 
-async def test_disk_full_during_transcode(client: AppClient, clips: Clips, settings: Settings) -> None:
+async def test_disk_full_during_transcode(make_client: MakeClient, clips: Clips, settings: Settings,
+                                          tmp_path: Path) -> None:
     """A real ENOSPC, without root: the job's output path is made to point at /dev/full."""
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the blocker runs until deleted
     blocker = await upload_ok(client, clips.long(), "480")
     await wait_for_state(client, blocker["id"], "PROCESSING")
     victim = await upload_ok(client, clips.small(), "480")

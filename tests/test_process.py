@@ -5,23 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from .conftest import Clips, Server, ffmpeg_pids, files_in, free_port, start_server, wait_until
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    running = await start_server(data_dir)
-    yield running
-    if running.proc.returncode is None:
-        await running.kill()
+from .conftest import (Clips, Server, ffmpeg_pids, files_in, free_port, realtime_ffmpeg, start_server,
+                       wait_until)
 
 
 async def start_long_job(server: Server, clip: Path) -> str:
@@ -43,12 +33,17 @@ async def start_long_job(server: Server, clip: Path) -> str:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-async def test_shutdown_mid_transcode_leaves_nothing(server: Server, clips: Clips, signum: int) -> None:
-    await start_long_job(server, clips.long())
-    assert len(ffmpeg_pids(server.data_dir)) == 1
-    server.proc.send_signal(signum)
-    async with asyncio.timeout(10):  # "within a few seconds"
-        code = await server.proc.wait()
+async def test_shutdown_mid_transcode_leaves_nothing(tmp_path: Path, clips: Clips, signum: int) -> None:
+    server = await start_server(tmp_path / "data", "--ffmpeg", str(realtime_ffmpeg(tmp_path)))  # 12 s job
+    try:
+        await start_long_job(server, clips.long())
+        assert len(ffmpeg_pids(server.data_dir)) == 1
+        server.proc.send_signal(signum)
+        async with asyncio.timeout(10):  # "within a few seconds"
+            code = await server.proc.wait()
+    finally:
+        if server.proc.returncode is None:
+            await server.kill()
     assert code == 0
     assert ffmpeg_pids(server.data_dir) == []
     assert not [name for name in files_in(server.data_dir / "outputs") if "partial" in name]

@@ -12,7 +12,7 @@ from video_async.config import Settings
 from video_async.snapshot import SnapshotWriter
 from video_async.store import Task, TaskStore, new_task_id
 
-from .conftest import Clips, MakeClient, files_in, upload_ok, wait_for_state
+from .conftest import Clips, MakeClient, files_in, realtime_ffmpeg, upload_ok, wait_for_state
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
@@ -24,11 +24,11 @@ def without_position(task: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_restart_brings_back_every_task(make_client: MakeClient, clips: Clips,
-                                              settings: Settings) -> None:
-    client = await make_client()
+                                              settings: Settings, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # the blocker outlasts the damage
     done = await upload_ok(client, clips.small(), "480", filename="über clip.mp4")
     await wait_for_state(client, done["id"], "COMPLETED")
-    # damaged on disk while a long job keeps it waiting, so the worker cannot read it first
+    # damaged on disk while a 12 s job keeps it waiting, so the worker cannot read it first
     blocker = await upload_ok(client, clips.long(), "480")
     broken = await upload_ok(client, clips.small(), "480")
     (settings.uploads_dir / f"{broken['id']}.mp4").write_bytes(b"\0" * 100)
@@ -52,8 +52,8 @@ async def test_restart_brings_back_every_task(make_client: MakeClient, clips: Cl
 
 
 async def test_files_gone_while_stopped(make_client: MakeClient, clips: Clips,
-                                        settings: Settings) -> None:
-    client = await make_client()
+                                        settings: Settings, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # still running at the stop
     done = await upload_ok(client, clips.small(), "480")
     await wait_for_state(client, done["id"], "COMPLETED")
     running = await upload_ok(client, clips.long(), "480")

@@ -10,8 +10,8 @@ import pytest
 
 from video_async.config import Settings
 
-from .conftest import (AppClient, Clips, describe, files_in, run_ffmpeg, top_level_boxes, upload,
-                       upload_ok, wait_for_state)
+from .conftest import (AppClient, Clips, MakeClient, describe, files_in, hanging_ffmpeg, run_ffmpeg,
+                       top_level_boxes, upload, upload_ok, wait_for_state)
 
 
 async def transcode(client: AppClient, clip: Path, resolution: str, tmp_path: Path,
@@ -129,7 +129,9 @@ async def test_download_details(client: AppClient, clips: Clips, tmp_path: Path,
     assert not (Path.cwd() / "x").exists()
 
 
-async def test_download_before_completion_is_409(client: AppClient, clips: Clips) -> None:
+async def test_download_before_completion_is_409(make_client: MakeClient, clips: Clips,
+                                                tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the job runs until deleted
     task = await upload_ok(client, clips.long(), "480")
     response = await client.get(f"/tasks/{task['id']}/download")
     assert response.status == 409

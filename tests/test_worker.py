@@ -12,8 +12,8 @@ import aiohttp
 
 from video_async.config import Settings
 
-from .conftest import (AppClient, Clips, MakeClient, ffmpeg_pids, files_in, pad_to, realtime_ffmpeg,
-                       upload_ok, uploads_in_progress, wait_for_state, wait_until)
+from .conftest import (AppClient, Clips, MakeClient, ffmpeg_pids, files_in, hanging_ffmpeg, pad_to,
+                       realtime_ffmpeg, upload_ok, uploads_in_progress, wait_for_state, wait_until)
 
 
 async def processing_with_progress(client: AppClient, task_id: str) -> dict[str, Any]:
@@ -41,8 +41,9 @@ async def _eta(client: AppClient, task_id: str) -> float | None:
     return (await (await client.get(f"/tasks/{task_id}")).json())["eta_seconds"]
 
 
-async def test_delete_while_processing_stops_ffmpeg(client: AppClient, clips: Clips,
-                                                    settings: Settings) -> None:
+async def test_delete_while_processing_stops_ffmpeg(make_client: MakeClient, clips: Clips,
+                                                    settings: Settings, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # still running when deleted
     task = await upload_ok(client, clips.long(), "720")
     await processing_with_progress(client, task["id"])
     assert len(ffmpeg_pids(settings.data_dir)) == 1
@@ -60,7 +61,9 @@ async def test_delete_while_processing_stops_ffmpeg(client: AppClient, clips: Cl
     assert (await wait_for_state(client, nxt["id"], "COMPLETED"))["state"] == "COMPLETED"
 
 
-async def test_delete_while_queued(client: AppClient, clips: Clips, settings: Settings) -> None:
+async def test_delete_while_queued(make_client: MakeClient, clips: Clips, settings: Settings,
+                                   tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the first job runs until deleted
     first = await upload_ok(client, clips.long(), "480")
     second = await upload_ok(client, clips.small(), "480")
     assert (await (await client.get(f"/tasks/{second['id']}")).json())["queue_position"] == 1
@@ -90,8 +93,9 @@ async def test_one_worker_runs_jobs_one_after_the_other(client: AppClient, clips
         assert earlier["finished_at"] <= later["started_at"]
 
 
-async def test_two_workers_overlap(make_client: MakeClient, clips: Clips, settings: Settings) -> None:
-    client = await make_client(workers=2)
+async def test_two_workers_overlap(make_client: MakeClient, clips: Clips, settings: Settings,
+                                   tmp_path: Path) -> None:
+    client = await make_client(workers=2, ffmpeg=str(realtime_ffmpeg(tmp_path)))  # 12 s each
     tasks = [await upload_ok(client, clips.long(), "480") for _ in range(3)]
 
     async def two_running() -> bool:
@@ -105,8 +109,9 @@ async def test_two_workers_overlap(make_client: MakeClient, clips: Clips, settin
     assert ffmpeg_pids(settings.data_dir) == []
 
 
-async def test_failure_is_reported_and_retry_runs_it_again(client: AppClient, clips: Clips,
-                                                           settings: Settings) -> None:
+async def test_failure_is_reported_and_retry_runs_it_again(make_client: MakeClient, clips: Clips,
+                                                           settings: Settings, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the first job runs until deleted
     first = await upload_ok(client, clips.long(), "480")
     queued = await upload_ok(client, clips.small(), "480")
     # the upload is damaged on disk while it waits its turn
@@ -181,8 +186,9 @@ async def test_requests_stay_fast_during_upload_and_transcode(make_client: MakeC
     await client.delete(f"/tasks/{running['id']}")
 
 
-async def test_two_retries_at_once_queue_the_task_once(client: AppClient, clips: Clips,
-                                                       settings: Settings) -> None:
+async def test_two_retries_at_once_queue_the_task_once(make_client: MakeClient, clips: Clips,
+                                                       settings: Settings, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the first job runs until deleted
     blocker = await upload_ok(client, clips.long(), "480")
     damaged = await upload_ok(client, clips.small(), "480")
     source = settings.uploads_dir / f"{damaged['id']}.mp4"
