@@ -64,8 +64,8 @@ class Clips:
         return self.make("small.mp4")
 
     def long(self) -> Path:
-        """12 s of 1080p: 2-3 s to transcode to 480 on 2 cores, slower at 720. Where a test
-        needs the job still running later, it runs it with realtime_ffmpeg()."""
+        """12 s of 1080p: only 2-3 s to transcode to 480 on 2 cores. A test that needs the job
+        still running later runs it with hanging_ffmpeg() or realtime_ffmpeg()."""
         return self.make("long.mp4", size="1920x1080", seconds=12, rate=25, audio=True,
                          vcodec=("-c:v", "libx264", "-preset", "ultrafast", "-crf", "35"))
 
