@@ -14,13 +14,14 @@ import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import imageio_ffmpeg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from video_async.app import create_app
 from video_async.config import MIB, Settings
@@ -184,14 +185,22 @@ def settings(tmp_path: Path) -> Settings:
 
 AppClient = TestClient[aiohttp.web.Request, aiohttp.web.Application]
 MakeClient = Callable[..., Awaitable[AppClient]]
+Serve = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, settings: Settings) -> MakeClient:
-    """A test client over create_app(settings), with any settings overridden."""
+def serve(aiohttp_server: Any, settings: Settings) -> Serve:
+    """create_app(settings) listening on loopback, with any settings overridden."""
+    async def make(**overrides: Any) -> TestServer:
+        return await aiohttp_server(create_app(replace(settings, **overrides)))
+    return make
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, serve: Serve) -> MakeClient:
+    """A test client of serve(), with any settings overridden."""
     async def make(**overrides: Any) -> AppClient:
-        from dataclasses import replace
-        return await aiohttp_client(create_app(replace(settings, **overrides)))
+        return await aiohttp_client(await serve(**overrides))
     return make
 
 

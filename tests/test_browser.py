@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from video_async.app import create_app
 from video_async.config import Settings
 
-from .conftest import (Clips, ffmpeg_pids, files_in, hanging_ffmpeg, pad_to, realtime_ffmpeg, start_server,
-                       wait_until)
+from .conftest import (Clips, Serve, ffmpeg_pids, files_in, hanging_ffmpeg, pad_to, realtime_ffmpeg,
+                       start_server, wait_until)
 
 CHROMIUM = os.environ.get("VIDEO_ASYNC_CHROMIUM", "/usr/bin/chromium")
 # Without these, Chromium tries to reach Google's services at start-up and on a
@@ -41,17 +39,6 @@ async def browser() -> AsyncIterator[Browser]:
                                                     args=CHROMIUM_ARGS, headless=True)
         yield launched
         await launched.close()
-
-
-Serve = Callable[..., Awaitable[TestServer]]
-
-
-@pytest.fixture
-def serve(aiohttp_server: Any, settings: Settings) -> Serve:
-    """The app in a test server, with any settings overridden."""
-    async def make(**overrides: Any) -> TestServer:
-        return await aiohttp_server(create_app(replace(settings, **overrides)))
-    return make
 
 
 @pytest.fixture
