@@ -109,17 +109,26 @@ async def test_two_workers_overlap(make_client: MakeClient, clips: Clips, settin
     assert ffmpeg_pids(settings.data_dir) == []
 
 
+async def failed_from_damage(make_client: MakeClient, clips: Clips, settings: Settings,
+                             tmp_path: Path) -> tuple[AppClient, dict[str, Any], Path]:
+    """A client whose one task has run and ended: its upload was damaged on disk while it waited.
+
+    The first job, a blocker, hangs until deleted (hanging_ffmpeg), so the damage always
+    lands before the worker reads the file. Writing clips.small() back to the returned
+    path repairs it.
+    """
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))
+    blocker = await upload_ok(client, clips.small(), "480")
+    victim = await upload_ok(client, clips.small(), "480")
+    source = settings.uploads_dir / f"{victim['id']}.mp4"
+    source.write_bytes(clips.small().read_bytes()[:40])
+    await client.delete(f"/tasks/{blocker['id']}")
+    return client, await wait_for_state(client, victim["id"], "FAILED", "COMPLETED"), source
+
+
 async def test_failure_is_reported_and_retry_runs_it_again(make_client: MakeClient, clips: Clips,
                                                            settings: Settings, tmp_path: Path) -> None:
-    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the first job runs until deleted
-    first = await upload_ok(client, clips.long(), "480")
-    queued = await upload_ok(client, clips.small(), "480")
-    # the upload is damaged on disk while it waits its turn
-    source = settings.uploads_dir / f"{queued['id']}.mp4"
-    good = source.read_bytes()
-    source.write_bytes(good[:40])
-    await client.delete(f"/tasks/{first['id']}")
-    failed = await wait_for_state(client, queued["id"], "FAILED", "COMPLETED")
+    client, failed, source = await failed_from_damage(make_client, clips, settings, tmp_path)
     assert failed["state"] == "FAILED"
     assert failed["error"] and len(failed["error"]) <= 200 and str(settings.data_dir) not in failed["error"]
     assert files_in(settings.outputs_dir) == []
@@ -128,11 +137,11 @@ async def test_failure_is_reported_and_retry_runs_it_again(make_client: MakeClie
     await wait_for_state(client, other["id"], "COMPLETED")
     assert (await client.post(f"/tasks/{other['id']}/retry")).status == 409
     # repaired, retried, completed
-    source.write_bytes(good)
-    response = await client.post(f"/tasks/{queued['id']}/retry")
+    source.write_bytes(clips.small().read_bytes())
+    response = await client.post(f"/tasks/{failed['id']}/retry")
     assert response.status == 200
     assert (await response.json())["state"] in ("QUEUED", "PROCESSING", "COMPLETED")  # may be quick
-    done = await wait_for_state(client, queued["id"], "COMPLETED", "FAILED")
+    done = await wait_for_state(client, failed["id"], "COMPLETED", "FAILED")
     assert done["state"] == "COMPLETED" and done["error"] is None
 
 
@@ -188,13 +197,8 @@ async def test_requests_stay_fast_during_upload_and_transcode(make_client: MakeC
 
 async def test_two_retries_at_once_queue_the_task_once(make_client: MakeClient, clips: Clips,
                                                        settings: Settings, tmp_path: Path) -> None:
-    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # the first job runs until deleted
-    blocker = await upload_ok(client, clips.long(), "480")
-    damaged = await upload_ok(client, clips.small(), "480")
-    source = settings.uploads_dir / f"{damaged['id']}.mp4"
-    source.write_bytes(clips.small().read_bytes()[:40])  # damaged while it waits its turn
-    await client.delete(f"/tasks/{blocker['id']}")
-    await wait_for_state(client, damaged["id"], "FAILED")
+    client, damaged, source = await failed_from_damage(make_client, clips, settings, tmp_path)
+    assert damaged["state"] == "FAILED"
     source.write_bytes(clips.small().read_bytes())
     first, second = await asyncio.gather(client.post(f"/tasks/{damaged['id']}/retry"),
                                          client.post(f"/tasks/{damaged['id']}/retry"))
