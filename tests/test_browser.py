@@ -76,7 +76,6 @@ class Api:
             return task if task["state"] in states else None
         return await wait_until(check, 60, f"{task_id} to reach {states}")
 
-
     @classmethod
     def of(cls, server: TestServer, session: aiohttp.ClientSession) -> Api:
         return cls(str(server.make_url("")).rstrip("/"), session)

@@ -13,8 +13,8 @@ import pytest
 from video_async.config import MIB, Settings
 
 from .conftest import (PART_HEAD, AppClient, Clips, EndlessUpload, MakeClient, address, files_in,
-                       hang_up, hanging_ffmpeg, open_upload, upload, upload_ok, uploads_in_progress, wait_for_state,
-                       wait_until)
+                       hang_up, hanging_ffmpeg, open_upload, upload, upload_ok, uploads_in_progress,
+                       wait_for_state, wait_until)
 from .test_upload_errors import assert_error, assert_nothing_left
 
 

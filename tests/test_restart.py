@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import (FFMPEG, PART_HEAD, Clips, Server, ffmpeg_pids, files_in, hang_up, open_upload, start_server,
-                       wait_until)
+from .conftest import (FFMPEG, PART_HEAD, Clips, Server, ffmpeg_pids, files_in, hang_up, open_upload,
+                       start_server, wait_until)
 
 async def post_clip(session: aiohttp.ClientSession, server: Server, clip: Path,
                     resolution: str = "480") -> dict[str, Any]:
