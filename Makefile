@@ -2,31 +2,59 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# What the tests need from the system, as command:Debian-package pairs. This is the
+# one place that says so; `make test` installs whatever of it is missing.
+SYSTEM_DEPS := chromium:chromium
 
-.PHONY: run test screenshot bench clean
+.PHONY: run test deps screenshot bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
+# The test extras (pytest, Playwright, ...) only where tests run: `make run` stays small.
+$(TEST_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/python -m video_async $(ARGS)
+
+# Installs the missing SYSTEM_DEPS with apt-get (as root, or through sudo); where
+# neither can, stops with one line naming what to install.
+deps:
+	@missing=""; \
+	for pair in $(SYSTEM_DEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	else sudo="none"; fi; \
+	if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test needs these system packages; install them, then run it again:$$missing" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing system packages for the tests:$$missing"; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
 
 # Asyncio debug mode and warnings-as-errors (see pyproject) catch un-awaited
 # coroutines and slow callbacks that would otherwise pass silently.
-test: $(STAMP)
+test: deps $(TEST_STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The README's picture: the page with tasks in every state, from the browser test.
-screenshot: $(STAMP)
+screenshot: deps $(TEST_STAMP)
 	VIDEO_ASYNC_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py -k screenshot
 
-# The performance figures of issue 5, printed and written to bench/results.json
-# (about 2 minutes; the first run also generates its clips into bench/cache/).
-bench: $(STAMP)
+# The performance figures (docs/performance.md), printed and written to
+# bench/results.json (about 2 minutes; the first run also makes its clips in bench/cache/).
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:

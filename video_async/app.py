@@ -14,14 +14,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import aiofiles.os
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from . import ffmpeg
-from .config import Settings
+from .config import Settings, asset_dir
 from .loop_lag import LagMonitor
 from .recovery import Recovery, recover
 from .routes import (FFMPEG, LAG, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError,
@@ -56,7 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(uploads.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)
-    app.router.add_static("/static", Path(__file__).parent / "static")
+    app.router.add_static("/static", asset_dir("static"))
     app.cleanup_ctx.append(background_tasks)
     app.on_response_prepare.append(security_headers)
     return app

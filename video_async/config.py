@@ -15,6 +15,14 @@ from pathlib import Path
 MIB = 1024 * 1024
 RESOLUTIONS = ("480", "720", "1080")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+PACKAGE_DIR = Path(__file__).parent
+
+
+def asset_dir(name: str) -> Path:
+    """templates/ or static/: inside the installed package (a wheel puts them there),
+    else beside the package, at the top of a checkout."""
+    installed = PACKAGE_DIR / name
+    return installed if installed.is_dir() else PACKAGE_DIR.parent / name
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from ..config import RESOLUTIONS
+from ..config import RESOLUTIONS, asset_dir
 from . import FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
@@ -38,7 +38,7 @@ def clock(seconds: float) -> str:
 
 def load_page() -> jinja2.Template:
     """The page template, read from disk once, when the app is built, never in a request."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("video_async", "templates"),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(asset_dir("templates")),
                              autoescape=True, auto_reload=False)
     env.filters.update(size=human_size, clock=clock, state_label=lambda s: STATE_LABELS.get(s, s))
     return env.get_template("index.html")
