@@ -20,7 +20,7 @@ from aiohttp import web
 
 from video_async.app import create_app
 from video_async.config import Settings
-from video_async.routes import STORE
+from video_async.keys import STORE
 from video_async.store import State, Task, TaskStore, new_task_id, utc_now
 
 # What a probed 1080p upload looks like, so each task serialises to a realistic size.

@@ -8,37 +8,19 @@ const POLL_ACTIVE_MS = 700; // something is queued or running: follow it closely
 const POLL_IDLE_MS = 2000;
 const POLL_HIDDEN_MS = 10000; // tab in the background: don't waste the server's time
 const HEALTH_MS = 1000;
-const ACCEPTED = [".mp4", ".mov", ".webm"];
-const STATE_LABELS = { QUEUED: "Queued", PROCESSING: "Processing", COMPLETED: "Completed", FAILED: "Failed" };
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const form = $("#upload-form");
+// The server's rules, from the page it rendered: the size limit and the accepted extensions.
 const maxBytes = Number(form.dataset.maxBytes);
+const accepted = form.dataset.extensions.split(",");
 const taskList = $("#tasks");
 const lastStates = new Map(); // task id -> state seen last, to announce changes
 let tasksEtag = null;
 let pollTimer = null;
 let anyActive = false;
 
-// ---- small formatting helpers (the server's Jinja filters round the same way) ----
-
-function humanSize(size) {
-  let unit = "bytes";
-  for (const next of ["KB", "MB", "GB"]) {
-    if (size < 1024) break;
-    size /= 1024;
-    unit = next;
-  }
-  const text = unit === "bytes" ? String(Math.round(size)) : size.toFixed(1).replace(/\.0$/, "");
-  return `${text} ${unit}`;
-}
-
-function clock(seconds) {
-  const whole = Math.floor(seconds);
-  const h = Math.floor(whole / 3600), m = Math.floor(whole / 60) % 60, s = whole % 60;
-  const pad = (n) => String(n).padStart(2, "0");
-  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
-}
+// ---- the upload rows' only text of their own (every card text comes from the server) ----
 
 function timeLeft(seconds) {
   if (!isFinite(seconds) || seconds < 0) return "";
@@ -54,12 +36,12 @@ function announce(text) {
 
 function refusal(file) {
   const name = file.name.toLowerCase();
-  if (!ACCEPTED.some((ext) => name.endsWith(ext))) {
-    return `"${file.name}" is not a video we can take: choose an .mp4, .mov or .webm file.`;
+  if (!accepted.some((ext) => name.endsWith(ext))) {
+    return `"${file.name}" is not a video we can take: choose an ${form.dataset.extensionsText} file.`;
   }
   if (file.size === 0) return `"${file.name}" is empty.`;
   if (file.size > maxBytes) {
-    return `"${file.name}" is ${humanSize(file.size)}, over the limit of ${humanSize(maxBytes)}.`;
+    return `"${file.name}" is over the limit of ${form.dataset.maxSize}.`;
   }
   return null;
 }
@@ -165,30 +147,16 @@ function cardFor(task) {
   return card;
 }
 
-function statusText(task) {
-  switch (task.state) {
-    case "QUEUED":
-      return task.queue_position === 1 ? "Waiting: next in line" : `Waiting: number ${task.queue_position} in the queue`;
-    case "PROCESSING": {
-      const left = task.eta_seconds == null ? "" : `, ${timeLeft(task.eta_seconds)}`;
-      return `Transcoding: ${task.progress}%${left}`;
-    }
-    case "FAILED":
-      return task.error || "Failed.";
-    default:
-      return "";
-  }
-}
-
 function updateCard(card, task) {
   card.dataset.state = task.state;
   $(".name", card).textContent = task.filename;
-  $(".badge", card).textContent = STATE_LABELS[task.state] || task.state;
-  $(".res", card).textContent = `${task.resolution}p`;
-  $(".size", card).textContent = humanSize(task.size);
-  $(".duration", card).textContent = task.media && task.media.duration ? clock(task.media.duration) : "";
-  $(".output", card).textContent = task.output ? `→ ${humanSize(task.output.size)}` : "";
-  $(".status", card).textContent = statusText(task);
+  const texts = task.display;
+  $(".badge", card).textContent = texts.label;
+  $(".res", card).textContent = texts.resolution;
+  $(".size", card).textContent = texts.size;
+  $(".duration", card).textContent = texts.duration;
+  $(".output", card).textContent = texts.output;
+  $(".status", card).textContent = texts.status;
   const bar = $(".bar", card);
   bar.hidden = task.state !== "PROCESSING";
   bar.value = task.progress;
@@ -218,7 +186,7 @@ function updateCard(card, task) {
 
   const before = lastStates.get(task.id);
   if (before && before !== task.state) {
-    announce(`${task.filename}: ${STATE_LABELS[task.state].toLowerCase()}${task.state === "FAILED" ? `, ${task.error}` : ""}.`);
+    announce(`${task.filename}: ${texts.label.toLowerCase()}${task.state === "FAILED" ? `, ${task.error}` : ""}.`);
   }
   lastStates.set(task.id, task.state);
 }

@@ -208,7 +208,7 @@ async def test_two_uploads_at_once_and_cancel(browser: Browser, server: TestServ
     await expect(rows).to_have_count(0)
     await wait_until(lambda: _streaming(api, 0), 20, "the server to drop both uploads")
     assert await api.tasks() == []
-    assert files_in(settings.uploads_dir) == []
+    assert files_in(settings.layout.uploads_dir) == []
     await expect(page.locator("#announcer")).to_contain_text("cancelled")
     # the list is polled all along, and an unchanged list costs a 304
     async def two_304s() -> bool:
@@ -281,7 +281,7 @@ async def test_delete_during_processing(browser: Browser, serve: Serve, session:
     await expect(row).to_have_count(0)
     assert await api.tasks() == []
     assert ffmpeg_pids(settings.data_dir) == []
-    assert files_in(settings.uploads_dir) == [] and files_in(settings.outputs_dir) == []
+    assert files_in(settings.layout.uploads_dir) == [] and files_in(settings.layout.outputs_dir) == []
     await page.reload()
     await expect(page.locator("#empty")).to_be_visible()
     assert problems == [], task
@@ -294,7 +294,7 @@ async def test_failed_task_shows_reason_and_retries(browser: Browser, serve: Ser
     api = Api.of(server, session)
     blocker = await api.upload(clips.long(), "480")
     victim = await api.upload(clips.small(), "480", name="damaged.mp4")
-    source = settings.uploads_dir / f"{victim['id']}.mp4"
+    source = settings.layout.uploads_dir / f"{victim['id']}.mp4"
     good = source.read_bytes()
     source.write_bytes(good[:40])  # damaged on disk while it waits
     await api.delete(blocker["id"])

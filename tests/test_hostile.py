@@ -76,8 +76,8 @@ async def test_hostile_file_names(client: AppClient, clips: Clips, settings: Set
     disposition = download.headers["Content-Disposition"]
     assert not re.search(r"[\x00-\x1f\x7f]", disposition) and "/" not in disposition.split("''")[0]
     # only generated names on disk, nothing created by a "command" in a name
-    assert files_in(settings.uploads_dir) == [f"{task['id']}.mp4"]
-    assert files_in(settings.outputs_dir) == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
+    assert files_in(settings.layout.uploads_dir) == [f"{task['id']}.mp4"]
+    assert files_in(settings.layout.outputs_dir) == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
     assert sorted(p.name for p in settings.data_dir.iterdir()
                   if not p.name.startswith("tasks.json")) == ["outputs", "uploads"]
     for stray in ("x", "y", "z"):
@@ -162,7 +162,7 @@ async def test_truncated_video_keeps_what_decodes(client: AppClient, clips: Clip
     done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
     assert done["state"] == "COMPLETED", done["error"]
     assert 0 < done["output"]["duration"] < task["media"]["duration"]  # the first half, about
-    assert_web_ready(settings.outputs_dir / f"{task['id']}.mp4")
+    assert_web_ready(settings.layout.outputs_dir / f"{task['id']}.mp4")
     await assert_worker_goes_on(client, clips, settings)
 
 
@@ -174,12 +174,12 @@ async def test_valid_index_with_garbage_samples_fails_plainly(client: AppClient,
     done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
     assert done["state"] == "FAILED"
     assert done["error"] and len(done["error"]) <= 200 and str(settings.data_dir) not in done["error"]
-    assert files_in(settings.outputs_dir) == []
+    assert files_in(settings.layout.outputs_dir) == []
     await assert_worker_goes_on(client, clips, settings)
 
 
 async def assert_worker_goes_on(client: AppClient, clips: Clips, settings: Settings) -> None:
-    assert not [n for n in files_in(settings.outputs_dir) if "partial" in n]
+    assert not [n for n in files_in(settings.layout.outputs_dir) if "partial" in n]
     assert ffmpeg_pids(settings.data_dir) == []
     nxt = await upload_ok(client, clips.small(), "480")
     assert (await wait_for_state(client, nxt["id"], "COMPLETED", "FAILED"))["state"] == "COMPLETED"

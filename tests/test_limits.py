@@ -43,7 +43,7 @@ async def test_queue_full(make_client: MakeClient, settings: Settings, clips: Cl
     response = await upload(client, clips.small())
     await assert_error(response, 503, "queue_full")
     assert int(response.headers["Retry-After"]) > 0
-    assert len(files_in(settings.uploads_dir)) == 3
+    assert len(files_in(settings.layout.uploads_dir)) == 3
     await client.delete(f"/tasks/{waiting[0]['id']}")
     await upload_ok(client, clips.small())  # room again
     await client.delete(f"/tasks/{running['id']}")

@@ -42,7 +42,7 @@ async def test_stalled_ffmpeg_is_stopped(make_client: MakeClient, clips: Clips, 
     done = await wait_for_state(client, behind["id"], "COMPLETED", "FAILED", timeout=20)
     assert done["state"] == "COMPLETED", done["error"]
     assert stand_in_pids(stand_in) == [] and ffmpeg_pids(settings.data_dir) == []
-    assert files_in(settings.outputs_dir) == [f"{behind['id']}.jpg", f"{behind['id']}.mp4"]
+    assert files_in(settings.layout.outputs_dir) == [f"{behind['id']}.jpg", f"{behind['id']}.mp4"]
     # retried, it runs normally this time (the stand-in hangs only once)
     assert (await client.post(f"/tasks/{stuck['id']}/retry")).status == 200
     assert (await wait_for_state(client, stuck["id"], "COMPLETED", "FAILED"))["state"] == "COMPLETED"
@@ -57,7 +57,7 @@ async def test_job_over_its_time_limit_is_stopped(make_client: MakeClient, clips
     assert failed["state"] == "FAILED"
     assert failed["error"] == "stopped after the job time limit of 2 s"
     assert stand_in_pids(stand_in) == []
-    assert files_in(settings.outputs_dir) == []
+    assert files_in(settings.layout.outputs_dir) == []
     await assert_next_job_runs(client, clips, settings)
 
 
@@ -68,13 +68,13 @@ async def test_disk_full_during_transcode(make_client: MakeClient, clips: Clips,
     blocker = await upload_ok(client, clips.long(), "480")
     await wait_for_state(client, blocker["id"], "PROCESSING")
     victim = await upload_ok(client, clips.small(), "480")
-    partial = settings.outputs_dir / f"{victim['id']}.partial.mp4"
+    partial = settings.layout.outputs_dir / f"{victim['id']}.partial.mp4"
     os.symlink("/dev/full", partial)  # every write ffmpeg makes there fails with ENOSPC
     await client.delete(f"/tasks/{blocker['id']}")
     failed = await wait_for_state(client, victim["id"], "FAILED", "COMPLETED")
     assert failed["state"] == "FAILED"
     assert failed["error"] == "disk full"
     assert not os.path.lexists(partial)
-    assert files_in(settings.outputs_dir) == [] and ffmpeg_pids(settings.data_dir) == []
+    assert files_in(settings.layout.outputs_dir) == [] and ffmpeg_pids(settings.data_dir) == []
     assert os.path.exists("/dev/full")  # the link was removed, not what it pointed to
     await assert_next_job_runs(client, clips, settings)

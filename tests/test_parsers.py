@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from video_async.ffmpeg import Media, output_size, parse_probe, parse_progress
-from video_async.routes.pages import clock, human_size
+from video_async.display import clock, human_size
 from video_async.routes.tasks import content_disposition
 from video_async.routes.uploads import container_of, display_name
 

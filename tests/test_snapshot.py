@@ -16,7 +16,7 @@ from .conftest import Clips, MakeClient, files_in, realtime_ffmpeg, upload_ok, w
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
-    return json.loads(settings.snapshot_path.read_text())
+    return json.loads(settings.layout.snapshot_path.read_text())
 
 
 def without_position(task: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +31,7 @@ async def test_restart_brings_back_every_task(make_client: MakeClient, clips: Cl
     # damaged on disk while a 12 s job keeps it waiting, so the worker cannot read it first
     blocker = await upload_ok(client, clips.long(), "480")
     broken = await upload_ok(client, clips.small(), "480")
-    (settings.uploads_dir / f"{broken['id']}.mp4").write_bytes(b"\0" * 100)
+    (settings.layout.uploads_dir / f"{broken['id']}.mp4").write_bytes(b"\0" * 100)
     await client.delete(f"/tasks/{blocker['id']}")
     await wait_for_state(client, broken["id"], "FAILED")
     before = await (await client.get("/tasks")).json()
@@ -62,8 +62,8 @@ async def test_files_gone_while_stopped(make_client: MakeClient, clips: Clips,
     await client.close()  # stops the running job: it is PROCESSING in the snapshot
     assert [r["state"] for r in snapshot(settings)["tasks"]] == ["COMPLETED", "PROCESSING", "QUEUED"]
 
-    (settings.outputs_dir / f"{done['id']}.mp4").unlink()
-    (settings.uploads_dir / f"{queued['id']}.mp4").unlink()
+    (settings.layout.outputs_dir / f"{done['id']}.mp4").unlink()
+    (settings.layout.uploads_dir / f"{queued['id']}.mp4").unlink()
     client = await make_client()
     tasks = {t["id"]: t for t in await (await client.get("/tasks")).json()}
     assert tasks[done["id"]]["state"] == "FAILED"
@@ -83,17 +83,17 @@ async def test_files_gone_while_stopped(make_client: MakeClient, clips: Clips,
 
 async def test_unreferenced_files_are_reported_not_deleted(make_client: MakeClient, clips: Clips,
                                                            settings: Settings) -> None:
-    stray = settings.outputs_dir / ("ab" * 16 + ".mp4")
+    stray = settings.layout.outputs_dir / ("ab" * 16 + ".mp4")
     stray.parent.mkdir(parents=True)
     stray.write_bytes(clips.small().read_bytes())
-    (settings.uploads_dir).mkdir()
-    (settings.uploads_dir / ("cd" * 16 + ".partial")).write_bytes(b"half an upload")
-    (settings.outputs_dir / ("ef" * 16 + ".partial.mp4")).write_bytes(b"half an output")
+    (settings.layout.uploads_dir).mkdir()
+    (settings.layout.uploads_dir / ("cd" * 16 + ".partial")).write_bytes(b"half an upload")
+    (settings.layout.outputs_dir / ("ef" * 16 + ".partial.mp4")).write_bytes(b"half an output")
     client = await make_client()
     health = await (await client.get("/healthz")).json()
     assert health["unreferenced_files"] == [f"outputs/{stray.name}"]
     assert stray.exists()
-    assert files_in(settings.uploads_dir) == [] and files_in(settings.outputs_dir) == [stray.name]
+    assert files_in(settings.layout.uploads_dir) == [] and files_in(settings.layout.outputs_dir) == [stray.name]
     assert await (await client.get("/tasks")).json() == []
 
 
@@ -103,7 +103,7 @@ async def test_unreadable_snapshot_is_kept_aside(make_client: MakeClient, clips:
     task = await upload_ok(client, clips.small(), "480")
     await wait_for_state(client, task["id"], "COMPLETED")
     await client.close()
-    settings.snapshot_path.write_text('{"format": 1, "tasks": [')  # cut short
+    settings.layout.snapshot_path.write_text('{"format": 1, "tasks": [')  # cut short
     client = await make_client()
     assert await (await client.get("/tasks")).json() == []
     assert (settings.data_dir / "tasks.json.bad").read_text() == '{"format": 1, "tasks": ['
@@ -133,7 +133,7 @@ async def test_snapshot_cannot_point_outside_the_data_dir(make_client: MakeClien
         "not even a record",
     ]
     document["tasks"] = evil
-    settings.snapshot_path.write_text(json.dumps(document))
+    settings.layout.snapshot_path.write_text(json.dumps(document))
     client = await make_client()
     assert await (await client.get("/tasks")).json() == []
     assert (await client.get(f"/tasks/{good['id']}/download")).status == 404
@@ -146,7 +146,7 @@ async def test_no_persist_writes_nothing(make_client: MakeClient, clips: Clips,
     await wait_for_state(client, task["id"], "COMPLETED")
     assert (await (await client.get("/healthz")).json())["persist"] is False
     await client.close()
-    assert not settings.snapshot_path.exists()
+    assert not settings.layout.snapshot_path.exists()
     client = await make_client(persist=False)
     assert await (await client.get("/tasks")).json() == []
     health = await (await client.get("/healthz")).json()
@@ -161,9 +161,9 @@ async def test_a_burst_of_progress_updates_is_a_few_writes(tmp_path: Path) -> No
     running = asyncio.create_task(writer.run())
     try:
         task = store.add(Task(id=new_task_id(), filename="a.mp4", resolution="480",
-                              source_path=settings.uploads_dir / "x.mp4", size=1))
+                              source_path=settings.layout.uploads_dir / "x.mp4", size=1))
         await writer.durable()
-        snapshots = {settings.snapshot_path.stat().st_ino}  # each write is a new file renamed in
+        snapshots = {settings.layout.snapshot_path.stat().st_ino}  # each write is a new file renamed in
         changes = 0
         loop = asyncio.get_running_loop()
         end = loop.time() + 1.0
@@ -171,9 +171,9 @@ async def test_a_burst_of_progress_updates_is_a_few_writes(tmp_path: Path) -> No
             changes += 1
             store.set_progress(task, changes % 99, float(changes))
             await asyncio.sleep(0.005)
-            snapshots.add(settings.snapshot_path.stat().st_ino)
+            snapshots.add(settings.layout.snapshot_path.stat().st_ino)
         await writer.durable()
-        snapshots.add(settings.snapshot_path.stat().st_ino)
+        snapshots.add(settings.layout.snapshot_path.stat().st_ino)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -124,8 +124,8 @@ async def test_download_details(client: AppClient, clips: Clips, tmp_path: Path,
     assert thumb.status == 200 and thumb.headers["Content-Type"] == "image/jpeg"
     assert (await thumb.read())[:2] == b"\xff\xd8"
     # stored under generated names only, the original name nowhere on disk
-    assert all(re.fullmatch(r"[0-9a-f]{32}\.(mp4|jpg)", f) for f in files_in(settings.outputs_dir))
-    assert all(re.fullmatch(r"[0-9a-f]{32}\.mp4", f) for f in files_in(settings.uploads_dir))
+    assert all(re.fullmatch(r"[0-9a-f]{32}\.(mp4|jpg)", f) for f in files_in(settings.layout.outputs_dir))
+    assert all(re.fullmatch(r"[0-9a-f]{32}\.mp4", f) for f in files_in(settings.layout.uploads_dir))
     assert not (Path.cwd() / "x").exists()
 
 

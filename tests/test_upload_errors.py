@@ -26,8 +26,8 @@ async def assert_error(response: aiohttp.ClientResponse, status: int, code: str)
 
 async def assert_nothing_left(client: AppClient, settings: Settings) -> None:
     assert await (await client.get("/tasks")).json() == []
-    assert files_in(settings.uploads_dir) == []
-    assert files_in(settings.outputs_dir) == []
+    assert files_in(settings.layout.uploads_dir) == []
+    assert files_in(settings.layout.outputs_dir) == []
 
 
 async def test_body_that_is_not_multipart(client: AppClient, settings: Settings) -> None:
@@ -152,7 +152,7 @@ async def test_limit_is_inclusive(make_client: MakeClient, settings: Settings, c
     assert (await response.json())["size"] == MIB
     await assert_error(await upload(client, over), 413, "too_large")
     assert len(await (await client.get("/tasks")).json()) == 1
-    assert len(files_in(settings.uploads_dir)) == 1  # only the accepted one
+    assert len(files_in(settings.layout.uploads_dir)) == 1  # only the accepted one
 
 
 async def test_default_limit_is_200_mib() -> None:
@@ -189,7 +189,7 @@ async def test_client_disconnect_mid_upload(client: AppClient, settings: Setting
                                             clips: Clips) -> None:
     _, writer = await open_upload(*address(client), PART_HEAD + clips.small().read_bytes())
     await wait_until(lambda: uploads_in_progress(client, 1), 10, "the upload to start")
-    await wait_until(lambda: _has_files(settings.uploads_dir), 10, "the upload to reach the disk")
+    await wait_until(lambda: _has_files(settings.layout.uploads_dir), 10, "the upload to reach the disk")
     await hang_up(writer)  # with most of the body unsent
     await wait_until(lambda: uploads_in_progress(client, 0), 10, "the server to notice")
     await assert_nothing_left(client, settings)

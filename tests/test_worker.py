@@ -47,14 +47,14 @@ async def test_delete_while_processing_stops_ffmpeg(make_client: MakeClient, cli
     task = await upload_ok(client, clips.long(), "720")
     await processing_with_progress(client, task["id"])
     assert len(ffmpeg_pids(settings.data_dir)) == 1
-    assert files_in(settings.outputs_dir) == [f"{task['id']}.partial.mp4"]
+    assert files_in(settings.layout.outputs_dir) == [f"{task['id']}.partial.mp4"]
 
     response = await client.delete(f"/tasks/{task['id']}")
     assert response.status == 200
     assert await response.json() == {"success": True, "id": task["id"]}
     # the answer comes after ffmpeg is reaped and the files are gone
     assert ffmpeg_pids(settings.data_dir) == []
-    assert files_in(settings.outputs_dir) == [] and files_in(settings.uploads_dir) == []
+    assert files_in(settings.layout.outputs_dir) == [] and files_in(settings.layout.uploads_dir) == []
     assert (await client.get(f"/tasks/{task['id']}")).status == 404
     # and the worker is still alive: the next upload is processed
     nxt = await upload_ok(client, clips.small(), "480")
@@ -69,7 +69,7 @@ async def test_delete_while_queued(make_client: MakeClient, clips: Clips, settin
     assert (await (await client.get(f"/tasks/{second['id']}")).json())["queue_position"] == 1
     response = await client.delete(f"/tasks/{second['id']}")
     assert response.status == 200
-    assert files_in(settings.uploads_dir) == [f"{first['id']}.mp4"]
+    assert files_in(settings.layout.uploads_dir) == [f"{first['id']}.mp4"]
     assert [t["id"] for t in await (await client.get("/tasks")).json()] == [first["id"]]
     await client.delete(f"/tasks/{first['id']}")
 
@@ -78,9 +78,9 @@ async def test_delete_completed_removes_every_file(client: AppClient, clips: Cli
                                                    settings: Settings) -> None:
     task = await upload_ok(client, clips.small(), "480")
     await wait_for_state(client, task["id"], "COMPLETED")
-    assert len(files_in(settings.outputs_dir)) == 2  # the MP4 and its thumbnail
+    assert len(files_in(settings.layout.outputs_dir)) == 2  # the MP4 and its thumbnail
     assert (await client.delete(f"/tasks/{task['id']}")).status == 200
-    assert files_in(settings.outputs_dir) == [] and files_in(settings.uploads_dir) == []
+    assert files_in(settings.layout.outputs_dir) == [] and files_in(settings.layout.uploads_dir) == []
     assert (await client.delete(f"/tasks/{task['id']}")).status == 404
 
 
@@ -120,7 +120,7 @@ async def failed_from_damage(make_client: MakeClient, clips: Clips, settings: Se
     client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))
     blocker = await upload_ok(client, clips.small(), "480")
     victim = await upload_ok(client, clips.small(), "480")
-    source = settings.uploads_dir / f"{victim['id']}.mp4"
+    source = settings.layout.uploads_dir / f"{victim['id']}.mp4"
     source.write_bytes(clips.small().read_bytes()[:40])
     await client.delete(f"/tasks/{blocker['id']}")
     return client, await wait_for_state(client, victim["id"], "FAILED", "COMPLETED"), source
@@ -131,7 +131,7 @@ async def test_failure_is_reported_and_retry_runs_it_again(make_client: MakeClie
     client, failed, source = await failed_from_damage(make_client, clips, settings, tmp_path)
     assert failed["state"] == "FAILED"
     assert failed["error"] and len(failed["error"]) <= 200 and str(settings.data_dir) not in failed["error"]
-    assert files_in(settings.outputs_dir) == []
+    assert files_in(settings.layout.outputs_dir) == []
     # not FAILED: no retry
     other = await upload_ok(client, clips.small(), "480")
     await wait_for_state(client, other["id"], "COMPLETED")

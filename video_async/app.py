@@ -1,8 +1,8 @@
 """create_app(settings): routes, middlewares, and the background tasks' lifecycle (server.js).
 
-The factory is synchronous (its only disk access is finding the ffmpeg binary),
-so tests build the exact app the command line runs. Anything that needs the
-running loop (the one-time ffmpeg check, recovery after a crash, the worker,
+The factory is synchronous (its only disk access is reading the page
+template), so tests build the exact app the command line runs. Anything that needs the
+running loop (the one-time ffmpeg check, the data-dir lock, recovery after a crash, the worker,
 the lag monitor, the snapshot writer) starts in `background_tasks`, a cleanup
 context: the code before `yield` runs at start-up, the code after it at
 shutdown.
@@ -21,10 +21,10 @@ from aiohttp.typedefs import Middleware
 
 from . import ffmpeg
 from .config import Settings, asset_dir
+from .errors import ApiError
+from .keys import FFMPEG, LAG, PAGE, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, UploadCounter
 from .loop_lag import LagMonitor
-from .recovery import Recovery, recover
-from .routes import (FFMPEG, LAG, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, ApiError,
-                     FFmpegInfo, UploadCounter)
+from .recovery import DataDirLock, recover
 from .routes import pages, tasks, uploads
 from .snapshot import SnapshotWriter
 from .store import TaskStore
@@ -48,10 +48,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
     app[LAG] = LagMonitor()
-    app[RECOVERY] = Recovery()
     app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
-    app[FFMPEG] = FFmpegInfo(path=ffmpeg.locate(settings.ffmpeg))
-    app[pages.PAGE] = pages.load_page()
+    app[PAGE] = pages.load_page()
     app.add_routes(uploads.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)
@@ -63,12 +61,21 @@ def create_app(settings: Settings) -> web.Application:
 
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[FFMPEG].version = await ffmpeg.version(app[FFMPEG].path)
+    layout = settings.layout
+    app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
-    for folder in (settings.uploads_dir, settings.outputs_dir):
+    if not await aiofiles.os.path.isdir(layout.data_dir):
+        log.info("created the data dir %s", layout.data_dir.resolve())
+    for folder in (layout.uploads_dir, layout.outputs_dir):
         await aiofiles.os.makedirs(folder, exist_ok=True)
-    # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
-    app[RECOVERY] = await recover(app[STORE], settings)
+    lock = DataDirLock(layout)
+    await asyncio.to_thread(lock.acquire)
+    try:
+        # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
+        app[RECOVERY] = await recover(app[STORE], settings)
+    except BaseException:
+        lock.release()
+        raise
     # Strong references: the loop itself only keeps weak ones to running tasks.
     running = [
         asyncio.create_task(app[LAG].run(), name="loop-lag"),
@@ -89,8 +96,8 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
         try:
             await writer.save()  # the last word: jobs that were running are queued again on start
         except OSError as exc:
-            log.error("could not write %s at shutdown: %s", settings.snapshot_path, exc)
-    app[RECOVERY].release()
+            log.error("could not write %s at shutdown: %s", layout.snapshot_path, exc)
+    lock.release()
 
 
 @web.middleware

@@ -12,8 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import DataLayout
+
 MIB = 1024 * 1024
-RESOLUTIONS = ("480", "720", "1080")
+RESOLUTIONS = (480, 720, 1080)  # the short side of the output, in pixels
+DEFAULT_RESOLUTION = 720
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PACKAGE_DIR = Path(__file__).parent
 
@@ -48,16 +51,9 @@ class Settings:
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
 
     @property
-    def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
-
-    @property
-    def outputs_dir(self) -> Path:
-        return self.data_dir / "outputs"
-
-    @property
-    def snapshot_path(self) -> Path:
-        return self.data_dir / "tasks.json"
+    def layout(self) -> DataLayout:
+        """Every path in the data dir."""
+        return DataLayout(self.data_dir)
 
     @classmethod
     def from_args(
@@ -103,8 +99,11 @@ def _split(listed: str) -> list[str]:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    def default(name: str, fallback: str) -> str:
-        return env.get(f"VIDEO_ASYNC_{name}", fallback)
+    """The flags; each default is the variable's value if set, else Settings' own default."""
+    base = Settings()
+
+    def default(name: str, fallback: object) -> str:
+        return env.get(f"VIDEO_ASYNC_{name}", str(fallback))
 
     parser = argparse.ArgumentParser(
         prog="video-async",
@@ -114,15 +113,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             "Every flag can also be set as VIDEO_ASYNC_<NAME>, e.g. VIDEO_ASYNC_PORT=9000."
         ),
     )
-    parser.add_argument("--host", default=default("HOST", "127.0.0.1"),
+    parser.add_argument("--host", default=default("HOST", base.host),
                         help="address to listen on (default: %(default)s, loopback only)")
-    parser.add_argument("--port", type=int, default=default("PORT", "8080"),
+    parser.add_argument("--port", type=int, default=default("PORT", base.port),
                         help="TCP port (default: %(default)s)")
-    parser.add_argument("--data-dir", default=default("DATA_DIR", "."),
-                        help="folder holding uploads/ and outputs/ (default: the current folder)")
-    parser.add_argument("--max-upload-mb", type=int, default=default("MAX_UPLOAD_MB", "200"),
+    parser.add_argument("--data-dir", default=default("DATA_DIR", base.data_dir),
+                        help="folder holding uploads/, outputs/ and tasks.json, created if "
+                             "missing (default: the current folder)")
+    parser.add_argument("--max-upload-mb", type=int,
+                        default=default("MAX_UPLOAD_MB", base.max_upload_bytes // MIB),
                         help="largest accepted upload, in MiB (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=default("WORKERS", "1"),
+    parser.add_argument("--workers", type=int, default=default("WORKERS", base.workers),
                         help="how many ffmpeg jobs may run at once (default: %(default)s)")
     parser.add_argument("--ffmpeg", default=default("FFMPEG", ""),
                         help="path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
@@ -130,34 +131,35 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--cors-origin", action="append", default=None, metavar="URL",
                         help="let a front end served from URL call the API; repeatable "
                              "(env: comma-separated; default: none, same-origin only)")
-    parser.add_argument("--job-timeout", type=float, default=default("JOB_TIMEOUT", "3600"),
+    parser.add_argument("--job-timeout", type=float, default=default("JOB_TIMEOUT", f"{base.job_timeout:g}"),
                         help="seconds a transcode may run before it is stopped and FAILED "
                              "(default: %(default)s)")
     parser.add_argument("--stall-timeout", type=float,
-                        default=default("STALL_TIMEOUT", "120"),
+                        default=default("STALL_TIMEOUT", f"{base.stall_timeout:g}"),
                         help="seconds a transcode may go without progress before it is stopped "
                              "and FAILED (default: %(default)s)")
     parser.add_argument("--max-duration", type=float,
-                        default=default("MAX_DURATION", str(3 * 3600)),
+                        default=default("MAX_DURATION", f"{base.max_duration:g}"),
                         help="longest accepted video, in seconds; longer ones are refused "
                              "with 422 (default: %(default)s, 3 hours)")
-    parser.add_argument("--max-queued", type=int, default=default("MAX_QUEUED", "100"),
+    parser.add_argument("--max-queued", type=int, default=default("MAX_QUEUED", base.max_queued),
                         help="queued tasks (counting uploads in progress) beyond which uploads "
                              "get 503 with Retry-After (default: %(default)s)")
-    parser.add_argument("--max-uploads", type=int, default=default("MAX_UPLOADS", "8"),
+    parser.add_argument("--max-uploads", type=int, default=default("MAX_UPLOADS", base.max_uploads),
                         help="uploads streaming at once; one more gets 503 at once "
                              "(default: %(default)s)")
-    parser.add_argument("--min-free-mb", type=int, default=default("MIN_FREE_MB", "1024"),
+    parser.add_argument("--min-free-mb", type=int,
+                        default=default("MIN_FREE_MB", base.min_free_bytes // MIB),
                         help="free disk space, in MiB, that uploads may never eat into; "
                              "they get 507 instead (default: %(default)s)")
     parser.add_argument("--upload-idle-timeout", type=float,
-                        default=default("UPLOAD_IDLE_TIMEOUT", "60"),
+                        default=default("UPLOAD_IDLE_TIMEOUT", f"{base.upload_idle_timeout:g}"),
                         help="seconds an upload may send nothing before it is dropped and "
                              "its file removed (default: %(default)s)")
     persist = default("PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
                         help="keep tasks in memory only: no tasks.json snapshot, nothing "
                              "survives a restart (env: VIDEO_ASYNC_PERSIST=0)")
-    parser.add_argument("--log-level", type=str.upper, default=default("LOG_LEVEL", "INFO"),
+    parser.add_argument("--log-level", type=str.upper, default=default("LOG_LEVEL", base.log_level),
                         choices=LOG_LEVELS, help="logging verbosity (default: %(default)s)")
     return parser

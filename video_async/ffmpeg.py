@@ -61,6 +61,19 @@ def locate(configured: str | None) -> str:
                           "install ffmpeg and pass --ffmpeg PATH") from exc
 
 
+@dataclass(frozen=True)
+class FFmpegInfo:
+    """The binary in use and the version it reports: checked once, at start-up."""
+    path: str
+    version: str
+
+
+async def check(configured: str | None) -> FFmpegInfo:
+    """Find the binary and run it once; FFmpegError if it is missing or broken."""
+    path = locate(configured)
+    return FFmpegInfo(path, await version(path))
+
+
 async def version(ffmpeg: str) -> str:
     """First line of `ffmpeg -version`; raises FFmpegError if the binary is broken."""
     try:

@@ -21,20 +21,18 @@ import asyncio
 import fcntl
 import logging
 import os
-import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from .config import Settings
+from .layout import DataLayout
 from .snapshot import load_tasks
 from .store import Task, TaskStore
 
 log = logging.getLogger(__name__)
 
-PARTIAL = re.compile(r"^[0-9a-f]{32}\.partial(\.mp4)?$")
-GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # every file we write is named <task id>.<something>
 STRAY_EXIT_WAIT = 5.0  # seconds to wait for a killed ffmpeg to be gone
 
 
@@ -42,59 +40,73 @@ class DataDirInUse(Exception):
     """Another server is running on the same data dir."""
 
 
+class DataDirLock:
+    """An flock on tasks.json.lock, held while the server runs; it dies with the process."""
+
+    def __init__(self, layout: DataLayout) -> None:
+        self.path = layout.lock_path
+        self._handle: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        """Blocking (a file open): run it in a thread. DataDirInUse if another server has it."""
+        # not a with-block: the file stays open, and the lock held, while the server runs
+        handle = open(self.path, "wb")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            folder = self.path.parent.resolve()
+            raise DataDirInUse(f"another video-async server is using {folder}; stop it, or "
+                               "give this one a folder of its own with --data-dir") from None
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the flock
+            self._handle = None
+
+
 @dataclass
-class Recovery:
+class RecoveryReport:
     """What start-up found; /healthz shows `unreferenced`."""
     stray_ffmpeg: list[int] = field(default_factory=list)
     removed_partials: list[str] = field(default_factory=list)
     unreferenced: list[str] = field(default_factory=list)  # relative to the data dir
-    lock: IO[bytes] | None = field(default=None, repr=False)
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.close()  # closing the file releases the flock
-            self.lock = None
 
 
-async def recover(store: TaskStore, settings: Settings) -> Recovery:
-    """Everything between a crash and serving again; runs before the worker starts."""
-    recovery = Recovery(lock=await asyncio.to_thread(_lock, settings))
-    try:
-        recovery.stray_ffmpeg = await asyncio.to_thread(find_stray_ffmpeg, settings.data_dir)
-        await _kill_and_wait(recovery.stray_ffmpeg)
-        recovery.removed_partials = await asyncio.to_thread(_remove_partials, settings)
-        tasks = await asyncio.to_thread(load_tasks, settings) if settings.persist else []
-        recovery.unreferenced = await asyncio.to_thread(_unreferenced, settings, tasks)
-    except BaseException:
-        recovery.release()
-        raise
+async def recover(store: TaskStore, settings: Settings) -> RecoveryReport:
+    """Everything between a crash and serving again; runs, under the data-dir lock,
+    before the worker starts."""
+    layout = settings.layout
+    report = RecoveryReport()
+    report.stray_ffmpeg = await asyncio.to_thread(find_stray_ffmpeg, layout)
+    await _kill_and_wait(report.stray_ffmpeg)
+    report.removed_partials = await asyncio.to_thread(_remove_partials, layout)
+    loaded = await asyncio.to_thread(load_tasks, layout) if settings.persist else []
+    tasks = [entry.task for entry in loaded]
+    report.unreferenced = await asyncio.to_thread(_unreferenced, layout, tasks)
     store.restore(tasks)
-    for name in recovery.removed_partials:
+    for entry in loaded:  # what the disk called for, made through the store like any change
+        if entry.interrupted:
+            log.info("task %s was interrupted mid-transcode; queued again", entry.task.id)
+            store.requeue(entry.task)
+        if entry.missing:
+            log.warning("task %s: %s after a restart; marked FAILED", entry.task.id, entry.missing)
+            store.fail(entry.task, f"{entry.missing} (found at restart)")
+    for name in report.removed_partials:
         log.info("removed %s, left by an interrupted run", name)
-    for name in recovery.unreferenced:
+    for name in report.unreferenced:
         log.warning("%s belongs to no task; kept, see /healthz", name)
     if tasks:
-        log.info("restored %d tasks from %s", len(tasks), settings.snapshot_path.name)
-    return recovery
+        log.info("restored %d tasks from %s", len(tasks), layout.snapshot_path.name)
+    return report
 
 
-def _lock(settings: Settings) -> IO[bytes]:
-    # not a with-block: the file stays open, and the lock held, while the server runs
-    handle = open(settings.data_dir / "tasks.json.lock", "wb")  # noqa: SIM115
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise DataDirInUse(f"another video-async server is using {settings.data_dir}") from None
-    return handle
-
-
-def find_stray_ffmpeg(data_dir: Path) -> list[int]:
+def find_stray_ffmpeg(layout: DataLayout) -> list[int]:
     """ffmpeg processes working on files in our uploads/ or outputs/ (blocking; Linux only)."""
     proc = Path("/proc")
     if not proc.is_dir():
         return []
-    ours = [(data_dir / "uploads").resolve(), (data_dir / "outputs").resolve()]
     found = []
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -107,16 +119,9 @@ def find_stray_ffmpeg(data_dir: Path) -> list[int]:
             continue  # gone meanwhile, or not ours to look at
         if not args or "ffmpeg" not in Path(args[0]).name:
             continue
-        if any(_inside(cwd / arg, ours) for arg in args[1:]):  # an absolute arg replaces cwd
+        if any(layout.is_generated(cwd / arg) for arg in args[1:]):  # an absolute arg replaces cwd
             found.append(int(entry.name))
     return found
-
-
-def _inside(path: Path, folders: list[Path]) -> bool:
-    try:
-        return GENERATED.match(path.name) is not None and path.parent.resolve() in folders
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
-        return False
 
 
 async def _kill_and_wait(pids: list[int]) -> None:
@@ -146,22 +151,22 @@ def _alive(pid: int) -> bool:
     return not stat.rsplit(") ", 1)[-1].startswith(("Z", "X"))
 
 
-def _remove_partials(settings: Settings) -> list[str]:
+def _remove_partials(layout: DataLayout) -> list[str]:
     removed = []
-    for folder in (settings.uploads_dir, settings.outputs_dir):
+    for folder in (layout.uploads_dir, layout.outputs_dir):
         for path in sorted(folder.iterdir()):
-            if PARTIAL.match(path.name):
+            if layout.is_partial(path):
                 path.unlink(missing_ok=True)
-                removed.append(path.relative_to(settings.data_dir).as_posix())
+                removed.append(layout.relative(path))
     return removed
 
 
-def _unreferenced(settings: Settings, tasks: list[Task]) -> list[str]:
+def _unreferenced(layout: DataLayout, tasks: list[Task]) -> list[str]:
     referenced = {path.resolve() for task in tasks for path in task.files()}
     unreferenced = []
-    for folder in (settings.uploads_dir, settings.outputs_dir):
+    for folder in (layout.uploads_dir, layout.outputs_dir):
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or path.resolve() in referenced:
                 continue
-            unreferenced.append(path.relative_to(settings.data_dir).as_posix())
+            unreferenced.append(layout.relative(path))
     return unreferenced

@@ -11,12 +11,13 @@ before it answers 201. The JSON is encoded on the
 loop, where the store cannot change under it; only the disk work goes to a
 thread.
 
-`load_tasks` reads the snapshot back at start-up and reconciles it with the
+`load_tasks` reads the snapshot back at start-up and checks it against the
 disk: finished tasks whose video is still there come back as they were, a job
-that was running is queued again, and a task whose files are gone is FAILED
-with a reason saying so. Paths are stored relative to the data dir and must
-be the generated names they always are: a hand-edited snapshot can never point
-the server at a file outside the data dir.
+that was running is to be queued again, and a task whose files are gone is to
+be FAILED with a reason saying so (recovery makes those changes through the
+store). Paths are stored relative to the data dir and must be the generated
+names they always are (layout.py): a hand-edited snapshot can never point the
+server at a file outside the data dir.
 """
 
 from __future__ import annotations
@@ -27,83 +28,87 @@ import json
 import logging
 import os
 import threading
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .config import RESOLUTIONS, Settings
-from .store import TASK_ID, State, Task, TaskStore, utc_now
+from .ffmpeg import Media
+from .layout import DataLayout
+from .store import TASK_ID, Output, State, Task, TaskStore, utc_now
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bumped if the record layout ever changes incompatibly
-SOURCE_EXTENSIONS = (".mp4", ".mov", ".webm")
 
 
 # -- records -------------------------------------------------------------------
 
-def to_record(task: Task, data_dir: Path) -> dict[str, Any]:
+def to_record(task: Task, layout: DataLayout) -> dict[str, Any]:
     def relative(path: Path | None) -> str | None:
-        return path.relative_to(data_dir).as_posix() if path else None
+        return layout.relative(path) if path else None
 
     return {
         "id": task.id,
         "filename": task.filename,
-        "resolution": task.resolution,
+        "resolution": str(task.resolution),
         "source": relative(task.source_path),
         "size": task.size,
-        "media": task.media,
+        "media": task.media.to_json() if task.media else None,
         "state": task.state.value,
         "progress": task.progress,
         "error": task.error,
         "created_at": task.created_at.isoformat(),
         "started_at": task.started_at.isoformat() if task.started_at else None,
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
-        "output": task.output,
+        "output": asdict(task.output) if task.output else None,
         "output_path": relative(task.output_path),
         "thumbnail_path": relative(task.thumbnail_path),
     }
 
 
-def from_record(record: dict[str, Any], data_dir: Path) -> Task:
+def from_record(record: dict[str, Any], layout: DataLayout) -> Task:
     """The Task a record describes; ValueError (or KeyError, TypeError) if it is not one of ours."""
     task_id = record["id"]
     if not isinstance(task_id, str) or not TASK_ID.match(task_id):
         raise ValueError("bad task id")
-    source = _generated(record["source"], {f"uploads/{task_id}{ext}" for ext in SOURCE_EXTENSIONS})
-    output_path = thumbnail_path = None
-    if record.get("output_path") is not None:
-        output_path = _generated(record["output_path"], {f"outputs/{task_id}.mp4"})
-    if record.get("thumbnail_path") is not None:
-        thumbnail_path = _generated(record["thumbnail_path"], {f"outputs/{task_id}.jpg"})
-    if record["resolution"] not in RESOLUTIONS or not isinstance(record["filename"], str):
+    resolution = int(record["resolution"])
+    if resolution not in RESOLUTIONS or not isinstance(record["filename"], str):
         raise ValueError("bad resolution or file name")
     for key in ("media", "output"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             raise ValueError(f"bad {key}")
+    media, output = record.get("media"), record.get("output")
+
+    def path(key: str, kind: str) -> Path | None:
+        return None if record.get(key) is None else layout.ours(record[key], task_id, kind)
+
     return Task(
         id=task_id,
         filename=record["filename"][:255],
-        resolution=record["resolution"],
-        source_path=data_dir / source,
+        resolution=resolution,
+        source_path=layout.ours(record["source"], task_id, "source"),
         size=int(record["size"]),
-        media=record.get("media"),
+        media=_media(media),
         state=State(record["state"]),
         progress=max(0, min(100, int(record.get("progress") or 0))),
         error=str(record["error"])[:300] if record.get("error") else None,
         created_at=_moment(record["created_at"]) or utc_now(),
         started_at=_moment(record.get("started_at")),
         finished_at=_moment(record.get("finished_at")),
-        output=record.get("output"),
-        output_path=data_dir / output_path if output_path else None,
-        thumbnail_path=data_dir / thumbnail_path if thumbnail_path else None,
+        output=Output(**output) if output else None,
+        output_path=path("output_path", "output"),
+        thumbnail_path=path("thumbnail_path", "thumbnail"),
     )
 
 
-def _generated(value: Any, allowed: set[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"unexpected path {value!r}")
-    return str(value)
+def _media(data: dict[str, Any] | None) -> Media | None:
+    """The upload's probe; None for an unusable record, and the worker probes again."""
+    try:
+        return Media.from_json(data) if data else None
+    except (KeyError, TypeError):
+        return None
 
 
 def _moment(value: Any) -> datetime | None:
@@ -115,8 +120,8 @@ def _moment(value: Any) -> datetime | None:
     return moment
 
 
-def encode(store: TaskStore, data_dir: Path) -> bytes:
-    records = [to_record(task, data_dir) for task in store.all()]
+def encode(store: TaskStore, layout: DataLayout) -> bytes:
+    records = [to_record(task, layout) for task in store.all()]
     return json.dumps({"format": FORMAT, "tasks": records}, ensure_ascii=False).encode()
 
 
@@ -128,7 +133,8 @@ class SnapshotWriter:
     def __init__(self, store: TaskStore, settings: Settings) -> None:
         self.store = store
         self.enabled = settings.persist
-        self.path = settings.snapshot_path
+        self.layout = settings.layout
+        self.path = self.layout.snapshot_path
         self.interval = settings.snapshot_interval
         self.saved_version = store.version  # what is on disk already: nothing new yet
         # A task changed state, or someone waits in durable(): skip the pause. Only
@@ -189,7 +195,7 @@ class SnapshotWriter:
 
     async def save(self) -> None:
         version = self.store.version
-        data = encode(self.store, self.path.parent)
+        data = encode(self.store, self.layout)
         await asyncio.to_thread(self._write, data, version)
         self.saved_version = version
 
@@ -214,13 +220,22 @@ class SnapshotWriter:
 
 # -- loading ---------------------------------------------------------------------
 
-def load_tasks(settings: Settings) -> list[Task]:
-    """The snapshot's tasks, reconciled with the disk (blocking: run it in a thread).
+@dataclass
+class Loaded:
+    """A task read back from the snapshot, and what the disk says must happen to it."""
+    task: Task
+    interrupted: bool = False  # it was PROCESSING when the server stopped: run it again
+    missing: str | None = None  # a file it needs is gone: it is FAILED with this reason
+
+
+def load_tasks(layout: DataLayout) -> list[Loaded]:
+    """The snapshot's tasks, checked against the disk (blocking: run it in a thread).
 
     An unreadable snapshot is renamed to tasks.json.bad, not overwritten, and the
     server starts empty; the files it described are then reported as unreferenced.
+    The state changes the disk calls for are made by the caller, through the store.
     """
-    path = settings.snapshot_path
+    path = layout.snapshot_path
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -238,50 +253,36 @@ def load_tasks(settings: Settings) -> list[Task]:
                   path, exc, bad.name)
         os.replace(path, bad)
         return []
-    tasks: list[Task] = []
+    loaded: list[Loaded] = []
     seen: set[str] = set()
     for record in records:
         try:
-            task = from_record(record, settings.data_dir)
+            task = from_record(record, layout)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("skipping a task record in %s: %s", path.name, exc)
             continue
         if task.id in seen:
             continue
         seen.add(task.id)
-        tasks.append(_reconcile(task, settings.outputs_dir))
-    return tasks
+        loaded.append(_check_files(task, layout))
+    return loaded
 
 
-def _reconcile(task: Task, outputs_dir: Path) -> Task:
-    """Make a loaded task match what is really on disk."""
-    if task.state is State.COMPLETED:
-        if task.output_path is None or not task.output_path.is_file():
-            return _missing(task, "the finished video is missing from disk")
-        if task.thumbnail_path and not task.thumbnail_path.is_file():
-            task.thumbnail_path = None
-        return task
-    if task.state is State.PROCESSING:
-        # interrupted mid-job: whatever the job had written is incomplete, run it again
-        for name in (f"{task.id}.mp4", f"{task.id}.jpg"):
-            (outputs_dir / name).unlink(missing_ok=True)
-        task.state, task.progress, task.eta_seconds = State.QUEUED, 0, None
-        task.started_at = task.finished_at = None
-        task.output = task.output_path = task.thumbnail_path = None
-        log.info("task %s was interrupted mid-transcode; queued again", task.id)
-    if task.state is State.QUEUED and not task.source_path.is_file():
-        return _missing(task, "the uploaded file is missing from disk")
-    return task
-
-
-def _missing(task: Task, what: str) -> Task:
-    log.warning("task %s: %s after a restart; marked FAILED", task.id, what)
-    task.state = State.FAILED
-    task.error = f"{what} (found at restart)"
-    task.progress, task.eta_seconds = 0, None
-    task.finished_at = utc_now()
-    if task.output_path and not task.output_path.is_file():
-        task.output_path = task.output = None
+def _check_files(task: Task, layout: DataLayout) -> Loaded:
+    """What a loaded task needs, given what is really on disk."""
+    found = Loaded(task)
     if task.thumbnail_path and not task.thumbnail_path.is_file():
         task.thumbnail_path = None
-    return task
+    if task.state is State.COMPLETED:
+        if task.output_path is None or not task.output_path.is_file():
+            task.output_path = task.output = None
+            found.missing = "the finished video is missing from disk"
+        return found
+    if task.state is State.PROCESSING:
+        # interrupted mid-job: whatever the job had written is incomplete
+        for leftover in (layout.output(task.id), layout.thumbnail(task.id)):
+            leftover.unlink(missing_ok=True)
+        found.interrupted = True
+    if task.state is not State.FAILED and not task.source_path.is_file():
+        found.missing = "the uploaded file is missing from disk"
+    return found

@@ -16,11 +16,14 @@ import asyncio
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from .display import card_texts
+from .ffmpeg import Media
 
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -31,6 +34,11 @@ class State(StrEnum):
     COMPLETED = "COMPLETED"  # output ready to download (and a thumbnail, unless that failed)
     FAILED = "FAILED"  # stopped with a short human reason in `error`
 
+    @property
+    def label(self) -> str:
+        """What the page's badge says: "Queued", "Processing", ..."""
+        return self.value.capitalize()
+
 
 def new_task_id() -> str:
     return uuid.uuid4().hex
@@ -40,14 +48,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Output:
+    """The finished video, as its transcode planned and reported it."""
+    size: int  # bytes
+    width: int
+    height: int
+    duration: float | None  # seconds
+
+
 @dataclass(eq=False)
 class Task:
     id: str
     filename: str  # the uploader's name: display text only, never a path
-    resolution: str
+    resolution: int  # the short side asked for: 480, 720 or 1080
     source_path: Path  # the upload, under a generated name
     size: int
-    media: dict[str, Any] | None = None  # from probing the upload
+    media: Media | None = None  # from probing the upload
     state: State = State.QUEUED
     progress: int = 0
     eta_seconds: float | None = None
@@ -55,7 +72,7 @@ class Task:
     created_at: datetime = field(default_factory=utc_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    output: dict[str, Any] | None = None
+    output: Output | None = None
     output_path: Path | None = None
     thumbnail_path: Path | None = None
     # the running job, so DELETE can stop its ffmpeg; never serialised
@@ -69,7 +86,7 @@ class Task:
         return {
             "id": self.id,
             "filename": self.filename,
-            "resolution": self.resolution,
+            "resolution": str(self.resolution),
             "state": self.state.value,
             "progress": self.progress,
             "queue_position": queue_position,
@@ -79,10 +96,11 @@ class Task:
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
-            "media": self.media,
-            "output": self.output,
+            "media": self.media.to_json() if self.media else None,
+            "output": asdict(self.output) if self.output else None,
             "download_url": f"/tasks/{self.id}/download" if completed else None,
             "thumbnail_url": f"/tasks/{self.id}/thumbnail" if self.thumbnail_path else None,
+            "display": card_texts(self, queue_position),
         }
 
 
@@ -198,7 +216,7 @@ class TaskStore:
             task.progress, task.eta_seconds = progress, eta_seconds
             self._changed(transition=False)
 
-    def complete(self, task: Task, output_path: Path, output: dict[str, Any],
+    def complete(self, task: Task, output_path: Path, output: Output,
                  thumbnail_path: Path | None) -> None:
         task.state = State.COMPLETED
         task.progress, task.eta_seconds = 100, None
@@ -214,9 +232,11 @@ class TaskStore:
         self._changed()
 
     def requeue(self, task: Task) -> None:
-        """FAILED -> QUEUED, keeping its place by upload time."""
+        """Back to QUEUED with no trace of an earlier run, keeping its place by upload time:
+        a Retry of a FAILED task, or a job a restart interrupted."""
         task.state = State.QUEUED
         task.progress, task.error, task.eta_seconds = 0, None, None
         task.started_at = task.finished_at = None
+        task.output = task.output_path = task.thumbnail_path = None
         self._changed()
         self._work_queued.set()

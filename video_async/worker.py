@@ -17,7 +17,7 @@ import aiofiles.os
 
 from . import ffmpeg
 from .config import Settings
-from .store import State, Task, TaskStore
+from .store import Output, State, Task, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,11 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
     truncated upload comes out shorter than it claimed). Every ffmpeg run saved
     is time the user doesn't wait.
     """
-    final = settings.outputs_dir / f"{task.id}.mp4"
+    layout = settings.layout
+    final = layout.output(task.id)
     # written under a temporary name and renamed when whole: a download never sees half a file
-    partial = settings.outputs_dir / f"{task.id}.partial.mp4"
-    thumb = settings.outputs_dir / f"{task.id}.jpg"
+    partial = layout.partial_output(task.id)
+    thumb = layout.thumbnail(task.id)
     loop = asyncio.get_running_loop()
     started = loop.time()
     encoded = 0.0  # seconds of output written, as ffmpeg last reported
@@ -82,10 +83,10 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
 
     try:
         async with asyncio.timeout(settings.job_timeout):
-            media = await _media_of(task, ffmpeg_path)
+            # a tasks.json from before probing was kept has no media: probe now
+            media = task.media or await ffmpeg.probe(ffmpeg_path, task.source_path)
             duration = media.duration or 0.0
-            await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media,
-                                   int(task.resolution),
+            await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media, task.resolution,
                                    lambda seconds: on_progress(seconds, duration),
                                    settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
@@ -98,9 +99,9 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
             raise  # cancelled (DELETE, shutdown): the task did not fail
         store.fail(task, _failure(task.id, exc, settings))
         return
-    width, height = ffmpeg.output_size(media, int(task.resolution))
-    store.complete(task, final, {"size": stat.st_size, "width": width, "height": height,
-                                 "duration": round(encoded, 3) or media.duration},
+    width, height = ffmpeg.output_size(media, task.resolution)
+    store.complete(task, final, Output(size=stat.st_size, width=width, height=height,
+                                       duration=round(encoded, 3) or media.duration),
                    thumbnail)
     log.info("job %s completed in %.1f s", task.id, loop.time() - started)
 
@@ -116,16 +117,6 @@ def _failure(task_id: str, exc: Exception, settings: Settings) -> str:
     # a bug of ours: keep the worker alive, say what happened
     log.error("job %s crashed", task_id, exc_info=exc)
     return f"internal error: {type(exc).__name__}"
-
-
-async def _media_of(task: Task, ffmpeg_path: str) -> ffmpeg.Media:
-    """What the upload's probe found; probed again only if that record is unusable."""
-    if task.media:
-        try:
-            return ffmpeg.Media.from_json(task.media)
-        except (KeyError, TypeError):  # a hand-edited or older tasks.json
-            pass
-    return await ffmpeg.probe(ffmpeg_path, task.source_path)
 
 
 async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path,

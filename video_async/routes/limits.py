@@ -22,7 +22,8 @@ from typing import TypeVar
 from aiohttp import StreamReader, web
 
 from ..config import MIB, Settings
-from . import STORE, UPLOADS, ApiError
+from ..errors import ApiError
+from ..keys import STORE, UPLOADS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -2,45 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
-from ..config import RESOLUTIONS, asset_dir
-from . import FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS
+from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
+from ..display import human_size, one_of
+from ..keys import FFMPEG, LAG, PAGE, RECOVERY, SETTINGS, STORE, UPLOADS
+from ..layout import SOURCE_EXTENSIONS
+from ..store import Task
 
 routes = web.RouteTableDef()
-PAGE = web.AppKey("page", jinja2.Template)
-STATE_LABELS = {"QUEUED": "Queued", "PROCESSING": "Processing", "COMPLETED": "Completed", "FAILED": "Failed"}
-# What the template draws for a task app.js has not received yet: the blank card it clones.
-EMPTY_TASK: dict[str, Any] = {"id": "", "filename": "", "resolution": "", "state": "", "progress": 0,
-                              "size": 0, "media": None, "output": None, "error": None,
-                              "queue_position": None, "download_url": None, "thumbnail_url": None}
-
-
-def human_size(size: float) -> str:
-    """209715200 -> "200 MB" (binary units, as file managers count): app.js's humanSize matches."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            break
-        size /= 1024
-    text = f"{size:.0f}" if unit == "bytes" else f"{size:.1f}".removesuffix(".0")
-    return f"{text} {unit}"
-
-
-def clock(seconds: float) -> str:
-    """62.5 -> "1:02"."""
-    whole = int(seconds)
-    hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+# The blank card app.js clones for a task the page has not drawn yet.
+EMPTY_TASK = Task(id="", filename="", resolution=DEFAULT_RESOLUTION, source_path=Path(),
+                  size=0).to_json()
 
 
 def load_page() -> jinja2.Template:
     """The page template, read from disk once, when the app is built, never in a request."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(asset_dir("templates")),
                              autoescape=True, auto_reload=False)
-    env.filters.update(size=human_size, clock=clock, state_label=lambda s: STATE_LABELS.get(s, s))
+    env.filters.update(size=human_size, one_of=one_of)
     return env.get_template("index.html")
 
 
@@ -72,6 +56,8 @@ async def index(request: web.Request) -> web.Response:
     html = request.app[PAGE].render(
         tasks=request.app[STORE].all_json(),
         resolutions=RESOLUTIONS,
+        default_resolution=DEFAULT_RESOLUTION,
+        extensions=list(SOURCE_EXTENSIONS),
         max_upload_bytes=request.app[SETTINGS].max_upload_bytes,
         heartbeat=heartbeat(request.app),
         empty_task=EMPTY_TASK,

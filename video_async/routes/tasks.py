@@ -13,13 +13,14 @@ import aiofiles.os
 from aiohttp import web
 
 from ..store import TASK_ID, State, Task
-from . import SNAPSHOT, STORE, ApiError, wants_html
+from ..errors import ApiError, wants_html
+from ..keys import SNAPSHOT, STORE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
-def content_disposition(filename: str, resolution: str) -> str:
+def content_disposition(filename: str, resolution: int) -> str:
     """`attachment` naming the download "<stem>-<res>p.mp4", safe for any original name.
 
     Old clients read the ASCII `filename`; RFC 6266 clients read `filename*`,

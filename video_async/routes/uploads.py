@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiofiles
@@ -22,14 +23,17 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import ffmpeg
-from ..config import MIB, RESOLUTIONS, Settings
+from ..config import DEFAULT_RESOLUTION, MIB, RESOLUTIONS, Settings
+from ..display import one_of
+from ..errors import ApiError, wants_html
+from ..keys import FFMPEG, SETTINGS, SNAPSHOT, STORE
+from ..layout import SOURCE_EXTENSIONS
 from ..store import Task, new_task_id
-from . import FFMPEG, SETTINGS, SNAPSHOT, STORE, ApiError, limits, wants_html
+from . import limits
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-DEFAULT_RESOLUTION = "720"
 # Room for the multipart boundaries, part headers and the resolution field on top of
 # the file itself, when judging a Content-Length before reading anything.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -47,7 +51,8 @@ EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 # An ISO BMFF file (MP4, and QuickTime MOV) starts with a box: 4 bytes of size, then
 # its type. Modern files open with 'ftyp'; older QuickTime ones with one of the others.
 BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
-EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
+# What browsers and curl escape in a multipart file name (HTML's form encoding).
+FORM_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
 
 
 def display_name(raw: str) -> str:
@@ -57,6 +62,8 @@ def display_name(raw: str) -> str:
     HTML and non-ASCII letters included, stays as the person typed it: it is
     never used as a path, and the page escapes it.
     """
+    for escaped, char in FORM_ESCAPES.items():
+        raw = raw.replace(escaped, char).replace(escaped.lower(), char)
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
     if len(name) > 200:
@@ -106,68 +113,102 @@ def _hms(seconds: float) -> str:
     return " ".join(parts) or f"{seconds:.2g} s"
 
 
-def _bad_resolution() -> ApiError:
-    return ApiError(400, "bad_resolution", "resolution must be one of 480, 720 or 1080.")
-
-
 def _too_large(settings: Settings) -> web.HTTPException:
     return ApiError(413, "too_large",
                     f"The file is larger than the limit of {settings.max_upload_bytes / MIB:g} MiB.")
 
 
+@dataclass(frozen=True)
+class _Form:
+    """What the multipart body said, once its video is on disk."""
+    filename: str
+    resolution: int
+    size: int
+
+
 async def _receive(request: web.Request, settings: Settings) -> Task:
-    """Read every part; return the task for the stored video or raise a JSON error."""
+    """Store the body's video and check it; return its task, or raise a JSON error
+    with nothing left on disk."""
+    layout = settings.layout
     task_id = new_task_id()
-    partial = settings.uploads_dir / f"{task_id}.partial"
-    resolution = DEFAULT_RESOLUTION
-    filename: str | None = None
-    size = 0
+    partial = layout.partial_upload(task_id)  # until every check has passed
     try:
-        try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
-                if part.name == "resolution":
-                    resolution = (await _read_small(part)).strip()
-                    if resolution not in RESOLUTIONS:  # sent first (the page does): no wasted upload
-                        raise _bad_resolution()
-                elif part.name == "video":
-                    if filename is not None:
-                        raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
-                    if not part.filename:
-                        raise ApiError(400, "no_file", "The 'video' field must be a file.")
-                    filename = display_name(part.filename)
-                    kind = EXTENSIONS.get(Path(filename).suffix.lower())
-                    if kind is None:
-                        raise ApiError(415, "unsupported_type",
-                                         "Only .mp4, .mov and .webm videos are accepted.")
-                    size = await _stream_to_disk(part, partial, kind, settings)
-                else:
-                    await _read_small(part)  # an extra field: tolerated, but only if small
-        except BadHttpMessage:  # e.g. a NUL or a bare CR in a part's headers
-            raise ApiError(400, "bad_multipart", "The multipart body is malformed "
-                           "(a part's headers are invalid).") from None
-        except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
-            raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
-        if filename is None:
-            raise ApiError(400, "no_file", "No file in the 'video' field.")
-        try:
-            media = await ffmpeg.probe(request.app[FFMPEG].path, partial)
-        except ffmpeg.FFmpegError as exc:
-            raise ApiError(415, "not_video", f"This is not a playable video: {exc}.") from None
-        if media.duration is not None and media.duration > settings.max_duration:
-            raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
-                           f"the limit is {_hms(settings.max_duration)}.")
-        source = settings.uploads_dir / f"{task_id}{Path(filename).suffix.lower()}"
+        form = await _read_form(request, partial, settings)
+        media = await _check_video(request.app[FFMPEG].path, partial, settings)
+        source = layout.source(task_id, Path(form.filename).suffix.lower())
         await aiofiles.os.replace(partial, source)
     except BaseException:
         # every way out without a task, a client disconnect included, removes the file
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(partial)
         raise
-    return Task(id=task_id, filename=filename, resolution=resolution, source_path=source,
-                size=size, media=media.to_json())
+    return Task(id=task_id, filename=form.filename, resolution=form.resolution,
+                source_path=source, size=form.size, media=media)
+
+
+async def _read_form(request: web.Request, target: Path, settings: Settings) -> _Form:
+    """Read every part: the resolution, the one video (streamed to target), small extras."""
+    filename: str | None = None
+    resolution, size = DEFAULT_RESOLUTION, 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
+            if part.name == "resolution":  # sent first (the page does): no wasted upload
+                resolution = _resolution(await _read_small(part))
+            elif part.name == "video":
+                if filename is not None:
+                    raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
+                filename = _video_name(part)
+                kind = SOURCE_EXTENSIONS[Path(filename).suffix.lower()]
+                size = await _stream_to_disk(part, target, kind, settings)
+            elif part.filename:
+                raise ApiError(400, "no_file", "No file in the 'video' field "
+                               f"(got a file in '{part.name}').")
+            else:
+                await _read_small(part)  # an extra field: tolerated, but only if small
+    except BadHttpMessage:  # e.g. a NUL or a bare CR in a part's headers
+        raise ApiError(400, "bad_multipart", "The multipart body is malformed "
+                       "(a part's headers are invalid).") from None
+    except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
+        raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
+    if filename is None:
+        raise ApiError(400, "no_file", "No file in the 'video' field.")
+    return _Form(filename, resolution, size)
+
+
+def _resolution(text: str) -> int:
+    try:
+        resolution = int(text.strip())
+    except ValueError:
+        resolution = 0
+    if resolution not in RESOLUTIONS:
+        raise ApiError(400, "bad_resolution", f"resolution must be one of {one_of(RESOLUTIONS)}.")
+    return resolution
+
+
+def _video_name(part: BodyPartReader) -> str:
+    """The uploader's name for the file, if its extension is one we take."""
+    if not part.filename:
+        raise ApiError(400, "no_file", "The 'video' field must be a file.")
+    filename = display_name(part.filename)
+    if Path(filename).suffix.lower() not in SOURCE_EXTENSIONS:
+        raise ApiError(415, "unsupported_type",
+                       f"Only {one_of(SOURCE_EXTENSIONS, 'and')} videos are accepted.")
+    return filename
+
+
+async def _check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmpeg.Media:
+    """The stored file's probe: 415 if ffmpeg finds no video in it, 422 if it is too long."""
+    try:
+        media = await ffmpeg.probe(ffmpeg_path, path)
+    except ffmpeg.FFmpegError as exc:
+        raise ApiError(415, "not_video", f"This is not a playable video: {exc}.") from None
+    if media.duration is not None and media.duration > settings.max_duration:
+        raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
+                       f"the limit is {_hms(settings.max_duration)}.")
+    return media
 
 
 async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:

@@ -1,0 +1,95 @@
+"""Where everything lives in the data dir: the one place that names a file on disk.
+
+Every file the server writes is named after its task id, so no uploader's name
+ever becomes a path:
+
+    uploads/<id>.partial        an upload still streaming in
+    uploads/<id><ext>           the stored upload (.mp4, .mov or .webm)
+    outputs/<id>.partial.mp4    a transcode still running
+    outputs/<id>.mp4            the finished video
+    outputs/<id>.jpg            its thumbnail
+    tasks.json                  the snapshot of the task store (and tasks.json.lock)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# The accepted upload extensions and the container each must hold (checked by
+# its first bytes). The page and the snapshot's path check read this too.
+SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
+
+_PARTIAL = re.compile(r"^[0-9a-f]{32}\.partial(\.mp4)?$")
+_GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    data_dir: Path
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.data_dir / "tasks.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "tasks.json.lock"
+
+    def partial_upload(self, task_id: str) -> Path:
+        return self.uploads_dir / f"{task_id}.partial"
+
+    def source(self, task_id: str, extension: str) -> Path:
+        return self.uploads_dir / f"{task_id}{extension}"
+
+    def partial_output(self, task_id: str) -> Path:
+        return self.outputs_dir / f"{task_id}.partial.mp4"
+
+    def output(self, task_id: str) -> Path:
+        return self.outputs_dir / f"{task_id}.mp4"
+
+    def thumbnail(self, task_id: str) -> Path:
+        return self.outputs_dir / f"{task_id}.jpg"
+
+    # -- reading names back ------------------------------------------------------
+
+    def relative(self, path: Path) -> str:
+        """How tasks.json stores a path: relative to the data dir, with slashes."""
+        return path.relative_to(self.data_dir).as_posix()
+
+    def ours(self, stored: object, task_id: str, kind: str) -> Path:
+        """The path a tasks.json entry names, if it is the generated name of that kind
+        ("source", "output" or "thumbnail") for that task; ValueError otherwise, so a
+        hand-edited snapshot can never point the server outside the data dir."""
+        allowed = {
+            "source": [self.source(task_id, ext) for ext in SOURCE_EXTENSIONS],
+            "output": [self.output(task_id)],
+            "thumbnail": [self.thumbnail(task_id)],
+        }[kind]
+        for path in allowed:
+            if stored == self.relative(path):
+                return path
+        raise ValueError(f"unexpected {kind} path {stored!r}")
+
+    @staticmethod
+    def is_partial(path: Path) -> bool:
+        """A file an interrupted run left half written."""
+        return _PARTIAL.match(path.name) is not None
+
+    def is_generated(self, path: Path) -> bool:
+        """A name we make, in uploads/ or outputs/ (path may be relative to anything)."""
+        try:
+            folder = path.parent.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+            return False
+        return (_GENERATED.match(path.name) is not None
+                and folder in (self.uploads_dir.resolve(), self.outputs_dir.resolve()))
