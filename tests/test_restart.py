@@ -177,7 +177,8 @@ async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -
         async with asyncio.timeout(20):
             _, err = await proc.communicate()
         assert proc.returncode != 0
-        assert "another video-async server" in err.decode()
+        assert f"another video-async server is using {data_dir.resolve()};" in err.decode()
+        assert "--data-dir" in err.decode()  # and what to do about it
         assert "Traceback" not in err.decode()
     finally:
         assert await server.stop() == 0

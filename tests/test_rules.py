@@ -1,0 +1,77 @@
+"""Each rule has one home, and what it says reaches every place that shows it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from video_async.config import RESOLUTIONS, Settings
+from video_async.layout import SOURCE_EXTENSIONS, DataLayout
+
+from .conftest import AppClient, Clips, upload_ok
+
+BOUNDARY = "rules-boundary"
+
+
+def test_flags_default_to_the_settings_defaults() -> None:
+    assert Settings.from_args([], environ={}) == Settings()
+
+
+def test_generated_names_are_ours_and_nothing_else_is(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    task_id = "0" * 32
+    for extension in SOURCE_EXTENSIONS:
+        assert layout.ours(f"uploads/{task_id}{extension}", task_id, "source") == \
+            layout.source(task_id, extension)
+    assert layout.ours(f"outputs/{task_id}.mp4", task_id, "output") == layout.output(task_id)
+    for stored in (f"uploads/{task_id}.txt", f"../uploads/{task_id}.mp4", "/etc/passwd",
+                   f"outputs/{'1' * 32}.mp4", f"uploads/{task_id}.partial"):
+        with pytest.raises(ValueError):
+            layout.ours(stored, task_id, "source" if "uploads" in stored else "output")
+    assert layout.is_partial(layout.partial_upload(task_id))
+    assert layout.is_partial(layout.partial_output(task_id))
+    assert not layout.is_partial(layout.output(task_id))
+
+
+async def test_the_page_offers_what_the_server_accepts(client: AppClient) -> None:
+    page = await (await client.get("/")).text()
+    for resolution in RESOLUTIONS:
+        assert f'name="resolution" value="{resolution}"' in page
+    assert f'accept="{",".join(SOURCE_EXTENSIONS)}"' in page
+    assert f'data-extensions="{",".join(SOURCE_EXTENSIONS)}"' in page
+
+
+async def test_a_quoted_name_is_listed_as_typed(client: AppClient, clips: Clips) -> None:
+    """Browsers and curl send '"' in a file name as %22 (HTML's form encoding)."""
+    content = clips.small().read_bytes()
+    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="video"; '
+            f'filename="my %22best%22 take.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
+    body += content + f"\r\n--{BOUNDARY}--\r\n".encode()
+    response = await client.post("/videos/upload", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert response.status == 201, await response.text()
+    assert (await response.json())["filename"] == 'my "best" take.mp4'
+    listed = await (await client.get("/tasks")).json()
+    assert [task["filename"] for task in listed] == ['my "best" take.mp4']
+
+
+async def test_a_file_in_the_wrong_field_is_named(client: AppClient, clips: Clips,
+                                                  settings: Settings) -> None:
+    with clips.small().open("rb") as video:
+        response = await client.post("/videos/upload", data={"file": video})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["code"] == "no_file"
+    assert error["message"] == "No file in the 'video' field (got a file in 'file')."
+    assert not any(settings.layout.uploads_dir.iterdir())
+
+
+async def test_card_texts_come_with_the_task(client: AppClient, clips: Clips) -> None:
+    task = await upload_ok(client, clips.small(), resolution="480")
+    texts = task["display"]
+    assert texts["resolution"] == "480p"
+    assert texts["label"] == task["state"].capitalize()
+    page = await (await client.get("/")).text()
+    assert f'<span class="res">{texts["resolution"]}</span>' in page
+    assert f'<span class="size">{texts["size"]}</span>' in page
