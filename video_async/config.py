@@ -99,12 +99,8 @@ def _split(listed: str) -> list[str]:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    """The flags; each default is the variable's value if set, else Settings' own default."""
+    """The flags; each default is its variable's value if set, else Settings' own default."""
     base = Settings()
-
-    def default(name: str, fallback: object) -> str:
-        return env.get(f"VIDEO_ASYNC_{name}", str(fallback))
-
     parser = argparse.ArgumentParser(
         prog="video-async",
         description=(
@@ -113,53 +109,44 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             "Every flag can also be set as VIDEO_ASYNC_<NAME>, e.g. VIDEO_ASYNC_PORT=9000."
         ),
     )
-    parser.add_argument("--host", default=default("HOST", base.host),
-                        help="address to listen on (default: %(default)s, loopback only)")
-    parser.add_argument("--port", type=int, default=default("PORT", base.port),
-                        help="TCP port (default: %(default)s)")
-    parser.add_argument("--data-dir", default=default("DATA_DIR", base.data_dir),
-                        help="folder holding uploads/, outputs/ and tasks.json, created if "
-                             "missing (default: the current folder)")
-    parser.add_argument("--max-upload-mb", type=int,
-                        default=default("MAX_UPLOAD_MB", base.max_upload_bytes // MIB),
-                        help="largest accepted upload, in MiB (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=default("WORKERS", base.workers),
-                        help="how many ffmpeg jobs may run at once (default: %(default)s)")
-    parser.add_argument("--ffmpeg", default=default("FFMPEG", ""),
-                        help="path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
+
+    def flag(name: str, fallback: object, kind: type, text: str) -> None:
+        """--name, defaulting to VIDEO_ASYNC_NAME, else to fallback."""
+        variable = "VIDEO_ASYNC_" + name.replace("-", "_").upper()
+        shown = f"{fallback:g}" if isinstance(fallback, float) else str(fallback)
+        parser.add_argument(f"--{name}", type=kind, default=env.get(variable, shown), help=text)
+
+    flag("host", base.host, str, "address to listen on (default: %(default)s, loopback only)")
+    flag("port", base.port, int, "TCP port (default: %(default)s)")
+    flag("data-dir", base.data_dir, str, "folder holding uploads/, outputs/ and tasks.json, "
+         "created if missing (default: the current folder)")
+    flag("max-upload-mb", base.max_upload_bytes // MIB, int,
+         "largest accepted upload, in MiB (default: %(default)s)")
+    flag("workers", base.workers, int, "how many ffmpeg jobs may run at once (default: %(default)s)")
+    flag("ffmpeg", "", str, "path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
     # None, not []: flags given on the command line replace the variable's list
     parser.add_argument("--cors-origin", action="append", default=None, metavar="URL",
                         help="let a front end served from URL call the API; repeatable "
                              "(env: comma-separated; default: none, same-origin only)")
-    parser.add_argument("--job-timeout", type=float, default=default("JOB_TIMEOUT", f"{base.job_timeout:g}"),
-                        help="seconds a transcode may run before it is stopped and FAILED "
-                             "(default: %(default)s)")
-    parser.add_argument("--stall-timeout", type=float,
-                        default=default("STALL_TIMEOUT", f"{base.stall_timeout:g}"),
-                        help="seconds a transcode may go without progress before it is stopped "
-                             "and FAILED (default: %(default)s)")
-    parser.add_argument("--max-duration", type=float,
-                        default=default("MAX_DURATION", f"{base.max_duration:g}"),
-                        help="longest accepted video, in seconds; longer ones are refused "
-                             "with 422 (default: %(default)s, 3 hours)")
-    parser.add_argument("--max-queued", type=int, default=default("MAX_QUEUED", base.max_queued),
-                        help="queued tasks (counting uploads in progress) beyond which uploads "
-                             "get 503 with Retry-After (default: %(default)s)")
-    parser.add_argument("--max-uploads", type=int, default=default("MAX_UPLOADS", base.max_uploads),
-                        help="uploads streaming at once; one more gets 503 at once "
-                             "(default: %(default)s)")
-    parser.add_argument("--min-free-mb", type=int,
-                        default=default("MIN_FREE_MB", base.min_free_bytes // MIB),
-                        help="free disk space, in MiB, that uploads may never eat into; "
-                             "they get 507 instead (default: %(default)s)")
-    parser.add_argument("--upload-idle-timeout", type=float,
-                        default=default("UPLOAD_IDLE_TIMEOUT", f"{base.upload_idle_timeout:g}"),
-                        help="seconds an upload may send nothing before it is dropped and "
-                             "its file removed (default: %(default)s)")
-    persist = default("PERSIST", "1").lower() not in ("0", "false", "no", "off")
+    flag("job-timeout", base.job_timeout, float, "seconds a transcode may run before it is "
+         "stopped and FAILED (default: %(default)s)")
+    flag("stall-timeout", base.stall_timeout, float, "seconds a transcode may go without "
+         "progress before it is stopped and FAILED (default: %(default)s)")
+    flag("max-duration", base.max_duration, float, "longest accepted video, in seconds; longer "
+         "ones are refused with 422 (default: %(default)s, 3 hours)")
+    flag("max-queued", base.max_queued, int, "queued tasks (counting uploads in progress) beyond "
+         "which uploads get 503 with Retry-After (default: %(default)s)")
+    flag("max-uploads", base.max_uploads, int, "uploads streaming at once; one more gets 503 at "
+         "once (default: %(default)s)")
+    flag("min-free-mb", base.min_free_bytes // MIB, int, "free disk space, in MiB, that uploads "
+         "may never eat into; they get 507 instead (default: %(default)s)")
+    flag("upload-idle-timeout", base.upload_idle_timeout, float, "seconds an upload may send "
+         "nothing before it is dropped and its file removed (default: %(default)s)")
+    persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
                         help="keep tasks in memory only: no tasks.json snapshot, nothing "
                              "survives a restart (env: VIDEO_ASYNC_PERSIST=0)")
-    parser.add_argument("--log-level", type=str.upper, default=default("LOG_LEVEL", base.log_level),
-                        choices=LOG_LEVELS, help="logging verbosity (default: %(default)s)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        default=env.get("VIDEO_ASYNC_LOG_LEVEL", base.log_level),
+                        help="logging verbosity (default: %(default)s)")
     return parser

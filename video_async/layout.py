@@ -14,7 +14,6 @@ ever becomes a path:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 # The accepted upload extensions and the container each must hold (checked by
@@ -25,25 +24,13 @@ _PARTIAL = re.compile(r"^[0-9a-f]{32}\.partial(\.mp4)?$")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
 
 
-@dataclass(frozen=True)
 class DataLayout:
-    data_dir: Path
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
-
-    @property
-    def outputs_dir(self) -> Path:
-        return self.data_dir / "outputs"
-
-    @property
-    def snapshot_path(self) -> Path:
-        return self.data_dir / "tasks.json"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.data_dir / "tasks.json.lock"
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.uploads_dir = data_dir / "uploads"
+        self.outputs_dir = data_dir / "outputs"
+        self.snapshot_path = data_dir / "tasks.json"
+        self.lock_path = data_dir / "tasks.json.lock"
 
     def partial_upload(self, task_id: str) -> Path:
         return self.uploads_dir / f"{task_id}.partial"
