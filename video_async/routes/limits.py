@@ -58,7 +58,8 @@ async def admitted(request: web.Request, settings: Settings) -> AsyncIterator[No
     active = counter.active
     if active >= settings.max_uploads:
         raise ApiError(503, "busy",
-                       f"{active} uploads are already in progress; try again in a few seconds.",
+                       f"The server is taking as many uploads at once as it allows "
+                       f"({settings.max_uploads}); try again in a few seconds.",
                        headers={"Retry-After": str(RETRY_BUSY)})
     # uploads in progress count too: each may become a queued task a moment later
     if request.app[STORE].queued_count() + active >= settings.max_queued:
