@@ -153,10 +153,12 @@ function updateCard(card, task) {
   const texts = task.display;
   $(".badge", card).textContent = texts.label;
   $(".res", card).textContent = texts.resolution;
+  $(".note", card).textContent = texts.resolution_note;
   $(".size", card).textContent = texts.size;
   $(".duration", card).textContent = texts.duration;
   $(".output", card).textContent = texts.output;
   $(".status", card).textContent = texts.status;
+  $(".detail", card).textContent = texts.detail;
   const bar = $(".bar", card);
   bar.hidden = task.state !== "PROCESSING";
   bar.value = task.progress;

@@ -37,7 +37,8 @@ async def test_stalled_ffmpeg_is_stopped(make_client: MakeClient, clips: Clips, 
     behind = await upload_ok(client, clips.small(), "480")
     failed = await wait_for_state(client, stuck["id"], "FAILED", "COMPLETED", timeout=20)
     assert failed["state"] == "FAILED"
-    assert failed["error"] == "stopped: ffmpeg made no progress for 3 s"
+    assert failed["error"] == ("Stopped: ffmpeg made no progress for 3 s, so the job was given up "
+                               "rather than left hanging.")
     # the one behind it is taken at once and completes
     done = await wait_for_state(client, behind["id"], "COMPLETED", "FAILED", timeout=20)
     assert done["state"] == "COMPLETED", done["error"]
@@ -55,7 +56,7 @@ async def test_job_over_its_time_limit_is_stopped(make_client: MakeClient, clips
     stuck = await upload_ok(client, clips.small(), "480")
     failed = await wait_for_state(client, stuck["id"], "FAILED", "COMPLETED", timeout=20)
     assert failed["state"] == "FAILED"
-    assert failed["error"] == "stopped after the job time limit of 2 s"
+    assert failed["error"] == "Stopped: the transcode took longer than the job time limit of 2 s."
     assert stand_in_pids(stand_in) == []
     assert files_in(settings.layout.outputs_dir) == []
     await assert_next_job_runs(client, clips, settings)
@@ -73,7 +74,7 @@ async def test_disk_full_during_transcode(make_client: MakeClient, clips: Clips,
     await client.delete(f"/tasks/{blocker['id']}")
     failed = await wait_for_state(client, victim["id"], "FAILED", "COMPLETED")
     assert failed["state"] == "FAILED"
-    assert failed["error"] == "disk full"
+    assert failed["error"] == "The server's disk is full, so the video could not be written."
     assert not os.path.lexists(partial)
     assert files_in(settings.layout.outputs_dir) == [] and ffmpeg_pids(settings.data_dir) == []
     assert os.path.exists("/dev/full")  # the link was removed, not what it pointed to

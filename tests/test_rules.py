@@ -9,7 +9,7 @@ import pytest
 from video_async.config import RESOLUTIONS, Settings
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 
-from .conftest import AppClient, Clips, upload_ok
+from .conftest import AppClient, Clips, upload_ok, wait_for_state
 
 BOUNDARY = "rules-boundary"
 
@@ -68,10 +68,32 @@ async def test_a_file_in_the_wrong_field_is_named(client: AppClient, clips: Clip
 
 
 async def test_card_texts_come_with_the_task(client: AppClient, clips: Clips) -> None:
-    task = await upload_ok(client, clips.small(), resolution="480")
+    task = await upload_ok(client, clips.make("wide.mp4", size="640x360"), resolution="720")
     texts = task["display"]
-    assert texts["resolution"] == "480p"
     assert texts["label"] == task["state"].capitalize()
     page = await (await client.get("/")).text()
     assert f'<span class="res">{texts["resolution"]}</span>' in page
     assert f'<span class="size">{texts["size"]}</span>' in page
+
+
+async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips: Clips) -> None:
+    """640x360 asked for at 1080: never upscaled, and never called 1080p."""
+    task = await upload_ok(client, clips.make("wide.mp4", size="640x360"), resolution="1080")
+    assert task["display"]["resolution"] == "360p"  # known from the probe, before the transcode
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    assert (done["output"]["width"], done["output"]["height"]) == (640, 360)
+    assert done["display"]["resolution"] == "360p"
+    assert done["display"]["resolution_note"] == "kept at 360p: the source is smaller"
+    response = await client.get(done["download_url"])
+    assert 'filename="wide-360p.mp4"' in response.headers["Content-Disposition"]
+    page = await (await client.get("/")).text()
+    assert "kept at 360p: the source is smaller" in page
+
+
+async def test_output_duration_is_what_a_player_reads(client: AppClient, clips: Clips) -> None:
+    clip = clips.make("four.mp4", seconds=4)
+    task = await upload_ok(client, clip, resolution="480")
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    assert abs(done["output"]["duration"] - 4.0) <= 1 / 25  # within one frame at 25 fps

@@ -115,7 +115,7 @@ async def test_download_details(client: AppClient, clips: Clips, tmp_path: Path,
     response = await client.get(task["download_url"])
     disposition = response.headers["Content-Disposition"]
     assert disposition.startswith('attachment; filename="')
-    assert "filename*=UTF-8''%C3%BCber%20%22clip%22%20%3Cb%3E%24%28touch%20x%29%3Cb%3E-480p.mp4" in disposition
+    assert "filename*=UTF-8''%C3%BCber%20%22clip%22%20%3Cb%3E%24%28touch%20x%29%3Cb%3E-240p.mp4" in disposition  # 320x240: kept at 240p
     assert "\n" not in disposition and '"clip"' not in disposition
     # Range requests, so a player can seek
     partial = await client.get(task["download_url"], headers={"Range": "bytes=0-99"})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .ffmpeg import output_size
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -55,17 +57,38 @@ def status_line(task: Task, queue_position: int | None) -> str:
         left = "" if task.eta_seconds is None else f", {time_left(task.eta_seconds)}"
         return f"Transcoding: {task.progress}%{left}"
     if task.state == "FAILED":
-        return task.error or "Failed."
+        reason = task.error or "Failed."
+        if task.retries:
+            times = {1: "once", 2: "twice"}.get(task.retries, f"{task.retries} times")
+            return f"Retried {times}, failed again: {reason}"
+        return reason
     return ""
+
+
+def resolution(task: Task) -> tuple[str, str]:
+    """("360p", "kept at 360p: the source is smaller") for a 360p clip asked for at 1080:
+    named by what it is (or will be), never upscaled."""
+    if task.output:
+        short = task.output.short_side
+    elif task.media:
+        short = min(output_size(task.media, task.resolution))
+    else:
+        short = task.resolution
+    if short < task.resolution:
+        return f"{short}p", f"kept at {short}p: the source is smaller"
+    return f"{task.resolution}p", ""
 
 
 def card_texts(task: Task, queue_position: int | None) -> dict[str, str]:
     duration = task.media.duration if task.media else None
+    shown, note = resolution(task)
     return {
         "label": task.state.label,
-        "resolution": f"{task.resolution}p",
+        "resolution": shown,
+        "resolution_note": note,
         "size": human_size(task.size),
         "duration": clock(duration) if duration else "",
         "output": f"→ {human_size(task.output.size)}" if task.output else "",
         "status": status_line(task, queue_position),
+        "detail": f"ffmpeg said: {task.error_detail}" if task.error_detail else "",
     }

@@ -33,7 +33,12 @@ NICENESS = 10
 
 
 class FFmpegError(Exception):
-    """ffmpeg could not do what was asked; str() is a short reason for a person."""
+    """ffmpeg could not do what was asked; str() is a short reason for a person, and
+    `detail` the line ffmpeg itself printed, if any, for someone who wants to dig."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail
 
 
 class Stalled(FFmpegError):
@@ -82,7 +87,7 @@ async def version(ffmpeg: str) -> str:
         raise FFmpegError(f"ffmpeg at {ffmpeg} does not run: {exc}") from exc
     first_line = out.splitlines()[0] if out else ""
     if code != 0 or not first_line.startswith("ffmpeg version"):
-        raise FFmpegError(f"{ffmpeg} is not a working ffmpeg: {_reason(err) or first_line or 'no output'}")
+        raise FFmpegError(f"{ffmpeg} is not a working ffmpeg: {_last_line(err) or first_line or 'no output'}")
     return first_line
 
 
@@ -182,10 +187,10 @@ async def probe(ffmpeg: str, path: Path) -> Media:
     _, _, err = await _run_to_end([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
                                   timeout=PROBE_TIMEOUT)
     if "Input #0" not in err:
-        raise NotAVideo(f"not a video file ffmpeg can read ({_reason(err) or 'unknown format'})")
+        raise NotAVideo(*explain(err, "ffmpeg does not recognise this file as a video."))
     media = parse_probe(err)
     if media is None:
-        raise NotAVideo("the file has no video stream")
+        raise NotAVideo("The file has no video stream.")
     return media
 
 
@@ -259,7 +264,7 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
                           media.audio_codec is not None)
     code, err = await _run_streaming(args, on_progress, stall_timeout)
     if code != 0:
-        raise FFmpegError(_reason(err) or f"ffmpeg exited with status {code}")
+        raise FFmpegError(*explain(err, f"ffmpeg could not transcode this video (exit status {code})."))
 
 
 async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -> None:
@@ -269,7 +274,7 @@ async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -
             "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", "-f", "image2", str(target)]
     code, _, err = await _run_to_end(args, timeout=PROBE_TIMEOUT)
     if code != 0 or not await aiofiles.os.path.exists(target):
-        raise FFmpegError(_reason(err) or "no frame for a thumbnail")
+        raise FFmpegError(*explain(err, "No frame could be taken for a thumbnail."))
 
 
 # -- running processes --------------------------------------------------------
@@ -362,24 +367,50 @@ async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], Non
         except TimeoutError:
             if not watchdog.expired():
                 raise
-            raise Stalled(f"stopped: ffmpeg made no progress for {stall_timeout:g} s") from None
+            raise Stalled(f"Stopped: ffmpeg made no progress for {stall_timeout:g} s, so the "
+                          "job was given up rather than left hanging.") from None
     return code, "\n".join(stderr_tail)
 
 
 _NOISE = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")
 
 
-def _reason(stderr: str) -> str:
-    """A short, human reason from ffmpeg's stderr: its last meaningful line."""
+# What ffmpeg says when the common things go wrong, and what a person is told.
+PLAIN_REASONS = (
+    ("No space left on device", "The server's disk is full, so the video could not be written."),
+    ("no decoder found", "The video is in a format (codec) this server cannot decode."),
+    ("unknown codec", "The video is in a format (codec) this server cannot decode."),
+    ("moov atom not found", "The file is cut short: the end, where an MP4 or MOV keeps its "
+                            "index, is missing. Was the upload or the recording interrupted?"),
+    ("partial file", "The file is cut short, so part of the video is missing."),
+    ("received no packets", "No picture could be decoded from the video: its data is "
+                            "damaged or missing."),
+    ("Invalid data found when processing input", "The file's data is damaged, so ffmpeg "
+                                                 "could not read it."),
+)
+
+
+def explain(stderr: str, fallback: str) -> tuple[str, str]:
+    """(a sentence for a person, the line of ffmpeg's that says why) from its stderr; the
+    fallback sentence, and ffmpeg's last line, where the failure is not a common one."""
+    lines = _meaningful_lines(stderr)
+    for said, plain in PLAIN_REASONS:
+        for line in lines:
+            if said in line:
+                return plain, line
+    return fallback, lines[-1] if lines else ""
+
+
+def _last_line(stderr: str) -> str:
+    lines = _meaningful_lines(stderr)
+    return lines[-1] if lines else ""
+
+
+def _meaningful_lines(stderr: str) -> list[str]:
+    """ffmpeg's lines without its log prefixes, its closing summaries and our own paths."""
     lines = [_NOISE.sub("", line).strip() for line in stderr.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("Conversion failed")]
-    if not lines:
-        return ""
-    text = " ".join(lines)
-    if "No space left on device" in text:
-        return "disk full"
-    reason = lines[-1]
     # ffmpeg names the file it failed on; the path is ours, not the user's business.
     # Two slashes at least, so a fraction like "time base 1/1000" stays as it is.
-    reason = re.sub(r"(?<![\w.])(/[^\s/:'\"]+){2,}", lambda m: os.path.basename(m.group(0)), reason)
-    return reason[:200]
+    return [re.sub(r"(?<![\w.])(/[^\s/:'\"]+){2,}", lambda m: os.path.basename(m.group(0)), line)[:200]
+            for line in lines if line and not line.startswith(("Conversion failed",
+                                                               "Error opening input file"))]

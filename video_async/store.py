@@ -56,6 +56,11 @@ class Output:
     height: int
     duration: float | None  # seconds
 
+    @property
+    def short_side(self) -> int:
+        """The resolution it really has: 360 for a 640x360 video, whatever was asked."""
+        return min(self.width, self.height)
+
 
 @dataclass(eq=False)
 class Task:
@@ -68,7 +73,9 @@ class Task:
     state: State = State.QUEUED
     progress: int = 0
     eta_seconds: float | None = None
-    error: str | None = None
+    error: str | None = None  # a sentence for a person
+    error_detail: str | None = None  # what ffmpeg itself said, if it said anything
+    retries: int = 0  # how often a person asked to run it again after a failure
     created_at: datetime = field(default_factory=utc_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -92,6 +99,8 @@ class Task:
             "queue_position": queue_position,
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
             "error": self.error,
+            "error_detail": self.error_detail,
+            "retries": self.retries,
             "size": self.size,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
@@ -224,18 +233,23 @@ class TaskStore:
         task.finished_at = utc_now()
         self._changed()
 
-    def fail(self, task: Task, reason: str) -> None:
+    def fail(self, task: Task, reason: str, detail: str = "") -> None:
         task.state = State.FAILED
-        task.error = reason
+        task.error, task.error_detail = reason, detail or None
         task.eta_seconds = None
         task.finished_at = utc_now()
         self._changed()
 
+    def retry(self, task: Task) -> None:
+        """FAILED -> QUEUED because a person asked: counted, so a failure again shows it."""
+        task.retries += 1
+        self.requeue(task)
+
     def requeue(self, task: Task) -> None:
         """Back to QUEUED with no trace of an earlier run, keeping its place by upload time:
-        a Retry of a FAILED task, or a job a restart interrupted."""
+        a retry, or a job a restart interrupted."""
         task.state = State.QUEUED
-        task.progress, task.error, task.eta_seconds = 0, None, None
+        task.progress, task.error, task.error_detail, task.eta_seconds = 0, None, None, None
         task.started_at = task.finished_at = None
         task.output = task.output_path = task.thumbnail_path = None
         self._changed()

@@ -49,7 +49,7 @@ async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> N
         except Exception:  # run_job fails tasks itself; this is the last line of defence
             log.exception("job %s crashed the worker loop; going on with the next task", task.id)
             if task.state is State.PROCESSING:
-                store.fail(task, "internal error")
+                store.fail(task, "Something went wrong on the server; it has been logged.")
         finally:
             if task.job is job:  # a retried task may already have a newer job
                 task.job = None
@@ -59,10 +59,9 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
     """Transcode with progress, thumbnail, COMPLETED; any failure is FAILED, never raised.
 
     The upload was probed before the task existed, so the job starts ffmpeg's
-    transcode at once; the output needs no probe either: its size is the one
-    planned, and its duration is how far ffmpeg's last progress line got (a
-    truncated upload comes out shorter than it claimed). Every ffmpeg run saved
-    is time the user doesn't wait.
+    transcode at once. The output is probed once (a few milliseconds on a file
+    that is mostly index-first MP4): its size and duration are then what any
+    player reports, not what was planned or how far the last progress line got.
     """
     layout = settings.layout
     final = layout.output(task.id)
@@ -91,32 +90,34 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
                                    settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
+            result = await ffmpeg.probe(ffmpeg_path, final)
             # from the output: smaller than the upload, so cheaper to decode
-            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, encoded)
+            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, result.duration)
     except BaseException as exc:
         await _remove(partial, final, thumb)  # any way out but success leaves nothing behind
         if not isinstance(exc, Exception):
             raise  # cancelled (DELETE, shutdown): the task did not fail
-        store.fail(task, _failure(task.id, exc, settings))
+        store.fail(task, *_failure(task.id, exc, settings))
         return
-    width, height = ffmpeg.output_size(media, task.resolution)
+    width, height = result.display_size
     store.complete(task, final, Output(size=stat.st_size, width=width, height=height,
-                                       duration=round(encoded, 3) or media.duration),
+                                       duration=result.duration or encoded or None),
                    thumbnail)
     log.info("job %s completed in %.1f s", task.id, loop.time() - started)
 
 
-def _failure(task_id: str, exc: Exception, settings: Settings) -> str:
-    """The short reason a FAILED task shows; logged as loudly as it deserves."""
+def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str]:
+    """(the sentence a FAILED task shows, ffmpeg's own words); logged as loudly as it deserves."""
     if isinstance(exc, TimeoutError):
         log.warning("job %s timed out", task_id)
-        return f"stopped after the job time limit of {settings.job_timeout:g} s"
+        return (f"Stopped: the transcode took longer than the job time limit of "
+                f"{settings.job_timeout:g} s."), ""
     if isinstance(exc, ffmpeg.FFmpegError):
-        log.info("job %s failed: %s", task_id, exc)
-        return str(exc)
+        log.info("job %s failed: %s (%s)", task_id, exc, exc.detail)
+        return str(exc), exc.detail
     # a bug of ours: keep the worker alive, say what happened
     log.error("job %s crashed", task_id, exc_info=exc)
-    return f"internal error: {type(exc).__name__}"
+    return "Something went wrong on the server; it has been logged.", type(exc).__name__
 
 
 async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path,

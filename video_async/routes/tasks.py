@@ -70,7 +70,9 @@ async def download(request: web.Request) -> web.FileResponse:
     # FileResponse sends the file with sendfile() off the loop and answers Range requests.
     return web.FileResponse(task.output_path, headers={
         "Content-Type": "video/mp4",
-        "Content-Disposition": content_disposition(task.filename, task.resolution),
+        # named by what it is: a 360p source asked for at 1080 downloads as ...-360p.mp4
+        "Content-Disposition": content_disposition(
+            task.filename, task.output.short_side if task.output else task.resolution),
     })
 
 
@@ -124,7 +126,7 @@ async def retry_task(request: web.Request) -> web.Response:
     # and requeueing a task twice would give it two jobs.
     if store.get(task.id) is not task or task.state is not State.FAILED:
         raise ApiError(409, "not_failed", "The task changed meanwhile; it was not retried.")
-    store.requeue(task)
+    store.retry(task)
     await request.app[SNAPSHOT].durable()
     if wants_html(request):  # the page's plain form
         raise web.HTTPSeeOther("/")

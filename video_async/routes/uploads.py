@@ -204,7 +204,8 @@ async def _check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmp
     try:
         media = await ffmpeg.probe(ffmpeg_path, path)
     except ffmpeg.FFmpegError as exc:
-        raise ApiError(415, "not_video", f"This is not a playable video: {exc}.") from None
+        said = f" (ffmpeg: {exc.detail})" if exc.detail else ""
+        raise ApiError(415, "not_video", f"This is not a playable video. {exc}{said}") from None
     if media.duration is not None and media.duration > settings.max_duration:
         raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
                        f"the limit is {_hms(settings.max_duration)}.")
