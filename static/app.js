@@ -47,10 +47,12 @@ function refusal(file) {
 }
 
 function showUploadError(text) {
+  // stays until dismissed, or until a later upload goes through
   const box = $("#upload-error");
-  box.textContent = text;
+  $(".text", box).textContent = text;
   box.hidden = !text;
 }
+$("#upload-error .dismiss").addEventListener("click", () => showUploadError(""));
 
 function startUploads(files) {
   const resolution = new FormData(form).get("resolution") || "720";
@@ -87,6 +89,7 @@ function upload(file, resolution) {
   xhr.addEventListener("load", () => {
     row.remove();
     if (xhr.status === 201) {
+      showUploadError("");
       announce(`${file.name} uploaded and queued.`);
       pollSoon();
       return;
@@ -153,7 +156,6 @@ function updateCard(card, task) {
   const texts = task.display;
   $(".badge", card).textContent = texts.label;
   $(".res", card).textContent = texts.resolution;
-  $(".note", card).textContent = texts.resolution_note;
   $(".size", card).textContent = texts.size;
   $(".duration", card).textContent = texts.duration;
   $(".output", card).textContent = texts.output;
@@ -164,13 +166,6 @@ function updateCard(card, task) {
   bar.value = task.progress;
   bar.textContent = `${task.progress}%`;
 
-  const thumb = $(".thumb", card);
-  if (task.thumbnail_url && !$("img", thumb)) {
-    const img = new Image(160, 90);
-    img.alt = "";
-    img.src = task.thumbnail_url;
-    thumb.append(img);
-  }
   const preview = $(".preview", card);
   if (task.download_url && !$("video", preview)) {
     // created once: re-creating it on each poll would stop a playing preview
@@ -307,6 +302,7 @@ function drawLag() {
   const { width, height } = canvas;
   ctx.clearRect(0, 0, width, height);
   const scale = Math.max(10, ...lagSamples); // at least a 10 ms scale, so noise looks small
+  $('[data-field="lag-scale"]').textContent = `(top: ${Math.ceil(scale)} ms)`;
   const step = width / 60;
   ctx.fillStyle = getComputedStyle(canvas).color;
   lagSamples.forEach((lag, i) => {

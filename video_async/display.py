@@ -65,9 +65,9 @@ def status_line(task: Task, queue_position: int | None) -> str:
     return ""
 
 
-def resolution(task: Task) -> tuple[str, str]:
-    """("360p", "kept at 360p: the source is smaller") for a 360p clip asked for at 1080:
-    named by what it is (or will be), never upscaled."""
+def resolution(task: Task) -> str:
+    """"720p", or "kept at 360p: the source is smaller" for a 360p clip asked for at 1080:
+    named by what it is (or will be), since a video is never upscaled."""
     if task.output:
         short = task.output.short_side
     elif task.media:
@@ -75,17 +75,15 @@ def resolution(task: Task) -> tuple[str, str]:
     else:
         short = task.resolution
     if short < task.resolution:
-        return f"{short}p", f"kept at {short}p: the source is smaller"
-    return f"{task.resolution}p", ""
+        return f"kept at {short}p: the source is smaller"
+    return f"{task.resolution}p"
 
 
 def card_texts(task: Task, queue_position: int | None) -> dict[str, str]:
     duration = task.media.duration if task.media else None
-    shown, note = resolution(task)
     return {
         "label": task.state.label,
-        "resolution": shown,
-        "resolution_note": note,
+        "resolution": resolution(task),
         "size": human_size(task.size),
         "duration": clock(duration) if duration else "",
         "output": f"→ {human_size(task.output.size)}" if task.output else "",
