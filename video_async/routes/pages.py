@@ -7,6 +7,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from .. import access
 from ..config import RESOLUTIONS, asset_dir
 from . import FFMPEG, LAG, RECOVERY, SETTINGS, STORE, UPLOADS
 
@@ -17,6 +18,8 @@ STATE_LABELS = {"QUEUED": "Queued", "PROCESSING": "Processing", "COMPLETED": "Co
 EMPTY_TASK: dict[str, Any] = {"id": "", "filename": "", "resolution": "", "state": "", "progress": 0,
                               "size": 0, "media": None, "output": None, "error": None,
                               "queue_position": None, "download_url": None, "thumbnail_url": None}
+# What /healthz shows to a caller without the token, when one is required.
+COUNTS_ONLY = ("status", "tasks", "uploads_in_progress", "jobs_running", "event_loop_lag_ms")
 
 
 def human_size(size: float) -> str:
@@ -63,7 +66,10 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response(heartbeat(request.app), headers={"Cache-Control": "no-store"})
+    health = heartbeat(request.app)
+    if not access.has_token(request):  # open to monitors, so nothing that names a file or task
+        health = {key: health[key] for key in COUNTS_ONLY}
+    return web.json_response(health, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/")
