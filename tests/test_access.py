@@ -12,7 +12,7 @@ import re
 import secrets
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -95,20 +95,23 @@ async def test_cross_site_changes_are_refused(make_client: MakeClient, clips: Cl
     task = await failed_task(client, clips)
     before = (files_in(settings.uploads_dir), files_in(settings.outputs_dir),
               await (await client.get("/tasks")).json())
-    attempts = [
-        upload(client, clips.small(), "480", headers=headers),
-        form_upload(client, clips.small(), headers),
-        client.delete(f"/tasks/{task['id']}", headers=headers),
-        client.post(f"/tasks/{task['id']}/delete", headers=headers, allow_redirects=False),
-        client.post(f"/tasks/{task['id']}/retry", headers=headers),
-        client.post(f"/tasks/{task['id']}/retry", allow_redirects=False,
-                    headers={"Accept": BROWSER_ACCEPT, **headers}),
-        client.put("/files/anything", headers=headers),  # any method that could change something
-    ]
-    for attempt in attempts:
-        response = await attempt
-        assert response.status == 403, await response.text()
-        assert (await response.json())["error"]["code"] == "cross_site"
+    task_url = f"/tasks/{task['id']}"
+    form = {"Accept": BROWSER_ACCEPT, **headers}
+    attempts: dict[str, Callable[[], Awaitable[aiohttp.ClientResponse]]] = {
+        "upload": lambda: upload(client, clips.small(), "480", headers=headers),
+        "form upload": lambda: form_upload(client, clips.small(), headers),
+        "delete": lambda: client.delete(task_url, headers=headers),
+        "form delete": lambda: client.post(f"{task_url}/delete", headers=headers,
+                                           allow_redirects=False),
+        "retry": lambda: client.post(f"{task_url}/retry", headers=headers),
+        "form retry": lambda: client.post(f"{task_url}/retry", headers=form, allow_redirects=False),
+        # any method that could change something, on any path: tus's PATCH, for one
+        "patch": lambda: client.patch("/files/anything", headers=headers),
+    }
+    for name, attempt in attempts.items():
+        response = await attempt()
+        assert response.status == 403, (name, await response.text())
+        assert (await response.json())["error"]["code"] == "cross_site", name
     after = (files_in(settings.uploads_dir), files_in(settings.outputs_dir),
              await (await client.get("/tasks")).json())
     assert after == before
