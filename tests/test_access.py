@@ -64,6 +64,16 @@ async def test_other_host_names_are_refused_on_loopback(make_client: MakeClient,
     assert (await proxied.get("/tasks", headers={"Host": "other.example"})).status == 403
     assert (await proxied.get("/tasks", headers={"Host": "localhost"})).status == 200
 
+    # elsewhere the token guards every name, unless names are listed: then only those
+    token = new_token()
+    anywhere = await make_client(data_dir=tmp_path / "anywhere", host="0.0.0.0", token=token)
+    assert (await anywhere.get("/tasks", headers={"Host": "lan-name", **bearer(token)})).status == 200
+    listed = await make_client(data_dir=tmp_path / "listed", host="0.0.0.0", token=token,
+                               allowed_hosts=("video.example",))
+    assert (await listed.get("/tasks", headers={"Host": "video.example", **bearer(token)})
+            ).status == 200
+    assert (await listed.get("/tasks", headers={"Host": "lan-name", **bearer(token)})).status == 403
+
 
 # -- the same-origin rule for changes -------------------------------------------------
 
