@@ -283,9 +283,11 @@ async def test_healthz_shows_counts_only_without_the_token(make_client: MakeClie
 async def wait_for_state_with(client: AppClient, token: str, task_id: str, state: str
                               ) -> dict[str, Any]:
     async def reached() -> dict[str, Any] | None:
-        task = await (await client.get(f"/tasks/{task_id}", headers=bearer(token))).json()
+        task: dict[str, Any] = await (await client.get(f"/tasks/{task_id}",
+                                                       headers=bearer(token))).json()
         return task if task["state"] == state else None
-    return await wait_until(reached, 60, f"{task_id} to reach {state}")
+    found: dict[str, Any] = await wait_until(reached, 60, f"{task_id} to reach {state}")
+    return found
 
 
 # -- the real program -----------------------------------------------------------------
@@ -302,7 +304,8 @@ async def running(data_dir: Path, *flags: str) -> AsyncIterator[Server]:
 async def in_output(server: Server, pattern: str) -> re.Match[str]:
     async def found() -> re.Match[str] | None:
         return re.search(pattern, server.output(), re.MULTILINE)
-    return await wait_until(found, 10, f"{pattern!r} in the server's output")
+    match: re.Match[str] = await wait_until(found, 10, f"{pattern!r} in the server's output")
+    return match
 
 
 async def printed_link(server: Server) -> str:
@@ -344,8 +347,8 @@ async def test_reachable_server_prints_its_link_and_lets_in_only_with_the_token(
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/tasks") as refused:
                 assert refused.status == 401
-            async with session.get(f"{server.url}/", headers={"Accept": BROWSER_ACCEPT}) as page:
-                assert page.status == 401 and "?token=" in await page.text()
+            async with session.get(f"{server.url}/", headers={"Accept": BROWSER_ACCEPT}) as note:
+                assert note.status == 401 and "?token=" in await note.text()
             async with session.get(f"{server.url}/tasks", headers=bearer(token)) as listed:
                 assert listed.status == 200 and await listed.json() == []
 
