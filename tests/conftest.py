@@ -125,7 +125,7 @@ async def open_upload(host: str, port: int, first_bytes: bytes, length: int | No
     """A raw upload that has sent its headers and first_bytes of its body, and now waits."""
     reader, writer = await asyncio.open_connection(host, port)
     size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
-    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: test\r\n"
+    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: localhost\r\n"
                   f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{size}\r\n").encode()
                  + first_bytes)
     await writer.drain()

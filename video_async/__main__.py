@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from . import access
 from .app import create_app
 from .config import Settings
 from .ffmpeg import FFmpegError
@@ -18,13 +19,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.from_args(argv)
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.no_token and not settings.on_loopback:
+        logging.getLogger("video_async").warning(
+            "NO TOKEN (--no-token): anyone who can reach %s:%s can list, download and delete "
+            "every video. Do this only on a network where you trust everyone.",
+            settings.host, settings.port)
+
+    def announce(text: str) -> None:
+        print(text.replace("======== ", "").replace(" ========", ""), flush=True)
+        if settings.token and text.startswith("======== Running"):
+            # printed, never logged: the link is the key
+            print("Open the page with its token:", *access.page_links(settings), sep="\n    ",
+                  flush=True)
+
     try:
         app = create_app(settings)
         # run_app stops on SIGINT and SIGTERM, then runs the cleanup contexts, which
         # stop ffmpeg; shutdown_timeout bounds the wait for open connections.
         web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=2.0,
-                    print=lambda text: print(text.replace("======== ", "").replace(" ========", ""),
-                                             flush=True))
+                    print=announce, access_log_class=access.RedactingAccessLogger)
     except (FFmpegError, DataDirInUse) as exc:
         sys.exit(f"video-async: {exc}")
     except OSError as exc:  # the port is taken, the data dir is not writable, ...

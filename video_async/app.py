@@ -19,7 +19,7 @@ import aiofiles.os
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from . import ffmpeg
+from . import access, ffmpeg
 from .config import Settings, asset_dir
 from .errors import ApiError
 from .keys import FFMPEG, LAG, PAGE, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, UploadCounter
@@ -42,8 +42,13 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=SMALL_BODY,
-                          middlewares=[cors(settings.cors_origins), json_errors, small_bodies])
+    if not (settings.on_loopback or settings.token or settings.no_token):
+        raise ValueError(f"{settings.host} is reachable by others: give a token, or no_token=True")
+    # The Host check comes first; CORS next, so the refusals after it still reach an allowed
+    # front end as responses it can read.
+    app = web.Application(client_max_size=SMALL_BODY, middlewares=[
+        access.host_check(settings), cors(settings.cors_origins), access.same_origin(settings),
+        access.token_check(settings), json_errors, small_bodies])
     app[SETTINGS] = settings
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
@@ -151,7 +156,7 @@ def cors(origins: tuple[str, ...]) -> Middleware:
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204, headers={
                 "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-                "Access-Control-Allow-Headers": "Content-Type, If-None-Match",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match",
                 "Access-Control-Max-Age": "600",
             })
         else:

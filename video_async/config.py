@@ -7,7 +7,10 @@ directly and get exactly the app they describe.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,18 @@ MIB = 1024 * 1024
 RESOLUTIONS = (480, 720, 1080)  # the short side of the output, in pixels
 DEFAULT_RESOLUTION = 720
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # URL- and cookie-safe as they are
 PACKAGE_DIR = Path(__file__).parent
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address of this machine only: localhost, 127.x.x.x, ::1."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def asset_dir(name: str) -> Path:
@@ -46,6 +60,9 @@ class Settings:
     upload_idle_timeout: float = 60.0  # seconds an upload may send nothing before it is dropped
     persist: bool = True  # keep tasks.json in the data dir so tasks survive a restart
     log_level: str = "INFO"
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
+    token: str = field(default="", repr=False)  # "": none asked for; never shown in logs
+    no_token: bool = False  # reachable by others, and deliberately without a token
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
@@ -54,6 +71,10 @@ class Settings:
     def layout(self) -> DataLayout:
         """Every path in the data dir."""
         return DataLayout(self.data_dir)
+
+    @property
+    def on_loopback(self) -> bool:
+        return is_loopback(self.host)
 
     @classmethod
     def from_args(
@@ -73,6 +94,14 @@ class Settings:
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
             raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
                              "--min-free-mb at least 0")
+        if args.token and args.no_token:
+            raise SystemExit("video-async: --token (or VIDEO_ASYNC_TOKEN) and --no-token "
+                             "contradict each other")
+        if args.token and not TOKEN_CHARACTERS.fullmatch(args.token):
+            raise SystemExit("video-async: a token may contain only letters, digits and . _ ~ -")
+        # A server others can reach gets a token unless told otherwise, as Jupyter does.
+        token = args.token or ("" if args.no_token or is_loopback(args.host)
+                               else secrets.token_urlsafe(32))
         return cls(
             host=args.host,
             port=args.port,
@@ -91,6 +120,10 @@ class Settings:
             upload_idle_timeout=args.upload_idle_timeout,
             persist=args.persist,
             log_level=args.log_level,
+            allowed_hosts=tuple(args.allow_host if args.allow_host is not None
+                                else _split(env.get("VIDEO_ASYNC_ALLOW_HOST", ""))),
+            token=token,
+            no_token=args.no_token,
         )
 
 
@@ -149,4 +182,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                         default=env.get("VIDEO_ASYNC_LOG_LEVEL", base.log_level),
                         help="logging verbosity (default: %(default)s)")
+    parser.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                        help="also answer requests addressed to NAME (a reverse proxy's name); "
+                             "repeatable (env: comma-separated). A loopback server otherwise "
+                             "answers only to localhost, 127.0.0.1 and [::1]")
+    # No %(default)s here: --help must never print a token taken from the environment.
+    parser.add_argument("--token", default=env.get("VIDEO_ASYNC_TOKEN", ""),
+                        help="require this token from every client (the page link printed at "
+                             "start-up carries it; API clients send 'Authorization: Bearer "
+                             "TOKEN'). Default: a new random one when --host is not loopback, "
+                             "none on loopback")
+    no_token = env.get("VIDEO_ASYNC_NO_TOKEN", "0").lower() in ("1", "true", "yes", "on")
+    parser.add_argument("--no-token", action="store_true", default=no_token,
+                        help="no token even when --host is not loopback: anyone who can reach "
+                             "the port can see, download and delete every video "
+                             "(env: VIDEO_ASYNC_NO_TOKEN=1)")
     return parser

@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import human_size, one_of
 from ..keys import FFMPEG, LAG, PAGE, RECOVERY, SETTINGS, STORE, UPLOADS
@@ -18,6 +19,8 @@ routes = web.RouteTableDef()
 # The blank card app.js clones for a task the page has not drawn yet.
 EMPTY_TASK = Task(id="", filename="", resolution=DEFAULT_RESOLUTION, source_path=Path(),
                   size=0).to_json()
+# What /healthz shows to a caller without the token, when one is required.
+COUNTS_ONLY = ("status", "tasks", "uploads_in_progress", "jobs_running", "event_loop_lag_ms")
 
 
 def load_page() -> jinja2.Template:
@@ -47,7 +50,10 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response(heartbeat(request.app), headers={"Cache-Control": "no-store"})
+    health = heartbeat(request.app)
+    if not access.has_token(request):  # open to monitors, so nothing that names a file or task
+        health = {key: health[key] for key in COUNTS_ONLY}
+    return web.json_response(health, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/")

@@ -1,0 +1,190 @@
+"""Who may use the server: three middlewares, outermost first.
+
+- `host_check`: a loopback server answers only requests addressed to this
+  machine (or to a name given with --allow-host). A hostile page that points its
+  own name at 127.0.0.1 (DNS rebinding) still sends its own name in `Host`.
+- `same_origin`: a request that changes something (any method but GET, HEAD and
+  OPTIONS, so every route present and future) is refused when its `Origin`, or
+  its `Referer` if no `Origin` is sent, names another site. That stops another
+  site's form or script from uploading, deleting or retrying. A client that sends
+  neither header is not a browser acting for a visitor of some page: it passes.
+- `token_check`: when the settings carry a token, every request but /healthz must
+  bring it, as the cookie that visiting the printed `/?token=...` link sets, or as
+  `Authorization: Bearer ...`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from aiohttp.web_log import AccessLogger
+from yarl import URL
+
+from .config import Settings, is_loopback
+from .errors import ApiError, wants_html
+from .keys import SETTINGS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TOKEN_PARAM = "token"
+# Open without the token, for monitoring; it then shows counts only (routes/pages.py).
+OPEN_PATHS = frozenset({"/healthz"})
+NEEDS_TOKEN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>video_async: token needed</title></head>
+<body>
+<h1>This server needs its access token</h1>
+<p>Open the link the server printed when it started: it looks like
+<code>http://…/?token=…</code>. Opening it once lets this browser in.</p>
+<p>Not the one who started it? Ask the person who did for that link.</p>
+</body></html>
+"""
+
+
+def host_name(host: str) -> str:
+    """A Host header's name without its port: 'Example.com:8080' -> 'example.com', '[::1]:80' -> '::1'."""
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    return name.rstrip(".").lower()
+
+
+def host_check(settings: Settings) -> Middleware:
+    """On loopback, or whenever --allow-host names are given, serve only the names expected."""
+    allowed = frozenset(host_name(name) for name in settings.allowed_hosts)
+    checking = settings.on_loopback or bool(allowed)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        # No Host at all is an HTTP/1.0 client, never a browser: nothing to rebind.
+        if checking and host is not None:
+            name = host_name(host)
+            if not (is_loopback(name) or name in allowed):
+                raise ApiError(403, "unknown_host",
+                               f"This server answers only to localhost, 127.0.0.1 and [::1], and "
+                               f"to names given with --allow-host; this request was addressed to "
+                               f"{host[:100]!r}. Behind a reverse proxy, start the server with "
+                               f"--allow-host {name[:100]}.")
+        return await handler(request)
+
+    return middleware
+
+
+def same_origin(settings: Settings) -> Middleware:
+    """Changes come only from this server's own pages, allowed front ends, or non-browsers."""
+    allowed = frozenset(origin.rstrip("/") for origin in settings.cors_origins)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in SAFE_METHODS:
+            source = request.headers.get("Origin") or request.headers.get("Referer")
+            if source and not _from_here(source, request.headers.get("Host"), allowed):
+                raise ApiError(403, "cross_site",
+                               "Another site's page tried to change something here, and only "
+                               "this server's own page (or a front end allowed with "
+                               "--cors-origin) may. Nothing was changed.")
+        return await handler(request)
+
+    return middleware
+
+
+def _from_here(source: str, host: str | None, allowed: frozenset[str]) -> bool:
+    """Does an Origin or Referer value name this server, or an allowed front end?"""
+    try:
+        url = URL(source)
+    except ValueError:
+        return False
+    # "null" (a sandboxed frame, a file: page) has no host and is nobody we know.
+    if not url.absolute or not url.raw_authority:
+        return False
+    if f"{url.scheme}://{url.raw_authority}" in allowed:
+        return True
+    # Browsers write Host exactly as the authority of the URL they requested.
+    return host is not None and url.raw_authority.lower() == host.lower()
+
+
+def cookie_name(settings: Settings) -> str:
+    # Cookies are shared by every port of a host: the port keeps two servers' tokens apart.
+    return f"video_async_token_{settings.port}" if settings.port else "video_async_token"
+
+
+def _matches(given: str, token: str) -> bool:
+    # compare_digest takes as long wherever the first difference is: the timing
+    # of a refusal tells nothing about how much of a guess was right.
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def has_token(request: web.Request) -> bool:
+    """True when the request brings the token (cookie or bearer header), or none is required."""
+    settings = request.app[SETTINGS]
+    if not settings.token:
+        return True
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and _matches(credentials.strip(), settings.token):
+        return True
+    cookie = request.cookies.get(cookie_name(settings))
+    return cookie is not None and _matches(cookie, settings.token)
+
+
+def token_check(settings: Settings) -> Middleware:
+    """With a token set: let in who brings it, turn the printed link into a cookie, refuse the rest."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not settings.token:
+            return await handler(request)
+        offered = request.query.get(TOKEN_PARAM)
+        if offered is not None and request.method in ("GET", "HEAD") \
+                and _matches(offered, settings.token):
+            return _let_in(request, settings)
+        if has_token(request) or request.path in OPEN_PATHS:
+            return await handler(request)
+        if wants_html(request):
+            return web.Response(status=401, text=NEEDS_TOKEN_PAGE, content_type="text/html",
+                                headers={"Cache-Control": "no-store"})
+        raise ApiError(401, "token_required",
+                       "This server needs its access token: send 'Authorization: Bearer <token>', "
+                       "or open the link printed when the server started.",
+                       headers={"WWW-Authenticate": 'Bearer realm="video_async"'})
+
+    return middleware
+
+
+def _let_in(request: web.Request, settings: Settings) -> web.Response:
+    """The printed link: keep the token in a cookie, and send the browser on without it in the URL."""
+    response = web.Response(status=303, headers={
+        "Location": str(request.rel_url.without_query_params(TOKEN_PARAM)),
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+    })
+    # HttpOnly: no script can read it. Strict: no other site's request carries it.
+    response.set_cookie(cookie_name(settings), settings.token, path="/", httponly=True,
+                        samesite="Strict", secure=request.secure)
+    return response
+
+
+def page_links(settings: Settings) -> list[str]:
+    """The page's address with the token, as start-up prints it, one per useful name."""
+    if settings.host in ("0.0.0.0", "::", ""):
+        # every interface: this machine's name for others, loopback for this one
+        hosts = [socket.gethostname(), "127.0.0.1"]
+    else:
+        hosts = [f"[{settings.host}]" if ":" in settings.host else settings.host]
+    return [f"http://{host}:{settings.port}/?{TOKEN_PARAM}={settings.token}" for host in hosts]
+
+
+class RedactingAccessLogger(AccessLogger):
+    """aiohttp's access log, but the token of a `?token=...` link never reaches it."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if TOKEN_PARAM in request.query:
+            try:
+                request = request.clone(
+                    rel_url=request.rel_url.update_query({TOKEN_PARAM: "(hidden)"}))
+            except RuntimeError:  # aiohttp cannot clone a request whose body was read
+                self.logger.info("%s %s %s (query hidden) %s", request.remote, request.method,
+                                 request.path, response.status)
+                return
+        super().log(request, response, time)
