@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from video_async.config import Settings
-
-from .conftest import (AppClient, Clips, MakeClient, describe, files_in, hanging_ffmpeg, run_ffmpeg,
-                       top_level_boxes, upload, upload_ok, wait_for_state)
+from .support.clips import (Clips, assert_web_ready, describe, hanging_ffmpeg, run_ffmpeg,
+                            video_size)
+from .support.checks import files_in
+from .support.internals import Settings
+from .support.servers import MakeClient
+from .support.uploading import AppClient, upload, upload_ok, wait_for_state
 
 
 async def transcode(client: AppClient, clip: Path, resolution: str, tmp_path: Path,
@@ -27,24 +29,6 @@ async def transcode(client: AppClient, clip: Path, resolution: str, tmp_path: Pa
     out = tmp_path / f"{task['id']}.mp4"
     out.write_bytes(await response.read())
     return done, out
-
-
-def video_size(description: str) -> tuple[int, int]:
-    line = next(line for line in description.splitlines() if "Video:" in line)
-    match = re.search(r", (\d+)x(\d+)", line)
-    assert match, line
-    return int(match.group(1)), int(match.group(2))
-
-
-def assert_web_ready(path: Path, audio: bool = True) -> str:
-    description = describe(path)
-    video = next(line for line in description.splitlines() if "Video:" in line)
-    assert "Video: h264" in video and "yuv420p" in video, video
-    assert ("Audio: aac" in description) == audio
-    boxes = top_level_boxes(path)
-    assert boxes.index("moov") < boxes.index("mdat"), f"not faststart: {boxes}"
-    assert "rotation of" not in description  # rotation is applied to the pixels, not left as metadata
-    return description
 
 
 @pytest.mark.parametrize(("resolution", "expected"), [("480", (854, 480)), ("720", (1280, 720)),
