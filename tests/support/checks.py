@@ -8,7 +8,7 @@ import aiohttp
 
 from .clips import Clips
 from .internals import Settings
-from .uploading import Http, tasks, upload_ok, wait_for_state
+from .uploading import Http, list_tasks, upload_ok, wait_for_state
 
 
 def files_in(folder: Path) -> list[str]:
@@ -31,7 +31,7 @@ async def assert_error(response: aiohttp.ClientResponse, status: int, code: str)
 
 async def assert_nothing_left(http: Http, settings: Settings) -> None:
     """No task, and no file in uploads/ or outputs/."""
-    assert await tasks(http) == []
+    assert await list_tasks(http) == []
     assert files_in(settings.uploads_dir) == []
     assert files_in(settings.outputs_dir) == []
 

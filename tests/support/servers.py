@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -36,9 +37,9 @@ class Server:
         self.proc, self.port, self.data_dir, self.log = proc, port, data_dir, log
         self.url = f"http://127.0.0.1:{port}"
 
-    def session(self) -> aiohttp.ClientSession:
+    def session(self, **options: Any) -> aiohttp.ClientSession:
         """A client of this server that takes paths ("/tasks"), as the test client does."""
-        return aiohttp.ClientSession(base_url=self.url)
+        return aiohttp.ClientSession(base_url=self.url, **options)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

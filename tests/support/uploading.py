@@ -48,7 +48,7 @@ async def get_json(http: Http, path: str) -> Any:
     return await response.json()
 
 
-async def tasks(http: Http) -> list[dict[str, Any]]:
+async def list_tasks(http: Http) -> list[dict[str, Any]]:
     listed: list[dict[str, Any]] = await get_json(http, "/tasks")
     return listed
 
