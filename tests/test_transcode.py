@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from .support.clips import (Clips, assert_web_ready, describe, hanging_ffmpeg, run_ffmpeg,
-                            video_size)
 from .support.checks import files_in
+from .support.clips import Clips, assert_web_ready, describe, hanging_ffmpeg, run_ffmpeg, video_size
 from .support.internals import Settings
 from .support.servers import MakeClient
 from .support.uploading import AppClient, upload, upload_ok, wait_for_state

@@ -4,6 +4,7 @@
 - waiting: wait for a condition under a timeout, never a fixed sleep
 - clips: generated media, stand-in ffmpegs, and what ffmpeg says about an output
 - uploading: upload and wait, through the HTTP API, on a test client or a real server
+- checks: the JSON error, nothing left behind, the worker going on
 - raw: uploads written by hand on a socket, for the cases no client library sends
 - failing: a task that has FAILED, and a queue held by a job that runs until deleted
 - processes: what runs on the machine, read from /proc

@@ -59,7 +59,8 @@ async def wait_for_state(http: Http, task_id: str, *states: str, min_progress: i
     async def current() -> dict[str, Any] | None:
         task = await get_json(http, f"/tasks/{task_id}")
         return task if task["state"] in states and task["progress"] >= min_progress else None
-    return await wait_until(current, timeout, f"task {task_id} to reach {states}")
+    reached: dict[str, Any] = await wait_until(current, timeout, f"task {task_id} to reach {states}")
+    return reached
 
 
 async def transcoding(http: Http, task_id: str) -> dict[str, Any]:
@@ -79,4 +80,5 @@ async def download(http: Http, task_id: str) -> bytes:
 
 
 async def uploads_in_progress(http: Http, count: int) -> bool:
-    return (await get_json(http, "/healthz"))["uploads_in_progress"] == count
+    in_progress: int = (await get_json(http, "/healthz"))["uploads_in_progress"]
+    return in_progress == count
