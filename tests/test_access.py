@@ -10,7 +10,6 @@ import asyncio
 import os
 import re
 import secrets
-import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,18 +18,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
-from video_async.config import Settings
-
-from .conftest import (AppClient, Clips, MakeClient, Server, files_in, start_server, upload,
-                       wait_for_state, wait_until)
+from .support.browser import card
+from .support.checks import files_in
+from .support.clips import Clips
+from .support.internals import Settings
+from .support.servers import MakeClient, Server, start_server
+from .support.uploading import AppClient, upload, wait_for_state
+from .support.waiting import wait_until
 
 EVIL = "http://evil.example"
 REACT = "http://localhost:3000"  # the original front end, on its own origin
-CHROMIUM = os.environ.get("VIDEO_ASYNC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
@@ -312,22 +311,6 @@ async def printed_link(server: Server) -> str:
     """The page link with its token, as start-up prints it for this machine."""
     found = await in_output(server, rf"^\s+(http://127\.0\.0\.1:{server.port}/\?token=[\w.~-]+)$")
     return found.group(1)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package "
-                    "or set VIDEO_ASYNC_CHROMIUM")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=shutil.which(CHROMIUM),
-                                                    args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        await launched.close()
-
-
-def card(page: Page, name: str) -> Any:
-    return page.locator("li.task", has=page.locator(".name", has_text=name))
 
 
 async def upload_from_page(page: Page, clip: Path) -> Any:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from .conftest import Clips, MakeClient, wait_for_state
+from .support.clips import Clips
+from .support.servers import MakeClient
+from .support.uploading import wait_for_state
 
 REACT = "http://localhost:3000"
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import AppClient, Clips, upload, upload_ok, wait_for_state
+from .support.clips import Clips
+from .support.uploading import AppClient, upload, upload_ok, wait_for_state
 
 
 def with_unknown_codec(clips: Clips, folder: Path) -> Path:

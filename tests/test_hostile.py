@@ -13,12 +13,12 @@ from urllib.parse import quote
 
 import pytest
 
-from video_async.config import Settings
-
-from .conftest import (BOUNDARY, AppClient, Clips, describe, ffmpeg_pids, files_in, upload, upload_ok,
-                       wait_for_state)
-from .test_transcode import assert_web_ready, video_size
-from .test_upload_errors import assert_error, assert_nothing_left
+from .support.checks import assert_error, assert_next_job_completes, assert_nothing_left, files_in, partials
+from .support.clips import Clips, assert_web_ready, describe, video_size
+from .support.internals import Settings
+from .support.processes import ffmpeg_pids
+from .support.raw import BOUNDARY, post_raw
+from .support.uploading import AppClient, upload, upload_ok, wait_for_state
 
 
 def multipart(*parts: tuple[bytes, bytes], boundary: str = BOUNDARY) -> bytes:
@@ -38,11 +38,6 @@ def encoded_file_part(filename: str, content: bytes) -> tuple[bytes, bytes]:
     """The RFC 5987 form, filename*=UTF-8''..., which can carry any character, NUL included."""
     return (b"Content-Disposition: form-data; name=\"video\"; filename*=UTF-8''"
             + quote(filename, safe="").encode() + b"\r\nContent-Type: video/mp4", content)
-
-
-async def post_raw(client: AppClient, body: bytes, boundary: str = BOUNDARY):  # type: ignore[no-untyped-def]
-    return await client.post("/videos/upload", data=body,
-                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
 # -- names ------------------------------------------------------------------------------
@@ -179,10 +174,9 @@ async def test_valid_index_with_garbage_samples_fails_plainly(client: AppClient,
 
 
 async def assert_worker_goes_on(client: AppClient, clips: Clips, settings: Settings) -> None:
-    assert not [n for n in files_in(settings.layout.outputs_dir) if "partial" in n]
+    assert partials(settings.data_dir) == []
     assert ffmpeg_pids(settings.data_dir) == []
-    nxt = await upload_ok(client, clips.small(), "480")
-    assert (await wait_for_state(client, nxt["id"], "COMPLETED", "FAILED"))["state"] == "COMPLETED"
+    await assert_next_job_completes(client, clips)
 
 
 # -- odd but valid sources ------------------------------------------------------------------

@@ -8,24 +8,21 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import Clips, start_server, wait_until
+from .support.clips import Clips
+from .support.processes import rss_mib
+from .support.servers import start_server
+from .support.uploading import list_tasks, upload
+from .support.waiting import wait_until
 
 UPLOADS = 20
 POLLERS = 50
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def test_concurrent_uploads_while_many_clients_poll(tmp_path: Path, clips: Clips) -> None:
     # short limits: any upload over them must be a clean 503 (test_limits.py forces those)
     server = await start_server(tmp_path / "data", "--max-queued", "10", "--max-uploads", "6")
     pid = server.proc.pid
-    clip = clips.small().read_bytes()
+    clip = clips.small()
     before = rss_mib(pid)
     peak = before
     failures: list[str] = []
@@ -33,22 +30,19 @@ async def test_concurrent_uploads_while_many_clients_poll(tmp_path: Path, clips:
     stop = asyncio.Event()
 
     async def one_upload(session: aiohttp.ClientSession, number: int) -> tuple[int, dict[str, Any]]:
-        form = aiohttp.FormData()
-        form.add_field("resolution", "480")
-        form.add_field("video", clip, filename=f"clip-{number}.mp4", content_type="video/mp4")
-        async with session.post(f"{server.url}/videos/upload", data=form) as response:
-            body = await response.json()
-            if response.status == 503:
-                assert body["error"]["code"] in ("busy", "queue_full")
-                assert int(response.headers["Retry-After"]) > 0
-            return response.status, body
+        response = await upload(session, clip, "480", filename=f"clip-{number}.mp4")
+        body = await response.json()
+        if response.status == 503:
+            assert body["error"]["code"] in ("busy", "queue_full")
+            assert int(response.headers["Retry-After"]) > 0
+        return response.status, body
 
     async def poller(session: aiohttp.ClientSession) -> None:
         nonlocal polls, peak
         etag = ""
         while not stop.is_set():
             try:
-                async with session.get(f"{server.url}/tasks", headers={"If-None-Match": etag}) as r:
+                async with session.get("/tasks", headers={"If-None-Match": etag}) as r:
                     if r.status == 200:
                         etag = r.headers["ETag"]
                         await r.json()
@@ -61,7 +55,7 @@ async def test_concurrent_uploads_while_many_clients_poll(tmp_path: Path, clips:
             await asyncio.sleep(0.01)
 
     connector = aiohttp.TCPConnector(limit=0)  # no client-side queueing: all 70 at once
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with server.session(connector=connector) as session:
         polling = [asyncio.create_task(poller(session)) for _ in range(POLLERS)]
         try:
             results = await asyncio.gather(*(one_upload(session, n) for n in range(UPLOADS)))
@@ -70,8 +64,7 @@ async def test_concurrent_uploads_while_many_clients_poll(tmp_path: Path, clips:
             assert accepted, "every upload was refused"
 
             async def all_completed() -> bool:
-                async with session.get(f"{server.url}/tasks") as response:
-                    tasks = {t["id"]: t for t in await response.json()}
+                tasks = {t["id"]: t for t in await list_tasks(session)}
                 assert not [t for t in tasks.values() if t["state"] == "FAILED"]
                 return all(tasks[task_id]["state"] == "COMPLETED" for task_id in accepted)
             await wait_until(all_completed, 60, "every accepted upload to complete")

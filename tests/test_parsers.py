@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from video_async.ffmpeg import Media, output_size, parse_probe, parse_progress
-from video_async.display import clock, human_size
-from video_async.routes.tasks import content_disposition
-from video_async.routes.uploads import container_of, display_name
+from .support.internals import (Media, clock, container_of, content_disposition, display_name, human_size,
+                                output_size, parse_probe, parse_progress)
 
 LANDSCAPE = """\
 Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'clip.mov':

@@ -7,36 +7,23 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from .conftest import (Clips, Server, ffmpeg_pids, files_in, free_port, realtime_ffmpeg, start_server,
-                       wait_until)
-
-
-async def start_long_job(server: Server, clip: Path) -> str:
-    async with aiohttp.ClientSession() as session:
-        form = aiohttp.FormData()
-        form.add_field("resolution", "720")
-        with clip.open("rb") as video:
-            form.add_field("video", video, filename="long.mp4")
-            async with session.post(f"{server.url}/videos/upload", data=form) as response:
-                assert response.status == 201
-                task_id: str = (await response.json())["id"]
-
-        async def processing() -> bool:
-            async with session.get(f"{server.url}/tasks/{task_id}") as response:
-                task = await response.json()
-                return task["state"] == "PROCESSING" and task["progress"] > 0
-        await wait_until(processing, 60, "the job to run")
-    return task_id
+from .support.checks import partials
+from .support.clips import Clips, realtime_ffmpeg
+from .support.internals import MIB, Settings
+from .support.processes import ffmpeg_pids
+from .support.servers import refused_start, start_server
+from .support.uploading import transcoding, upload_ok
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_shutdown_mid_transcode_leaves_nothing(tmp_path: Path, clips: Clips, signum: int) -> None:
     server = await start_server(tmp_path / "data", "--ffmpeg", str(realtime_ffmpeg(tmp_path)))  # 12 s job
     try:
-        await start_long_job(server, clips.long())
+        async with server.session() as session:
+            task = await upload_ok(session, clips.long(), "720")
+            await transcoding(session, task["id"])
         assert len(ffmpeg_pids(server.data_dir)) == 1
         server.proc.send_signal(signum)
         async with asyncio.timeout(10):  # "within a few seconds"
@@ -46,8 +33,7 @@ async def test_shutdown_mid_transcode_leaves_nothing(tmp_path: Path, clips: Clip
             await server.kill()
     assert code == 0
     assert ffmpeg_pids(server.data_dir) == []
-    assert not [name for name in files_in(server.data_dir / "outputs") if "partial" in name]
-    assert not [name for name in files_in(server.data_dir / "uploads") if "partial" in name]
+    assert partials(server.data_dir) == []
     assert "Traceback" not in server.output()
 
 
@@ -64,19 +50,6 @@ async def test_help_explains_every_flag() -> None:
         assert flag in text
 
 
-async def refused_start(data_dir: Path, *flags: str) -> str:
-    """Start the program where it must refuse to: what it said, once it exited non-zero, plainly."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "video_async", "--port", str(free_port()), "--data-dir", str(data_dir),
-        *flags, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    async with asyncio.timeout(20):
-        _, err = await proc.communicate()
-    assert proc.returncode != 0
-    message = err.decode()
-    assert "Traceback" not in message
-    return message
-
-
 @pytest.mark.parametrize("ffmpeg", ["/nonexistent/ffmpeg", "/bin/false"])
 async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> None:
     message = await refused_start(tmp_path, "--ffmpeg", ffmpeg)
@@ -84,7 +57,6 @@ async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> No
 
 
 async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
-    from video_async.config import Settings
     settings = Settings.from_args([], environ={"VIDEO_ASYNC_PORT": "9001", "VIDEO_ASYNC_WORKERS": "3",
                                                "VIDEO_ASYNC_CORS_ORIGIN": "http://a.test,http://b.test"})
     assert (settings.port, settings.workers) == (9001, 3)
@@ -93,7 +65,6 @@ async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
 
 
 async def test_reliability_flags_and_variables() -> None:
-    from video_async.config import MIB, Settings
     defaults = Settings.from_args([], environ={})
     assert (defaults.job_timeout, defaults.stall_timeout, defaults.max_duration) == (3600, 120, 10800)
     assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 8, 1024 * MIB)

@@ -5,44 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 
-from .conftest import (FFMPEG, PART_HEAD, Clips, Server, ffmpeg_pids, files_in, hang_up, open_upload,
-                       start_server, wait_until)
-
-async def post_clip(session: aiohttp.ClientSession, server: Server, clip: Path,
-                    resolution: str = "480") -> dict[str, Any]:
-    form = aiohttp.FormData()
-    form.add_field("resolution", resolution)
-    with clip.open("rb") as video:
-        form.add_field("video", video, filename=clip.name)
-        async with session.post(f"{server.url}/videos/upload", data=form) as response:
-            assert response.status == 201, await response.text()
-            return await response.json()
-
-
-async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
-    async with session.get(url) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
-
-
-async def wait_for(session: aiohttp.ClientSession, server: Server, task_id: str, *states: str,
-                   progress: int = 0, timeout: float = 90) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        task = await get_json(session, f"{server.url}/tasks/{task_id}")
-        return task if task["state"] in states and task["progress"] >= progress else None
-    return await wait_until(reached, timeout, f"task {task_id} to reach {states}")
-
-
-async def download(session: aiohttp.ClientSession, server: Server, task_id: str) -> bytes:
-    async with session.get(f"{server.url}/tasks/{task_id}/download") as response:
-        assert response.status == 200
-        return await response.read()
+from .support.checks import files_in, partials
+from .support.clips import FFMPEG, Clips
+from .support.processes import ffmpeg_pids
+from .support.raw import PART_HEAD, hang_up, open_upload
+from .support.servers import Server, refused_start, start_server
+from .support.uploading import Http, download, get_json, list_tasks, transcoding, upload_ok, wait_for_state
+from .support.waiting import wait_until
 
 
 async def in_snapshot(data_dir: Path, task_id: str, state: str) -> None:
@@ -56,86 +29,83 @@ async def in_snapshot(data_dir: Path, task_id: str, state: str) -> None:
     await wait_until(written, 10, f"tasks.json to show {task_id} {state}")
 
 
-async def finished_task(session: aiohttp.ClientSession, server: Server,
-                        clip: Path) -> tuple[dict[str, Any], bytes]:
+async def finished_task(session: Http, server: Server, clip: Path) -> tuple[dict[str, Any], bytes]:
     """A task COMPLETED and saved in tasks.json, with the bytes of its download."""
-    done = await post_clip(session, server, clip)
-    await wait_for(session, server, done["id"], "COMPLETED")
+    done = await upload_ok(session, clip, "480")
+    await wait_for_state(session, done["id"], "COMPLETED", timeout=90)
     await in_snapshot(server.data_dir, done["id"], "COMPLETED")
-    return done, await download(session, server, done["id"])
-
-
-def partials(data_dir: Path) -> list[str]:
-    return [name for folder in ("uploads", "outputs") for name in files_in(data_dir / folder)
-            if "partial" in name]
+    return done, await download(session, done["id"])
 
 
 async def test_sigkill_mid_upload(tmp_path: Path, clips: Clips) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir)
-    async with aiohttp.ClientSession() as session:
+    async with server.session() as session:
         done, before = await finished_task(session, server, clips.small())
 
-        # an upload that has sent its headers and a first piece of a 10 MiB body
-        _, writer = await open_upload("127.0.0.1", server.port, PART_HEAD + clips.small().read_bytes())
+    # an upload that has sent its headers and a first piece of a 10 MiB body
+    _, writer = await open_upload("127.0.0.1", server.port, PART_HEAD + clips.small().read_bytes())
 
-        async def partial_on_disk() -> bool:
-            return partials(data_dir) != []
-        await wait_until(partial_on_disk, 10, "the upload to reach the disk")
-        await server.kill()
-        await hang_up(writer)
-        assert partials(data_dir) != []  # the crash really left half an upload behind
+    async def partial_on_disk() -> bool:
+        return partials(data_dir) != []
+    await wait_until(partial_on_disk, 10, "the upload to reach the disk")
+    await server.kill()
+    await hang_up(writer)
+    assert partials(data_dir) != []  # the crash really left half an upload behind
 
-        server = await start_server(data_dir)
-        try:
-            tasks = await get_json(session, f"{server.url}/tasks")
-            assert [(t["id"], t["state"]) for t in tasks] == [(done["id"], "COMPLETED")]  # no phantom
+    server = await start_server(data_dir)
+    try:
+        async with server.session() as session:
+            listed = await list_tasks(session)
+            assert [(t["id"], t["state"]) for t in listed] == [(done["id"], "COMPLETED")]  # no phantom
             assert partials(data_dir) == []
             assert files_in(data_dir / "uploads") == [f"{done['id']}.mp4"]
-            assert await download(session, server, done["id"]) == before
-            health = await get_json(session, f"{server.url}/healthz")
+            assert await download(session, done["id"]) == before
+            health = await get_json(session, "/healthz")
             assert health["unreferenced_files"] == []
             assert "removed uploads/" in server.output() and ".partial" in server.output()
-        finally:
-            assert await server.stop() == 0
+    finally:
+        assert await server.stop() == 0
     assert "Traceback" not in server.output()
 
 
 async def test_sigkill_mid_transcode(tmp_path: Path, clips: Clips) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir)
-    async with aiohttp.ClientSession() as session:
+    async with server.session() as session:
         done, before = await finished_task(session, server, clips.small())
-        interrupted = await post_clip(session, server, clips.long())
-        waiting = await post_clip(session, server, clips.small())
-        await wait_for(session, server, interrupted["id"], "PROCESSING", progress=1)
-        old_ffmpeg = ffmpeg_pids(data_dir)
-        assert len(old_ffmpeg) == 1
-        await server.kill()
-        # ffmpeg runs in its own session, so it outlives a SIGKILLed parent: this is
-        # exactly what start-up has to clean up
-        assert set(old_ffmpeg) <= set(ffmpeg_pids(data_dir))
-        assert partials(data_dir) == [f"{interrupted['id']}.partial.mp4"]
+        interrupted = await upload_ok(session, clips.long(), "480")
+        waiting = await upload_ok(session, clips.small(), "480")
+        await transcoding(session, interrupted["id"])
+    old_ffmpeg = ffmpeg_pids(data_dir)
+    assert len(old_ffmpeg) == 1
+    await server.kill()
+    # ffmpeg runs in its own session, so it outlives a SIGKILLed parent: this is
+    # exactly what start-up has to clean up
+    assert set(old_ffmpeg) <= set(ffmpeg_pids(data_dir))
+    assert partials(data_dir) == [f"{interrupted['id']}.partial.mp4"]
 
-        server = await start_server(data_dir)
-        try:
-            assert not set(old_ffmpeg) & set(ffmpeg_pids(data_dir)), "ffmpeg of the killed run still runs"
-            tasks = await get_json(session, f"{server.url}/tasks")
-            assert [t["id"] for t in tasks] == [done["id"], interrupted["id"], waiting["id"]]
-            assert tasks[0]["state"] == "COMPLETED"
-            assert tasks[1]["state"] in ("QUEUED", "PROCESSING")  # to run again, from the start
-            finished = await wait_for(session, server, interrupted["id"], "COMPLETED", "FAILED")
+    server = await start_server(data_dir)
+    try:
+        assert not set(old_ffmpeg) & set(ffmpeg_pids(data_dir)), "ffmpeg of the killed run still runs"
+        async with server.session() as session:
+            listed = await list_tasks(session)
+            assert [t["id"] for t in listed] == [done["id"], interrupted["id"], waiting["id"]]
+            assert listed[0]["state"] == "COMPLETED"
+            assert listed[1]["state"] in ("QUEUED", "PROCESSING")  # to run again, from the start
+            finished = await wait_for_state(session, interrupted["id"], "COMPLETED", "FAILED",
+                                            timeout=90)
             assert finished["state"] == "COMPLETED", finished["error"]
-            assert (await wait_for(session, server, waiting["id"], "COMPLETED"))["error"] is None
-            assert await download(session, server, done["id"]) == before
-            assert len(await download(session, server, interrupted["id"])) > 0
-            assert partials(data_dir) == []
-            assert ffmpeg_pids(data_dir) == []
-            # not asserted here: "left running by a previous run". The orphan (which ignores
-            # SIGPIPE, so it outlives its reader) may finish its few seconds of work before the
-            # new server looks; the next test makes an orphan that cannot finish first.
-        finally:
-            assert await server.stop() == 0
+            assert (await wait_for_state(session, waiting["id"], "COMPLETED", timeout=90))["error"] is None
+            assert await download(session, done["id"]) == before
+            assert len(await download(session, interrupted["id"])) > 0
+        assert partials(data_dir) == []
+        assert ffmpeg_pids(data_dir) == []
+        # not asserted here: "left running by a previous run". The orphan (which ignores
+        # SIGPIPE, so it outlives its reader) may finish its few seconds of work before the
+        # new server looks; the next test makes an orphan that cannot finish first.
+    finally:
+        assert await server.stop() == 0
     assert "Traceback" not in server.output()
 
 
@@ -171,15 +141,9 @@ async def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -
     data_dir = tmp_path / "data"
     server = await start_server(data_dir)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "video_async", "--port", "0", "--data-dir", str(data_dir),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        async with asyncio.timeout(20):
-            _, err = await proc.communicate()
-        assert proc.returncode != 0
-        assert f"another video-async server is using {data_dir.resolve()};" in err.decode()
-        assert "--data-dir" in err.decode()  # and what to do about it
-        assert "Traceback" not in err.decode()
+        said = await refused_start(data_dir)
+        assert f"another video-async server is using {data_dir.resolve()};" in said
+        assert "--data-dir" in said  # and what to do about it
     finally:
         assert await server.stop() == 0
     assert os.path.exists(data_dir / "tasks.json.lock")

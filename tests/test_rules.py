@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from video_async.config import RESOLUTIONS, Settings
-from video_async.layout import SOURCE_EXTENSIONS, DataLayout
-
-from .conftest import AppClient, Clips, upload_ok, wait_for_state
+from .support.clips import Clips
+from .support.internals import RESOLUTIONS, SOURCE_EXTENSIONS, DataLayout, Settings
+from .support.uploading import AppClient, upload_ok, wait_for_state
 
 BOUNDARY = "rules-boundary"
 

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from video_async.config import Settings
-from video_async.snapshot import SnapshotWriter
-from video_async.store import Task, TaskStore, new_task_id
-
-from .conftest import Clips, MakeClient, files_in, realtime_ffmpeg, upload_ok, wait_for_state
+from .support.checks import files_in
+from .support.clips import Clips, realtime_ffmpeg
+from .support.failing import failed_task
+from .support.internals import Settings, SnapshotWriter, TaskStore, a_task
+from .support.servers import MakeClient
+from .support.uploading import upload_ok, wait_for_state
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
@@ -25,15 +26,11 @@ def without_position(task: dict[str, Any]) -> dict[str, Any]:
 
 async def test_restart_brings_back_every_task(make_client: MakeClient, clips: Clips,
                                               settings: Settings, tmp_path: Path) -> None:
-    client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # the blocker outlasts the damage
+    # each job as slow as its video plays: failed_task's blocker outlasts the damage
+    client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))
     done = await upload_ok(client, clips.small(), "480", filename="über clip.mp4")
     await wait_for_state(client, done["id"], "COMPLETED")
-    # damaged on disk while a 12 s job keeps it waiting, so the worker cannot read it first
-    blocker = await upload_ok(client, clips.long(), "480")
-    broken = await upload_ok(client, clips.small(), "480")
-    (settings.layout.uploads_dir / f"{broken['id']}.mp4").write_bytes(b"\0" * 100)
-    await client.delete(f"/tasks/{blocker['id']}")
-    await wait_for_state(client, broken["id"], "FAILED")
+    broken = (await failed_task(client, clips, settings.layout.uploads_dir)).task
     before = await (await client.get("/tasks")).json()
     video = await (await client.get(f"/tasks/{done['id']}/download")).read()
     await client.close()  # a clean stop: the last snapshot is written on the way out
@@ -76,7 +73,9 @@ async def test_files_gone_while_stopped(make_client: MakeClient, clips: Clips,
     assert tasks[running["id"]]["started_at"] is None or tasks[running["id"]]["progress"] < 100
     finished = await wait_for_state(client, running["id"], "COMPLETED", "FAILED")
     assert finished["state"] == "COMPLETED", finished["error"]
-    # the thumbnail of the task whose video vanished is not referenced any more: reported
+    # the task whose video vanished keeps its thumbnail: still shown, so not reported as stray
+    assert (settings.layout.outputs_dir / f"{done['id']}.jpg").is_file()
+    assert (await client.get(f"/tasks/{done['id']}/thumbnail")).status == 200
     health = await (await client.get("/healthz")).json()
     assert health["unreferenced_files"] == []
 
@@ -160,8 +159,7 @@ async def test_a_burst_of_progress_updates_is_a_few_writes(tmp_path: Path) -> No
     writer = SnapshotWriter(store, settings)
     running = asyncio.create_task(writer.run())
     try:
-        task = store.add(Task(id=new_task_id(), filename="a.mp4", resolution="480",
-                              source_path=settings.layout.uploads_dir / "x.mp4", size=1))
+        task = store.add(a_task(settings.layout.uploads_dir / "x.mp4"))
         await writer.durable()
         snapshots = {settings.layout.snapshot_path.stat().st_ino}  # each write is a new file renamed in
         changes = 0

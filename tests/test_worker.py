@@ -6,28 +6,24 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-from video_async.config import Settings
-
-from .conftest import (AppClient, Clips, MakeClient, ffmpeg_pids, files_in, hanging_ffmpeg, pad_to,
-                       realtime_ffmpeg, upload_ok, uploads_in_progress, wait_for_state, wait_until)
-
-
-async def processing_with_progress(client: AppClient, task_id: str) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        task = await (await client.get(f"/tasks/{task_id}")).json()
-        return task if task["state"] == "PROCESSING" and task["progress"] > 0 else None
-    return await wait_until(check, 60, "the transcode to report progress")
+from .support.checks import files_in
+from .support.clips import Clips, hanging_ffmpeg, pad_to, realtime_ffmpeg
+from .support.failing import failed_task
+from .support.internals import Settings
+from .support.processes import ffmpeg_pids
+from .support.servers import MakeClient
+from .support.uploading import AppClient, transcoding, upload_ok, uploads_in_progress, wait_for_state
+from .support.waiting import wait_until
 
 
 async def test_progress_and_eta_while_processing(make_client: MakeClient, clips: Clips,
                                                  tmp_path: Path) -> None:
     client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # still running at the end
     task = await upload_ok(client, clips.long(), "480")
-    running = await processing_with_progress(client, task["id"])
+    running = await transcoding(client, task["id"])
     assert 0 < running["progress"] < 100
     assert running["started_at"] is not None and running["finished_at"] is None
     eta = await wait_until(lambda: _eta(client, task["id"]), 30, "an ETA")
@@ -45,7 +41,7 @@ async def test_delete_while_processing_stops_ffmpeg(make_client: MakeClient, cli
                                                     settings: Settings, tmp_path: Path) -> None:
     client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # still running when deleted
     task = await upload_ok(client, clips.long(), "720")
-    await processing_with_progress(client, task["id"])
+    await transcoding(client, task["id"])
     assert len(ffmpeg_pids(settings.data_dir)) == 1
     assert files_in(settings.layout.outputs_dir) == [f"{task['id']}.partial.mp4"]
 
@@ -109,26 +105,11 @@ async def test_two_workers_overlap(make_client: MakeClient, clips: Clips, settin
     assert ffmpeg_pids(settings.data_dir) == []
 
 
-async def failed_from_damage(make_client: MakeClient, clips: Clips, settings: Settings,
-                             tmp_path: Path) -> tuple[AppClient, dict[str, Any], Path]:
-    """A client whose one task has run and ended: its upload was damaged on disk while it waited.
-
-    The first job, a blocker, hangs until deleted (hanging_ffmpeg), so the damage always
-    lands before the worker reads the file. Writing clips.small() back to the returned
-    path repairs it.
-    """
-    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))
-    blocker = await upload_ok(client, clips.small(), "480")
-    victim = await upload_ok(client, clips.small(), "480")
-    source = settings.layout.uploads_dir / f"{victim['id']}.mp4"
-    source.write_bytes(clips.small().read_bytes()[:40])
-    await client.delete(f"/tasks/{blocker['id']}")
-    return client, await wait_for_state(client, victim["id"], "FAILED", "COMPLETED"), source
-
-
 async def test_failure_is_reported_and_retry_runs_it_again(make_client: MakeClient, clips: Clips,
                                                            settings: Settings, tmp_path: Path) -> None:
-    client, failed, source = await failed_from_damage(make_client, clips, settings, tmp_path)
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # holds the queue, see failed_task
+    damaged = await failed_task(client, clips, settings.layout.uploads_dir)
+    failed = damaged.task
     assert failed["state"] == "FAILED"
     assert failed["error"] and len(failed["error"]) <= 200 and str(settings.data_dir) not in failed["error"]
     assert files_in(settings.layout.outputs_dir) == []
@@ -137,7 +118,7 @@ async def test_failure_is_reported_and_retry_runs_it_again(make_client: MakeClie
     await wait_for_state(client, other["id"], "COMPLETED")
     assert (await client.post(f"/tasks/{other['id']}/retry")).status == 409
     # repaired, retried, completed
-    source.write_bytes(clips.small().read_bytes())
+    damaged.repair()
     response = await client.post(f"/tasks/{failed['id']}/retry")
     assert response.status == 200
     assert (await response.json())["state"] in ("QUEUED", "PROCESSING", "COMPLETED")  # may be quick
@@ -163,7 +144,7 @@ async def test_requests_stay_fast_during_upload_and_transcode(make_client: MakeC
     long = clips.long()
     client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # outlasts the upload
     running = await upload_ok(client, long, "720")
-    await processing_with_progress(client, running["id"])
+    await transcoding(client, running["id"])
 
     async def slow_body() -> AsyncIterator[bytes]:
         with big.open("rb") as source:
@@ -197,12 +178,14 @@ async def test_requests_stay_fast_during_upload_and_transcode(make_client: MakeC
 
 async def test_two_retries_at_once_queue_the_task_once(make_client: MakeClient, clips: Clips,
                                                        settings: Settings, tmp_path: Path) -> None:
-    client, damaged, source = await failed_from_damage(make_client, clips, settings, tmp_path)
-    assert damaged["state"] == "FAILED"
-    source.write_bytes(clips.small().read_bytes())
-    first, second = await asyncio.gather(client.post(f"/tasks/{damaged['id']}/retry"),
-                                         client.post(f"/tasks/{damaged['id']}/retry"))
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # holds the queue, see failed_task
+    damaged = await failed_task(client, clips, settings.layout.uploads_dir)
+    assert damaged.task["state"] == "FAILED"
+    damaged.repair()
+    task_id = damaged.task["id"]
+    first, second = await asyncio.gather(client.post(f"/tasks/{task_id}/retry"),
+                                         client.post(f"/tasks/{task_id}/retry"))
     assert sorted([first.status, second.status]) == [200, 409]
-    done = await wait_for_state(client, damaged["id"], "COMPLETED", "FAILED")
+    done = await wait_for_state(client, task_id, "COMPLETED", "FAILED")
     assert done["state"] == "COMPLETED"
     assert ffmpeg_pids(settings.data_dir) == []

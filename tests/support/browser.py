@@ -1,0 +1,40 @@
+"""The browser side: Debian's Chromium through Playwright, and how tests find things on the page.
+
+A missing browser is a failure, never a skip: `make test` installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+CHROMIUM = os.environ.get("VIDEO_ASYNC_CHROMIUM", "/usr/bin/chromium")
+# Without these, Chromium tries to reach Google's services at start-up and on a
+# closed network gets stuck retrying.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package "
+                    "(make test does) or set VIDEO_ASYNC_CHROMIUM")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=shutil.which(CHROMIUM),
+                                                    args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+def card(page: Page, name: str) -> Any:
+    """The task card showing this file name."""
+    return page.locator("li.task", has=page.locator(".name", has_text=name))

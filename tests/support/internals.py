@@ -1,0 +1,26 @@
+"""The package's own names that the tests use, imported here and nowhere else in tests/.
+
+When a name moves inside the package, this is the one file to change.
+"""
+
+from pathlib import Path
+
+from video_async.app import create_app
+from video_async.config import MIB, RESOLUTIONS, Settings
+from video_async.ffmpeg import Media, output_size, parse_probe, parse_progress
+from video_async.layout import SOURCE_EXTENSIONS, DataLayout
+from video_async.display import clock, human_size
+from video_async.routes.tasks import content_disposition
+from video_async.routes.uploads import container_of, display_name
+from video_async.snapshot import SnapshotWriter
+from video_async.store import Task, TaskStore, new_task_id
+
+
+def a_task(source: Path) -> Task:
+    """A task as an upload makes it (a.mp4, 480p, one byte), for tests of the store alone."""
+    return Task(id=new_task_id(), filename="a.mp4", resolution=480, source_path=source, size=1)
+
+
+__all__ = ["MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "Settings", "SnapshotWriter", "TaskStore", "a_task", "clock", "container_of",
+           "content_disposition", "create_app", "display_name", "human_size", "output_size",
+           "parse_probe", "parse_progress"]

@@ -1,0 +1,92 @@
+"""Uploads written by hand: held open, cut off, endless, or broken in ways no client library sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .internals import MIB
+from .uploading import AppClient
+
+BOUNDARY = "testboundary1234"
+PART_HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+             "Content-Type: video/mp4\r\n\r\n").encode()  # a video part, up to its first byte
+
+
+def address(client: AppClient) -> tuple[str, int]:
+    """Host and port of a test client's server, for open_upload."""
+    return str(client.server.host), int(client.server.port or 0)
+
+
+async def open_upload(host: str, port: int, first_bytes: bytes, length: int | None = 10 * MIB
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw upload that has sent its headers and first_bytes of its body, and now waits."""
+    reader, writer = await asyncio.open_connection(host, port)
+    size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    writer.write((f"POST /videos/upload HTTP/1.1\r\nHost: localhost\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{size}\r\n").encode()
+                 + first_bytes)
+    await writer.drain()
+    return reader, writer
+
+
+async def hang_up(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def post_raw(client: AppClient, body: bytes, boundary: str = BOUNDARY) -> aiohttp.ClientResponse:
+    """A multipart body sent exactly as given."""
+    return await client.post("/videos/upload", data=body,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+class EndlessUpload:
+    """A chunked multipart upload (no Content-Length): a real clip, then zeros until `until` bytes.
+
+    `sent` counts what the server has pulled, so a test can tell that it stopped reading.
+    """
+
+    def __init__(self, clip: Path, chunk: int, until: int) -> None:
+        self.clip, self.chunk, self.until, self.sent = clip, chunk, until, 0
+
+    async def _bytes(self) -> AsyncIterator[bytes]:
+        yield self.clip.read_bytes()
+        while self.sent < self.until:
+            self.sent += self.chunk
+            yield bytes(self.chunk)
+
+    def body(self) -> aiohttp.MultipartWriter:
+        with aiohttp.MultipartWriter("form-data") as writer:
+            part = writer.append(self._bytes(), {"Content-Type": "video/mp4"})
+            part.set_content_disposition("form-data", name="video", filename="big.mp4")
+        return writer
+
+    async def refused(self, client: AppClient, caplog: pytest.LogCaptureFixture) -> tuple[int, str | None]:
+        """Send it until the server stops it: the status it answered, and its error code if read.
+
+        The server answers and closes while the body is still coming, so the client may see
+        the connection reset before it reads the answer. The status is then taken from the
+        server's access log, which records every answer it sent.
+        """
+        caplog.set_level(logging.INFO, logger="aiohttp.access")
+        try:
+            response = await client.post("/videos/upload", data=self.body())
+            answer = await response.read()
+        except aiohttp.ClientError:
+            found = [re.search(r'"POST /videos/upload [^"]*" (\d{3}) ', record.getMessage())
+                     for record in caplog.records if record.name == "aiohttp.access"]
+            statuses = [int(match.group(1)) for match in found if match]
+            assert len(statuses) == 1, f"the server's answers to the upload: {statuses}"
+            return statuses[0], None
+        assert response.content_type == "application/json", answer
+        return response.status, json.loads(answer)["error"]["code"]
