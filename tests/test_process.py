@@ -14,7 +14,8 @@ from .support.clips import Clips, realtime_ffmpeg
 from .support.internals import MIB, Settings
 from .support.processes import ffmpeg_pids
 from .support.servers import refused_start, start_server
-from .support.uploading import transcoding, upload_ok
+from .support.uploading import transcoding, upload_ok, wait_for_state
+from .support.waiting import wait_until
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -89,3 +90,26 @@ async def test_unreadable_snapshot_stops_the_start_plainly(tmp_path: Path) -> No
     message = await refused_start(data_dir)
     assert "video-async: cannot start" in message and "tasks.json" in message
     assert (data_dir / "tasks.json").is_dir()  # left as it was
+
+
+async def test_the_log_keeps_real_requests_and_drops_the_page_polling(tmp_path: Path,
+                                                                      clips: Clips) -> None:
+    server = await start_server(tmp_path / "data", "--log-level", "DEBUG")
+    try:
+        async with server.session() as session:
+            for _ in range(3):  # what an open tab does every second or two
+                async with session.get("/healthz") as health, session.get("/tasks") as tasks:
+                    assert health.status == tasks.status == 200
+            task = await upload_ok(session, clips.small(), "480")
+            await wait_for_state(session, task["id"], "COMPLETED")
+
+        async def logged() -> bool:
+            return f"job {task['id']} completed" in server.output()
+        await wait_until(logged, 20, "the completion in the log")
+    finally:
+        assert await server.stop() == 0
+    log = server.output()
+    assert '"POST /videos/upload HTTP/1.1" 201' in log
+    assert f"task {task['id']} queued" in log
+    polls = [line for line in log.splitlines() if "GET /healthz" in line or '"GET /tasks"' in line]
+    assert len(polls) >= 6 and all(" DEBUG aiohttp.access:" in line for line in polls), polls

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # run_app stops on SIGINT and SIGTERM, then runs the cleanup contexts, which
         # stop ffmpeg; shutdown_timeout bounds the wait for open connections.
         web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=2.0,
-                    print=announce, access_log_class=access.RedactingAccessLogger)
+                    print=announce, access_log_class=access.AccessLog)
     except (FFmpegError, DataDirInUse) as exc:
         sys.exit(f"video-async: {exc}")
     except OSError as exc:  # the port is taken, the data dir is not writable, ...

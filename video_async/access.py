@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -175,10 +176,20 @@ def page_links(settings: Settings) -> list[str]:
     return [f"http://{host}:{settings.port}/?{TOKEN_PARAM}={settings.token}" for host in hosts]
 
 
-class RedactingAccessLogger(AccessLogger):
-    """aiohttp's access log, but the token of a `?token=...` link never reaches it."""
+POLLED = frozenset({"/tasks", "/healthz"})  # what the page asks for again and again
+
+
+class AccessLog(AccessLogger):
+    """aiohttp's access log, with two changes: the token of a `?token=...` link never
+    reaches it, and the page's own polling (GET /tasks and /healthz, every second or two
+    while a tab is open) is logged at DEBUG, so it cannot bury the lines that matter."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.method == "GET" and request.path in POLLED and response.status in (200, 304):
+            if self.logger.isEnabledFor(logging.DEBUG):
+                self.logger.debug('"%s %s" %s (a poll)', request.method, request.path,
+                                  response.status)
+            return
         if TOKEN_PARAM in request.query:
             try:
                 request = request.clone(
