@@ -48,9 +48,10 @@ deps:
 test: deps $(TEST_STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The README's picture: the page with tasks in every state, from the browser test.
+# The README's pictures (docs/screenshot.png, docs/screenshot-phone.png): the page with
+# tasks in every state, at 1280 and 390 px wide, from the browser test.
 screenshot: deps $(TEST_STAMP)
-	VIDEO_ASYNC_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_browser.py -k screenshot
+	VIDEO_ASYNC_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py -k screenshot
 
 # The performance figures (docs/performance.md), printed and written to
 # bench/results.json (about 2 minutes; the first run also makes its clips in bench/cache/).

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page, expect
 
 from .support.browser import card
@@ -186,6 +187,31 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
     await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MB")
     assert requests == [] and problems == []
     assert await page.locator("li.task").count() == 0
+    # the message can be dismissed...
+    await page.locator("#upload-error .dismiss").click()
+    await expect(page.locator("#upload-error")).to_be_hidden()
+    # ...and one left on screen goes once a later upload goes through
+    await page.locator("#video-input").set_input_files(notes)
+    await page.locator("#upload-form button[type=submit]").click()
+    await expect(page.locator("#upload-error")).to_be_visible()
+    await page.locator("#video-input").set_input_files(clips.small())
+    await page.locator("#upload-form button[type=submit]").click()
+    await expect(page.locator("li.task")).to_have_count(1)
+    await expect(page.locator("#upload-error")).to_be_hidden()
+
+
+async def test_a_name_with_quotes_is_shown_as_typed(browser: Browser, client: AppClient,
+                                                    clips: Clips, tmp_path: Path) -> None:
+    """The browser sends '"' in a file name as %22; the page shows the quotes."""
+    named = tmp_path / 'my "best" take.mp4'
+    named.write_bytes(clips.small().read_bytes())
+    page, problems = await open_page(browser, client)
+    await page.locator("#video-input").set_input_files(named)
+    await page.locator("#upload-form button[type=submit]").click()
+    await expect(page.locator("li.task .name")).to_have_text('my "best" take.mp4')
+    [task] = await list_tasks(client)
+    assert task["filename"] == 'my "best" take.mp4'
+    assert problems == []
 
 
 async def test_delete_during_processing(browser: Browser, make_client: MakeClient, clips: Clips,
@@ -279,8 +305,28 @@ async def test_phone_sized_screen_and_keyboard(browser: Browser, client: AppClie
     assert problems == []
 
 
-async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_path: Path) -> None:
-    """Also the README's picture: `make screenshot` saves it to docs/screenshot.png.
+async def test_four_finished_tasks_fit_a_phone(browser: Browser, client: AppClient,
+                                               clips: Clips) -> None:
+    """One picture per card: four finished videos take well under 2,450 px on a phone."""
+    for number in range(4):
+        task = await upload_ok(client, clips.make("wide.mp4", size="640x360"), "480",
+                               filename=f"clip {number}.mp4")
+        await wait_for_state(client, task["id"], "COMPLETED")
+    page, problems = await open_page(browser, client, viewport={"width": 390, "height": 844})
+    await expect(page.locator("li.task video")).to_have_count(4)
+    assert await page.locator("li.task img").count() == 0
+    height = await page.evaluate("() => document.documentElement.scrollHeight")
+    assert height < 2450, height
+    # the picture keeps the video's shape: a 16:9 box, the whole frame in it
+    box = await page.locator("li.task video").first.bounding_box()
+    assert box is not None and abs(box["width"] / box["height"] - 16 / 9) < 0.02
+    assert problems == []
+
+
+@pytest.mark.parametrize(("width", "name"), [(1280, "screenshot.png"), (390, "screenshot-phone.png")])
+async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_path: Path,
+                                         width: int, name: str) -> None:
+    """Also the README's pictures: `make screenshot` saves them to docs/.
 
     The real program, as its own process: the heartbeat in the picture is then the
     server's own, not that of a loop it shares with this test and the browser driver.
@@ -288,7 +334,7 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
     hd, long, small = clips.make("hd.mov", size="1920x1080"), clips.long(), clips.small()
     # The browser's renderer starts before the server does: starting it takes both
     # cores for a moment, and the heartbeat would show that machine load as lag.
-    page = await (await browser.new_context(viewport={"width": 1100, "height": 1100})).new_page()
+    page = await (await browser.new_context(viewport={"width": width, "height": 900})).new_page()
     await page.goto("about:blank")
     data_dir = tmp_path / "data"
     # every job as slow as its video plays: "interview take 3" is still running, and
@@ -308,12 +354,13 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
             await page.goto(server.url)
             await expect(card(page, "interview take 3.mov").locator(".status")).to_contain_text(
                 "left", timeout=20_000)
-            target = Path(os.environ.get("VIDEO_ASYNC_SCREENSHOT", "test-artifacts/page.png"))
+            target = Path(os.environ.get("VIDEO_ASYNC_SCREENSHOTS", "test-artifacts")) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(target), full_page=True)
             assert target.stat().st_size > 10_000
             for state in ("COMPLETED", "FAILED", "PROCESSING", "QUEUED"):
                 assert await page.locator(f'li.task[data-state="{state}"]').count() >= 1, state
+            assert await page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
             assert problems == []
     finally:
         assert await server.stop() == 0
