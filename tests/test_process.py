@@ -113,3 +113,13 @@ async def test_the_log_keeps_real_requests_and_drops_the_page_polling(tmp_path: 
     assert f"task {task['id']} queued" in log
     polls = [line for line in log.splitlines() if "GET /healthz" in line or '"GET /tasks"' in line]
     assert len(polls) >= 6 and all(" DEBUG aiohttp.access:" in line for line in polls), polls
+
+
+async def test_a_missing_data_dir_is_created_and_said(tmp_path: Path) -> None:
+    data_dir = tmp_path / "videos"  # tmp_path holds the server log; videos/ is new
+    server = await start_server(data_dir)
+    try:
+        assert (data_dir / "uploads").is_dir() and (data_dir / "outputs").is_dir()
+        assert f"created the data dir {data_dir.resolve()}" in server.output()
+    finally:
+        assert await server.stop() == 0
