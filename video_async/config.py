@@ -58,6 +58,7 @@ class Settings:
     max_uploads: int = 8  # uploads streaming at once before the next one gets 503
     min_free_bytes: int = 1024 * MIB  # disk space uploads may never eat into (507)
     upload_idle_timeout: float = 60.0  # seconds an upload may send nothing before it is dropped
+    upload_expiry: float = 24 * 3600.0  # seconds an unfinished resumable upload is kept after its last byte
     persist: bool = True  # keep tasks.json in the data dir so tasks survive a restart
     log_level: str = "INFO"
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
@@ -88,7 +89,8 @@ class Settings:
             raise SystemExit("video-async: --workers must be at least 1")
         if args.max_upload_mb < 1:
             raise SystemExit("video-async: --max-upload-mb must be at least 1")
-        for name in ("job_timeout", "stall_timeout", "max_duration", "upload_idle_timeout"):
+        for name in ("job_timeout", "stall_timeout", "max_duration", "upload_idle_timeout",
+                     "upload_expiry"):
             if getattr(args, name) <= 0:
                 raise SystemExit(f"video-async: --{name.replace('_', '-')} must be positive")
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
@@ -118,6 +120,7 @@ class Settings:
             max_uploads=args.max_uploads,
             min_free_bytes=args.min_free_mb * MIB,
             upload_idle_timeout=args.upload_idle_timeout,
+            upload_expiry=args.upload_expiry,
             persist=args.persist,
             log_level=args.log_level,
             allowed_hosts=tuple(args.allow_host if args.allow_host is not None
@@ -175,6 +178,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
          "may never eat into; they get 507 instead (default: %(default)s)")
     flag("upload-idle-timeout", base.upload_idle_timeout, float, "seconds an upload may send "
          "nothing before it is dropped and its file removed (default: %(default)s)")
+    flag("upload-expiry", base.upload_expiry, float, "seconds an unfinished resumable upload "
+         "(/files/) is kept after the last byte it received; then it is removed "
+         "(default: %(default)s, 24 hours)")
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
                         help="keep tasks in memory only: no tasks.json snapshot, nothing "

@@ -11,7 +11,7 @@ from video_async.ffmpeg import Media, output_size, parse_probe, parse_progress
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 from video_async.display import clock, human_size
 from video_async.routes.tasks import content_disposition
-from video_async.routes.uploads import container_of, display_name
+from video_async.routes.intake import container_of, display_name
 from video_async.snapshot import SnapshotWriter
 from video_async.store import Task, TaskStore, new_task_id
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import unicodedata
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,13 @@ import aiofiles.os
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from .. import ffmpeg, receive
-from ..config import DEFAULT_RESOLUTION, MIB, RESOLUTIONS, Settings
-from ..display import one_of
+from .. import receive
+from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError, wants_html
-from ..keys import FFMPEG, SETTINGS, SNAPSHOT, STORE
-from ..layout import SOURCE_EXTENSIONS
+from ..keys import FFMPEG, SETTINGS, STORE
 from ..store import Task, new_task_id
-from . import limits
+from . import intake, limits
+from .intake import SIGNATURE_SIZE, display_name
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -37,40 +35,6 @@ routes = web.RouteTableDef()
 # Room for the multipart boundaries, part headers and the resolution field on top of
 # the file itself, when judging a Content-Length before reading anything.
 MULTIPART_OVERHEAD = 64 * 1024
-SIGNATURE_SIZE = 16  # the first bytes, enough to tell an ISO BMFF box from an EBML header
-
-EBML_MAGIC = b"\x1a\x45\xdf\xa3"
-# An ISO BMFF file (MP4, and QuickTime MOV) starts with a box: 4 bytes of size, then
-# its type. Modern files open with 'ftyp'; older QuickTime ones with one of the others.
-BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
-# What browsers and curl escape in a multipart file name (HTML's form encoding).
-FORM_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
-
-
-def display_name(raw: str) -> str:
-    """The uploader's file name, made safe to keep as display text.
-
-    Folder parts and control characters (NUL, newlines) go; the rest, quotes,
-    HTML and non-ASCII letters included, stays as the person typed it: it is
-    never used as a path, and the page escapes it.
-    """
-    for escaped, char in FORM_ESCAPES.items():
-        raw = raw.replace(escaped, char).replace(escaped.lower(), char)
-    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
-    if len(name) > 200:
-        stem, dot, ext = name.rpartition(".")
-        name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
-    return name.strip() or "video"  # the cut may have left a space at the end
-
-
-def container_of(head: bytes) -> str | None:
-    """'bmff' or 'ebml' from a file's first bytes, None if it is neither."""
-    if head.startswith(EBML_MAGIC):
-        return "ebml"
-    if len(head) >= 8 and head[4:8] in BMFF_FIRST_BOXES:
-        return "bmff"
-    return None
 
 
 @routes.post("/videos/upload")
@@ -81,33 +45,15 @@ async def upload(request: web.Request) -> web.StreamResponse:
                          "Send the video as multipart/form-data with a file field named 'video'.")
     # Refuse at once a body that announces it cannot fit, before reading a byte.
     if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
-        raise _too_large(settings)
+        raise intake.too_large(settings)
 
     async with limits.admitted(request, settings):  # 503 or 507 before any byte is stored
         task = await limits.watched(request, settings, lambda: _receive(request, settings))
 
-    store = request.app[STORE]
-    store.add(task)
-    await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
-    log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
+    await intake.queue(request, task)
     if wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
         raise web.HTTPSeeOther("/")
-    return web.json_response(store.to_json(task), status=201, headers={"Location": f"/tasks/{task.id}"})
-
-
-def _hms(seconds: float) -> str:
-    """3725 -> '1 h 2 min 5 s': durations as a person reads them."""
-    whole = int(seconds)
-    parts = []
-    for amount, unit in ((whole // 3600, "h"), (whole // 60 % 60, "min"), (whole % 60, "s")):
-        if amount:
-            parts.append(f"{amount} {unit}")
-    return " ".join(parts) or f"{seconds:.2g} s"
-
-
-def _too_large(settings: Settings) -> web.HTTPException:
-    return ApiError(413, "too_large",
-                    f"The file is larger than the limit of {settings.max_upload_bytes / MIB:g} MiB.")
+    return web.json_response(request.app[STORE].to_json(task), status=201, headers={"Location": f"/tasks/{task.id}"})
 
 
 @dataclass(frozen=True)
@@ -126,7 +72,7 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
     partial = layout.partial_upload(task_id)  # until every check has passed
     try:
         form = await _read_form(request, partial, settings)
-        media = await _check_video(request.app[FFMPEG].path, partial, settings)
+        media = await intake.check_video(request.app[FFMPEG].path, partial, settings)
         source = layout.source(task_id, Path(form.filename).suffix.lower())
         await receive.rename(partial, source)
     except BaseException:
@@ -148,12 +94,12 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
             if part.name == "resolution":  # sent first (the page does): no wasted upload
-                resolution = _resolution(await _read_small(part))
+                resolution = intake.resolution(await _read_small(part))
             elif part.name == "video":
                 if filename is not None:
                     raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
                 filename = _video_name(part)
-                kind = SOURCE_EXTENSIONS[Path(filename).suffix.lower()]
+                kind = intake.container_kind(filename)
                 size = await _stream_to_disk(part, target, kind, settings)
             elif part.filename:
                 raise ApiError(400, "no_file", "No file in the 'video' field "
@@ -170,38 +116,13 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
     return _Form(filename, resolution, size)
 
 
-def _resolution(text: str) -> int:
-    try:
-        resolution = int(text.strip())
-    except ValueError:
-        resolution = 0
-    if resolution not in RESOLUTIONS:
-        raise ApiError(400, "bad_resolution", f"resolution must be one of {one_of(RESOLUTIONS)}.")
-    return resolution
-
-
 def _video_name(part: BodyPartReader) -> str:
     """The uploader's name for the file, if its extension is one we take."""
     if not part.filename:
         raise ApiError(400, "no_file", "The 'video' field must be a file.")
     filename = display_name(part.filename)
-    if Path(filename).suffix.lower() not in SOURCE_EXTENSIONS:
-        raise ApiError(415, "unsupported_type",
-                       f"Only {one_of(SOURCE_EXTENSIONS, 'and')} videos are accepted.")
+    intake.container_kind(filename)  # 415 before a byte of it is stored
     return filename
-
-
-async def _check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmpeg.Media:
-    """The stored file's probe: 415 if ffmpeg finds no video in it, 422 if it is too long."""
-    try:
-        media = await ffmpeg.probe(ffmpeg_path, path)
-    except ffmpeg.FFmpegError as exc:
-        said = f" (ffmpeg: {exc.detail})" if exc.detail else ""
-        raise ApiError(415, "not_video", f"This is not a playable video. {exc}{said}") from None
-    if media.duration is not None and media.duration > settings.max_duration:
-        raise ApiError(422, "too_long", f"The video is {_hms(media.duration)} long; "
-                       f"the limit is {_hms(settings.max_duration)}.")
-    return media
 
 
 async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
@@ -216,32 +137,17 @@ async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
 async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, settings: Settings) -> int:
     """Copy one file part to target, checking its first bytes and its size as they come;
     return the size once the file is on disk."""
-    async with contextlib.aclosing(_checked_chunks(part, kind, settings)) as chunks:
+    checked = intake.signature_checked(_chunks(part, settings), kind)
+    async with contextlib.aclosing(checked) as chunks:
         try:
-            return await receive.receive(chunks, target, settings.max_upload_bytes)
+            size = await receive.receive(chunks, target, settings.max_upload_bytes)
         except receive.TooLarge:  # raised the moment the stream passes the limit
-            raise _too_large(settings) from None
+            raise intake.too_large(settings) from None
+    if size < SIGNATURE_SIZE:  # too short for the check on the way in
+        await intake.check_stored_signature(target, kind)
+    return size
 
 
-async def _checked_chunks(part: BodyPartReader, kind: str, settings: Settings) -> AsyncGenerator[bytes, None]:
-    head = b""
+async def _chunks(part: BodyPartReader, settings: Settings) -> AsyncGenerator[bytes, None]:
     while chunk := await part.read_chunk(settings.upload_chunk):
-        if len(head) < SIGNATURE_SIZE:
-            head += chunk[: SIGNATURE_SIZE - len(head)]
-            if len(head) == SIGNATURE_SIZE:
-                _check_signature(head, kind)
         yield chunk
-    if not head:
-        raise ApiError(415, "empty_file", "The file is empty.")
-    if len(head) < SIGNATURE_SIZE:
-        _check_signature(head, kind)
-
-
-def _check_signature(head: bytes, expected: str) -> None:
-    found = container_of(head)
-    if found is None:
-        raise ApiError(415, "not_video",
-                         "The file's contents are not an MP4, MOV or WebM video.")
-    if found != expected:
-        raise ApiError(415, "type_mismatch",
-                         "The file's contents do not match its extension.")

@@ -1,0 +1,156 @@
+"""What every upload route does with a video: judge its name and first bytes, probe
+it once it is stored, and queue its task.
+
+Both routes use these, so a file is judged the same way whichever door it came
+in by: the multipart form (routes/uploads.py) and the resumable uploads
+(routes/resumable.py). Each raises the same JSON error for the same fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+from collections.abc import AsyncGenerator, AsyncIterable
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import ffmpeg
+from ..config import MIB, RESOLUTIONS, Settings
+from ..display import one_of
+from ..errors import ApiError
+from ..keys import SNAPSHOT, STORE
+from ..layout import SOURCE_EXTENSIONS
+from ..store import Task
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_SIZE = 16  # the first bytes, enough to tell an ISO BMFF box from an EBML header
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+# An ISO BMFF file (MP4, and QuickTime MOV) starts with a box: 4 bytes of size, then
+# its type. Modern files open with 'ftyp'; older QuickTime ones with one of the others.
+BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
+# What browsers and curl escape in a multipart file name (HTML's form encoding).
+FORM_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
+
+
+def display_name(raw: str) -> str:
+    """The uploader's file name, made safe to keep as display text.
+
+    Folder parts and control characters (NUL, newlines) go; the rest, quotes,
+    HTML and non-ASCII letters included, stays as the person typed it: it is
+    never used as a path, and the page escapes it.
+    """
+    for escaped, char in FORM_ESCAPES.items():
+        raw = raw.replace(escaped, char).replace(escaped.lower(), char)
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
+    return name.strip() or "video"  # the cut may have left a space at the end
+
+
+def container_kind(filename: str) -> str:
+    """The container a name's extension promises ('bmff' or 'ebml'); 415 for any other."""
+    kind = SOURCE_EXTENSIONS.get(Path(filename).suffix.lower())
+    if kind is None:
+        raise ApiError(415, "unsupported_type",
+                       f"Only {one_of(SOURCE_EXTENSIONS, 'and')} videos are accepted.")
+    return kind
+
+
+def resolution(text: str) -> int:
+    """'720' -> 720; 400 for anything but an offered resolution."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value not in RESOLUTIONS:
+        raise ApiError(400, "bad_resolution", f"resolution must be one of {one_of(RESOLUTIONS)}.")
+    return value
+
+
+def too_large(settings: Settings) -> ApiError:
+    return ApiError(413, "too_large",
+                    f"The file is larger than the limit of {settings.max_upload_bytes / MIB:g} MiB.")
+
+
+def empty_file() -> ApiError:
+    return ApiError(415, "empty_file", "The file is empty.")
+
+
+def container_of(head: bytes) -> str | None:
+    """'bmff' or 'ebml' from a file's first bytes, None if it is neither."""
+    if head.startswith(EBML_MAGIC):
+        return "ebml"
+    if len(head) >= 8 and head[4:8] in BMFF_FIRST_BOXES:
+        return "bmff"
+    return None
+
+
+def check_signature(head: bytes, expected: str) -> None:
+    found = container_of(head)
+    if found is None:
+        raise ApiError(415, "not_video", "The file's contents are not an MP4, MOV or WebM video.")
+    if found != expected:
+        raise ApiError(415, "type_mismatch", "The file's contents do not match its extension.")
+
+
+async def signature_checked(chunks: AsyncIterable[bytes], kind: str) -> AsyncGenerator[bytes, None]:
+    """The chunks, passed on; refused (415) the moment the first bytes show the wrong container.
+
+    A stream that ends before SIGNATURE_SIZE bytes is not judged here: the
+    caller checks the stored file with check_stored_signature.
+    """
+    head = b""
+    async for chunk in chunks:
+        if len(head) < SIGNATURE_SIZE:
+            head += chunk[: SIGNATURE_SIZE - len(head)]
+            if len(head) == SIGNATURE_SIZE:
+                check_signature(head, kind)
+        yield chunk
+
+
+async def check_stored_signature(path: Path, kind: str) -> None:
+    """check_signature on the first bytes of a stored file (read in a thread)."""
+    head = await asyncio.to_thread(_first_bytes, path)
+    if not head:
+        raise empty_file()
+    check_signature(head, kind)
+
+
+def _first_bytes(path: Path) -> bytes:
+    with path.open("rb") as stored:
+        return stored.read(SIGNATURE_SIZE)
+
+
+def hms(seconds: float) -> str:
+    """3725 -> '1 h 2 min 5 s': durations as a person reads them."""
+    whole = int(seconds)
+    parts = []
+    for amount, unit in ((whole // 3600, "h"), (whole // 60 % 60, "min"), (whole % 60, "s")):
+        if amount:
+            parts.append(f"{amount} {unit}")
+    return " ".join(parts) or f"{seconds:.2g} s"
+
+
+async def check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmpeg.Media:
+    """The stored file's probe: 415 if ffmpeg finds no video in it, 422 if it is too long."""
+    try:
+        media = await ffmpeg.probe(ffmpeg_path, path)
+    except ffmpeg.FFmpegError as exc:
+        said = f" (ffmpeg: {exc.detail})" if exc.detail else ""
+        raise ApiError(415, "not_video", f"This is not a playable video. {exc}{said}") from None
+    if media.duration is not None and media.duration > settings.max_duration:
+        raise ApiError(422, "too_long", f"The video is {hms(media.duration)} long; "
+                       f"the limit is {hms(settings.max_duration)}.")
+    return media
+
+
+async def queue(request: web.Request, task: Task) -> None:
+    """Add a checked upload's task to the store, and return once that is on disk too."""
+    request.app[STORE].add(task)
+    await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
+    log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
