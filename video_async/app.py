@@ -22,10 +22,12 @@ from aiohttp.typedefs import Middleware
 from . import access, ffmpeg
 from .config import Settings, asset_dir
 from .errors import ApiError
-from .keys import FFMPEG, LAG, PAGE, RECOVERY, SETTINGS, SNAPSHOT, STORE, UPLOADS, UploadCounter
+from .keys import (FFMPEG, LAG, PAGE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE, UPLOADS,
+                   UploadCounter)
 from .loop_lag import LagMonitor
 from .recovery import DataDirLock, recover
-from .routes import pages, tasks, uploads
+from .resumable import ResumableUploads
+from .routes import pages, resumable, tasks, uploads
 from .snapshot import SnapshotWriter
 from .store import TaskStore
 from .worker import run_workers
@@ -33,7 +35,7 @@ from .worker import run_workers
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Every route but the upload (which streams) reads at most this much body.
+# Every route but the uploads (which stream) reads at most this much body.
 SMALL_BODY = 64 * 1024
 # The page: no inline script, nothing from another host.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -52,15 +54,18 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
+    app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry)
     app[LAG] = LagMonitor()
     app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
     app[PAGE] = pages.load_page()
     app.add_routes(uploads.routes)
+    app.add_routes(resumable.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)
     app.router.add_static("/static", asset_dir("static"))
     app.cleanup_ctx.append(background_tasks)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(resumable.tus_resumable_header)
     return app
 
 
@@ -77,7 +82,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(lock.acquire)
     try:
         # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
-        app[RECOVERY] = await recover(app[STORE], settings)
+        app[RECOVERY] = await recover(app[STORE], app[RESUMABLE], settings)
     except BaseException:
         lock.release()
         raise
@@ -85,6 +90,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     running = [
         asyncio.create_task(app[LAG].run(), name="loop-lag"),
         asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings), name="workers"),
+        asyncio.create_task(app[RESUMABLE].run_expiry(), name="upload-expiry"),
     ]
     writer = app[SNAPSHOT]  # made before loading: what loading changed is written back at once
     if writer.enabled:
@@ -129,12 +135,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def small_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Only the upload route takes a big body; the others refuse one from its headers.
+    """Only the upload routes take a big body; the others refuse one from its headers.
 
     client_max_size caps what a handler reads; this also stops a big body sent to
     a handler that never reads it, before aiohttp would drain it.
     """
-    if request.path != "/videos/upload" and (request.content_length or 0) > SMALL_BODY:
+    streams = request.path == "/videos/upload" or resumable.is_tus(request)
+    if not streams and (request.content_length or 0) > SMALL_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=SMALL_BODY,
                                             actual_size=request.content_length or 0)
     return await handler(request)
@@ -147,6 +154,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
 def cors(origins: tuple[str, ...]) -> Middleware:
     """Let the listed origins (e.g. the original React app) call the API; no one else."""
     allowed = frozenset(origin.rstrip("/") for origin in origins)
+    exposed = ", ".join(dict.fromkeys(("Location", "ETag", *resumable.CORS_EXPOSED_HEADERS)))
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -155,8 +163,10 @@ def cors(origins: tuple[str, ...]) -> Middleware:
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-                "Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match",
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, PATCH, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": ", ".join(
+                    ("Authorization", "Content-Type", "If-None-Match",
+                     *resumable.CORS_REQUEST_HEADERS)),
                 "Access-Control-Max-Age": "600",
             })
         else:
@@ -164,10 +174,11 @@ def cors(origins: tuple[str, ...]) -> Middleware:
                 response = await handler(request)
             except web.HTTPException as exc:
                 exc.headers["Access-Control-Allow-Origin"] = origin
+                exc.headers["Access-Control-Expose-Headers"] = exposed  # e.g. a 409's Upload-Offset
                 exc.headers["Vary"] = "Origin"
                 raise
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = "Location, ETag"
+        response.headers["Access-Control-Expose-Headers"] = exposed
         response.headers["Vary"] = "Origin"
         return response
 

@@ -17,6 +17,7 @@ from .config import Settings
 from .ffmpeg import FFmpegInfo
 from .loop_lag import LagMonitor
 from .recovery import RecoveryReport
+from .resumable import ResumableUploads
 from .snapshot import SnapshotWriter
 from .store import TaskStore
 
@@ -31,6 +32,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", TaskStore)
 SNAPSHOT = web.AppKey("snapshot", SnapshotWriter)
 UPLOADS = web.AppKey("uploads", UploadCounter)
+RESUMABLE = web.AppKey("resumable", ResumableUploads)
 LAG = web.AppKey("lag", LagMonitor)
 PAGE = web.AppKey("page", jinja2.Template)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)

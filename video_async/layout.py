@@ -5,6 +5,9 @@ ever becomes a path:
 
     uploads/<id>.partial        an upload still streaming in
     uploads/<id><ext>           the stored upload (.mp4, .mov or .webm)
+    uploads/<id>.tus            a resumable upload's bytes so far (its offset is their length)
+    uploads/<id>.tus.json       its length, file name, resolution (expiry: the two files' mtimes)
+    uploads/<id>.tus.json.partial   that sidecar while it is being written
     outputs/<id>.partial.mp4    a transcode still running
     outputs/<id>.mp4            the finished video
     outputs/<id>.jpg            its thumbnail
@@ -20,7 +23,8 @@ from pathlib import Path
 # its first bytes). The page and the snapshot's path check read this too.
 SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
 
-_PARTIAL = re.compile(r"^[0-9a-f]{32}\.partial(\.mp4)?$")
+_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)$")
+_RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?$")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
 
 
@@ -37,6 +41,16 @@ class DataLayout:
 
     def source(self, task_id: str, extension: str) -> Path:
         return self.uploads_dir / f"{task_id}{extension}"
+
+    def resumable(self, upload_id: str) -> Path:
+        """A resumable upload's bytes; its id becomes its task's id."""
+        return self.uploads_dir / f"{upload_id}.tus"
+
+    def resumable_info(self, upload_id: str) -> Path:
+        return self.uploads_dir / f"{upload_id}.tus.json"
+
+    def partial_resumable_info(self, upload_id: str) -> Path:
+        return self.uploads_dir / f"{upload_id}.tus.json.partial"
 
     def partial_output(self, task_id: str) -> Path:
         return self.outputs_dir / f"{task_id}.partial.mp4"
@@ -71,6 +85,12 @@ class DataLayout:
     def is_partial(path: Path) -> bool:
         """A file an interrupted run left half written."""
         return _PARTIAL.match(path.name) is not None
+
+    @staticmethod
+    def resumable_id(path: Path) -> str | None:
+        """The upload id of a resumable upload's bytes or sidecar, None for any other file."""
+        match = _RESUMABLE.match(path.name)
+        return match.group(1) if match else None
 
     def is_generated(self, path: Path) -> bool:
         """A name we make, in uploads/ or outputs/ (path may be relative to anything)."""

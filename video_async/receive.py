@@ -80,8 +80,17 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: 
                 await _result(writing)
             # the last batch and the final flush in one hand-off
             writing = threads.submit(_write_and_flush, fd, batch, position)
+            batch = []
             await _result(writing)
             return position + batched - offset
+        except BaseException:
+            # The stream broke off (the client went away, a check refused it, it was
+            # stopped): the bytes that did arrive are written and flushed all the same,
+            # after the batch before them, so a resumable upload goes on from the last
+            # byte received. (A multipart route removes the file anyway.)
+            if batch:
+                writing = threads.submit(_write_after, writing, fd, batch, position)
+            raise
         finally:
             # A thread cannot be stopped mid-call: on any way out, let both finish
             # before the file is closed (their errors were raised above, or are
@@ -136,6 +145,12 @@ def _write(fd: int, batch: list[bytes], position: int) -> None:
 def _write_and_flush(fd: int, batch: list[bytes], position: int) -> None:
     _write(fd, batch, position)
     os.fdatasync(fd)
+
+
+def _write_after(previous: Future[None] | None, fd: int, batch: list[bytes], position: int) -> None:
+    if previous is not None and previous.exception() is not None:
+        return  # the file ends before position: what follows cannot be placed
+    _write_and_flush(fd, batch, position)
 
 
 def _rename_durably(source: Path, target: Path) -> None:

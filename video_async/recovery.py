@@ -6,9 +6,10 @@ an output half written to `outputs/<id>.partial.mp4`, and, because ffmpeg runs
 in its own session, an ffmpeg still busy writing that output. Before the
 worker starts, `recover` stops such ffmpeg processes (Linux: found through
 /proc by the data-dir paths on their command line), removes the partial files,
-loads the snapshot, and lists finished files that no task refers to. Those
-are reported in the log and /healthz, never deleted: they may be someone's
-video.
+loads the snapshot, takes stock of the unfinished resumable uploads (kept, to
+go on from where they stopped, unless they expired), and lists finished files
+that no task refers to. Those are reported in the log and /healthz, never
+deleted: they may be someone's video.
 
 The data dir is locked (flock on tasks.json.lock) so a second server can
 never share it, and so recovery never mistakes a live server's ffmpeg for a
@@ -28,6 +29,7 @@ from typing import IO
 
 from .config import Settings
 from .layout import DataLayout
+from .resumable import ResumableUploads, scan
 from .snapshot import load_tasks
 from .store import Task, TaskStore
 
@@ -71,10 +73,11 @@ class RecoveryReport:
     """What start-up found; /healthz shows `unreferenced`."""
     stray_ffmpeg: list[int] = field(default_factory=list)
     removed_partials: list[str] = field(default_factory=list)
+    removed_uploads: list[str] = field(default_factory=list)  # expired resumable uploads' files
     unreferenced: list[str] = field(default_factory=list)  # relative to the data dir
 
 
-async def recover(store: TaskStore, settings: Settings) -> RecoveryReport:
+async def recover(store: TaskStore, resumable: ResumableUploads, settings: Settings) -> RecoveryReport:
     """Everything between a crash and serving again; runs, under the data-dir lock,
     before the worker starts."""
     layout = settings.layout
@@ -84,7 +87,10 @@ async def recover(store: TaskStore, settings: Settings) -> RecoveryReport:
     report.removed_partials = await asyncio.to_thread(_remove_partials, layout)
     loaded = await asyncio.to_thread(load_tasks, layout) if settings.persist else []
     tasks = [entry.task for entry in loaded]
-    report.unreferenced = await asyncio.to_thread(_unreferenced, layout, tasks)
+    found = await asyncio.to_thread(scan, layout, settings.upload_expiry, {task.id for task in tasks})
+    report.removed_uploads = found.removed
+    resumable.restore(found.live)
+    report.unreferenced = await asyncio.to_thread(_unreferenced, layout, tasks, resumable)
     store.restore(tasks)
     for entry in loaded:  # what the disk called for, made through the store like any change
         if entry.interrupted:
@@ -95,6 +101,10 @@ async def recover(store: TaskStore, settings: Settings) -> RecoveryReport:
             store.fail(entry.task, f"{entry.missing} (found at restart)")
     for name in report.removed_partials:
         log.info("removed %s, left by an interrupted run", name)
+    for name in report.removed_uploads:
+        log.info("removed %s: its resumable upload had expired or was finished", name)
+    if found.live:
+        log.info("%d unfinished resumable uploads can go on", len(found.live))
     for name in report.unreferenced:
         log.warning("%s belongs to no task; kept, see /healthz", name)
     if tasks:
@@ -161,12 +171,15 @@ def _remove_partials(layout: DataLayout) -> list[str]:
     return removed
 
 
-def _unreferenced(layout: DataLayout, tasks: list[Task]) -> list[str]:
+def _unreferenced(layout: DataLayout, tasks: list[Task], resumable: ResumableUploads) -> list[str]:
     referenced = {path.resolve() for task in tasks for path in task.files()}
     unreferenced = []
     for folder in (layout.uploads_dir, layout.outputs_dir):
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or path.resolve() in referenced:
                 continue
+            upload_id = layout.resumable_id(path)
+            if upload_id is not None and resumable.get(upload_id) is not None:
+                continue  # an unfinished upload's: it will go on
             unreferenced.append(layout.relative(path))
     return unreferenced

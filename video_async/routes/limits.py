@@ -23,7 +23,7 @@ from aiohttp import StreamReader, web
 
 from ..config import MIB, Settings
 from ..errors import ApiError
-from ..keys import STORE, UPLOADS
+from ..keys import RESUMABLE, STORE, UPLOADS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,17 +43,29 @@ def disk_full(settings: Settings) -> ApiError:
                     f"it keeps {settings.min_free_bytes / MIB:g} MiB free.")
 
 
+async def check_room(app: web.Application, settings: Settings, incoming: int) -> None:
+    """507 unless `incoming` more bytes fit on the disk above the reserve, besides
+    what the unfinished resumable uploads are still owed."""
+    owed = app[RESUMABLE].reserved()
+    if await free_bytes(settings.data_dir) - owed - incoming < settings.min_free_bytes:
+        raise disk_full(settings)
+
+
 @contextlib.asynccontextmanager
-async def admitted(request: web.Request, settings: Settings) -> AsyncIterator[None]:
+async def admitted(request: web.Request, settings: Settings,
+                   incoming: int | None = None) -> AsyncIterator[None]:
     """Refuse an upload the server cannot take, before any byte is stored; else count
     it among the uploads in progress for as long as the block runs.
+
+    `incoming` is the bytes it may add to the disk beyond what is already reserved
+    for it (the request's Content-Length unless given).
 
     The disk is checked first because that check awaits a thread; the counters
     are then checked and the upload counted with no await in between, so a
     burst of uploads arriving together cannot all slip past the limits.
     """
-    if await free_bytes(settings.data_dir) - (request.content_length or 0) < settings.min_free_bytes:
-        raise disk_full(settings)
+    await check_room(request.app, settings,
+                     request.content_length or 0 if incoming is None else incoming)
     counter = request.app[UPLOADS]
     active = counter.active
     if active >= settings.max_uploads:

@@ -11,7 +11,7 @@ from aiohttp import web
 from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import human_size, one_of
-from ..keys import FFMPEG, LAG, PAGE, RECOVERY, SETTINGS, STORE, UPLOADS
+from ..keys import FFMPEG, LAG, PAGE, RECOVERY, RESUMABLE, SETTINGS, STORE, UPLOADS
 from ..layout import SOURCE_EXTENSIONS
 from ..store import Task
 
@@ -20,7 +20,8 @@ routes = web.RouteTableDef()
 EMPTY_TASK = Task(id="", filename="", resolution=DEFAULT_RESOLUTION, source_path=Path(),
                   size=0).to_json()
 # What /healthz shows to a caller without the token, when one is required.
-COUNTS_ONLY = ("status", "tasks", "uploads_in_progress", "jobs_running", "event_loop_lag_ms")
+COUNTS_ONLY = ("status", "tasks", "uploads_in_progress", "unfinished_uploads", "jobs_running",
+               "event_loop_lag_ms")
 
 
 def load_page() -> jinja2.Template:
@@ -33,12 +34,15 @@ def load_page() -> jinja2.Template:
 
 def heartbeat(app: web.Application) -> dict[str, Any]:
     """What the server is doing right now; /healthz and the page's heartbeat panel show it."""
-    store, lag = app[STORE], app[LAG]
+    store, lag, resumable = app[STORE], app[LAG], app[RESUMABLE]
     counts = store.counts()
     return {
         "status": "ok",
         "tasks": counts,
         "uploads_in_progress": app[UPLOADS].active,
+        # resumable uploads waiting for more bytes, streaming or not, and what they hold on disk
+        "unfinished_uploads": {"count": resumable.count(), "bytes": resumable.held(),
+                               "text": _unfinished_text(resumable.count(), resumable.held())},
         "jobs_running": counts["PROCESSING"],
         "event_loop_lag_ms": {"last": round(lag.last * 1000, 2), "max_1m": round(lag.max * 1000, 2)},
         "ffmpeg": {"path": app[FFMPEG].path, "version": app[FFMPEG].version},
@@ -46,6 +50,11 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
         # finished files that no task refers to, found at start-up: kept, for a person to look at
         "unreferenced_files": app[RECOVERY].unreferenced,
     }
+
+
+def _unfinished_text(count: int, held: int) -> str:
+    """What the heartbeat panel shows: '2 (63.5 MB)', or '0'."""
+    return f"{count} ({human_size(held)})" if count else "0"
 
 
 @routes.get("/healthz")

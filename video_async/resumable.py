@@ -1,0 +1,204 @@
+"""Resumable uploads that have not reached their last byte: what is known of each, on
+disk and in memory.
+
+Each upload is two files (layout.py): its bytes, `<id>.tus`, and a sidecar,
+`<id>.tus.json`, with what its creation said (length, file name, resolution).
+Nothing else is written as bytes arrive: the offset is the length of the bytes'
+file, and the last activity is the later of the two files' modification times,
+so a restarted server, even after SIGKILL, knows every upload as it was. The
+sidecar is written under a temporary name, flushed and renamed before the
+creation is answered, so a sidecar that exists is whole.
+
+An upload expires `upload_expiry` seconds after its last byte (or its creation):
+its files go, and the space it had reserved on the disk goes back to the guard.
+Ended uploads (expired, terminated) are remembered for a while, so a client that
+asks after one hears 410 Gone rather than 404.
+
+In memory, a dict held by `ResumableUploads`; as with the task store, no method
+awaits in the middle of a change, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RESOLUTIONS
+from .layout import DataLayout
+from .receive import rename
+
+log = logging.getLogger(__name__)
+
+REMEMBER_ENDED = 10_000  # ended upload ids kept for 410 answers (32 bytes each)
+SWEEP_EVERY = 60.0  # seconds between looks for expired uploads, at most
+
+
+@dataclass(eq=False)
+class Upload:
+    id: str
+    length: int  # the whole file, as its creation announced
+    filename: str  # display text only, never a path
+    resolution: int
+    metadata: str = ""  # Upload-Metadata as the client sent it: HEAD answers with it
+    offset: int = 0  # bytes stored so far
+    last_active: float = field(default_factory=time.time)  # wall clock: it outlives the process
+    # The request writing to it now, if any: a newer request for the same upload stops it
+    # (its client has evidently given up on it) and waits for it to end.
+    receiving: asyncio.Task[int] | None = field(default=None, repr=False)
+    finishing: bool = False  # every byte is in; its checks are running
+
+    def expires(self, expiry: float) -> float:
+        return self.last_active + expiry
+
+    def sidecar(self) -> dict[str, Any]:
+        return {"length": self.length, "filename": self.filename, "resolution": self.resolution,
+                "metadata": self.metadata}
+
+
+@dataclass
+class Scan:
+    """What start-up found among the resumable uploads' files."""
+    live: list[Upload]
+    removed: list[str]  # relative to the data dir: expired, finished, or left without a sidecar
+
+
+class ResumableUploads:
+    def __init__(self, layout: DataLayout, expiry: float) -> None:
+        self.layout = layout
+        self.expiry = expiry
+        self._uploads: dict[str, Upload] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+
+    # -- looking ----------------------------------------------------------------------
+
+    def get(self, upload_id: str) -> Upload | None:
+        return self._uploads.get(upload_id)
+
+    def ended(self, upload_id: str) -> bool:
+        """Expired or terminated (recently enough to remember)."""
+        return upload_id in self._ended
+
+    def count(self) -> int:
+        return len(self._uploads)
+
+    def held(self) -> int:
+        """Bytes the unfinished uploads hold on disk."""
+        return sum(upload.offset for upload in self._uploads.values())
+
+    def reserved(self) -> int:
+        """Bytes the unfinished uploads are still owed: the disk guard keeps room for them."""
+        return sum(upload.length - upload.offset for upload in self._uploads.values())
+
+    def expired(self, now: float | None = None) -> list[Upload]:
+        moment = time.time() if now is None else now
+        return [upload for upload in self._uploads.values()
+                if upload.receiving is None and not upload.finishing
+                and upload.expires(self.expiry) <= moment]
+
+    # -- changing -----------------------------------------------------------------------
+
+    def restore(self, uploads: list[Upload]) -> None:
+        self._uploads = {upload.id: upload for upload in uploads}
+
+    async def create(self, upload: Upload) -> None:
+        """Write its sidecar, flushed and durably renamed into place, then list it."""
+        partial = self.layout.partial_resumable_info(upload.id)
+        await asyncio.to_thread(_write_flushed, partial, json.dumps(upload.sidecar()).encode())
+        await rename(partial, self.layout.resumable_info(upload.id))
+        self._uploads[upload.id] = upload
+
+    def finished(self, upload: Upload) -> None:
+        """Its task exists now: it is no longer an unfinished upload."""
+        self._uploads.pop(upload.id, None)
+
+    async def remove(self, upload: Upload, why: str) -> None:
+        """End an upload and delete its files (terminated, expired or refused)."""
+        self._uploads.pop(upload.id, None)
+        self._ended[upload.id] = None
+        while len(self._ended) > REMEMBER_ENDED:
+            self._ended.popitem(last=False)
+        await asyncio.to_thread(self.delete_files, upload.id)
+        log.info("resumable upload %s removed (%s): %d of %d bytes had arrived",
+                 upload.id, why, upload.offset, upload.length)
+
+    def delete_files(self, upload_id: str) -> None:
+        """Blocking: run it in a thread. The sidecar goes last: bytes without one are
+        removed at start-up as partial, a sidecar without bytes is an upload at 0."""
+        for path in (self.layout.resumable(upload_id), self.layout.resumable_info(upload_id)):
+            path.unlink(missing_ok=True)
+
+    async def sweep(self) -> None:
+        for upload in self.expired():
+            await self.remove(upload, "expired")
+
+    async def run_expiry(self) -> None:
+        """Remove expired uploads as they expire, for as long as the server runs."""
+        pause = min(SWEEP_EVERY, max(0.05, self.expiry / 4))
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self.sweep()
+            except OSError as exc:  # a full or read-only disk: try again next time
+                log.error("could not remove an expired upload: %s", exc)
+
+
+def scan(layout: DataLayout, expiry: float, finished: set[str]) -> Scan:
+    """The unfinished uploads in uploads/ (blocking; start-up only).
+
+    Removed: expired uploads, bytes without a sidecar (their creation was never
+    answered), and the leftovers of uploads whose task exists (ids in `finished`).
+    """
+    now = time.time()
+    found = Scan(live=[], removed=[])
+    ids = sorted({upload_id for path in layout.uploads_dir.iterdir()
+                  if (upload_id := layout.resumable_id(path))})
+    for upload_id in ids:
+        data, info = layout.resumable(upload_id), layout.resumable_info(upload_id)
+        upload = None if upload_id in finished else _read(info, upload_id)
+        if upload is not None:
+            stat = _stat(data)
+            upload.offset = stat.st_size if stat else 0
+            upload.last_active = max(info.stat().st_mtime, stat.st_mtime if stat else 0)
+            if upload.offset <= upload.length and upload.expires(expiry) > now:
+                found.live.append(upload)
+                continue
+        for path in (data, info):
+            if path.exists():
+                path.unlink()
+                found.removed.append(layout.relative(path))
+    return found
+
+
+def _read(info: Path, upload_id: str) -> Upload | None:
+    try:
+        said = json.loads(info.read_text())
+        upload = Upload(id=upload_id, length=int(said["length"]), filename=str(said["filename"]),
+                        resolution=int(said["resolution"]), metadata=str(said.get("metadata", "")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s is unreadable (%s); its upload is removed", info.name, exc)
+        return None
+    if upload.length < 0 or upload.resolution not in RESOLUTIONS:
+        log.warning("%s holds values no creation accepts; its upload is removed", info.name)
+        return None
+    return upload
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    with contextlib.suppress(FileNotFoundError):
+        return path.stat()
+    return None
+
+
+def _write_flushed(path: Path, data: bytes) -> None:
+    with path.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fdatasync(out.fileno())

@@ -1,0 +1,352 @@
+"""Resumable uploads under /files/: the tus 1.0.0 protocol (core, creation,
+creation-with-upload, termination, expiration).
+
+A client creates an upload (POST /files, with its length and, as base64
+Upload-Metadata, its file name and resolution), then sends its bytes with
+PATCH, each starting at the offset the server holds. When a connection
+drops, HEAD says how far the server got, and the next PATCH goes on from
+there. The bytes stream to disk through the same `receive` as the multipart
+route, under the same limits (routes/limits.py), and every PATCH is answered
+only once its bytes are on disk, so an offset the server has acknowledged
+survives a crash. Bytes that arrived before a client went away are kept.
+
+At the last byte the file is judged as the multipart route judges it
+(routes/intake.py) and its task is queued under the upload's own id: the
+upload URL /files/<id> names the task /tasks/<id>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from email.utils import formatdate
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import receive
+from ..config import DEFAULT_RESOLUTION, Settings
+from ..errors import ApiError
+from ..keys import FFMPEG, RESUMABLE, SETTINGS
+from ..resumable import Upload
+from ..store import TASK_ID, Task, new_task_id
+from . import intake, limits
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+PREFIX = "/files"
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration"
+OFFSET_STREAM = "application/offset+octet-stream"
+MAX_METADATA = 4096  # characters of Upload-Metadata kept with an upload
+# What a front end on another origin (--cors-origin) may send and read.
+CORS_REQUEST_HEADERS = ("Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset",
+                        "X-HTTP-Method-Override", "X-Requested-With")
+CORS_EXPOSED_HEADERS = ("Location", "Upload-Offset", "Upload-Length", "Upload-Expires",
+                        "Upload-Metadata", "Tus-Resumable", "Tus-Version", "Tus-Extension",
+                        "Tus-Max-Size")
+
+
+def is_tus(request: web.Request) -> bool:
+    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
+
+
+async def tus_resumable_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer under /files/ names the protocol version (an on_response_prepare hook)."""
+    if is_tus(request):
+        response.headers["Tus-Resumable"] = TUS_VERSION
+
+
+@routes.route("OPTIONS", PREFIX)
+async def options(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return web.Response(status=204, headers={
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": TUS_EXTENSIONS,
+        "Tus-Max-Size": str(settings.max_upload_bytes),
+    })
+
+
+@routes.post(PREFIX)
+async def create(request: web.Request) -> web.Response:
+    _check_version(request)
+    settings = request.app[SETTINGS]
+    length = _upload_length(request, settings)
+    raw_metadata = request.headers.get("Upload-Metadata", "")
+    metadata = _metadata(raw_metadata)
+    if "filename" not in metadata:
+        raise ApiError(400, "no_filename", "Upload-Metadata must carry the file's name as "
+                       "'filename' (base64), e.g. 'filename aG9saWRheS5tb3Y='.")
+    filename = intake.display_name(metadata["filename"])
+    intake.container_kind(filename)  # 415, before any byte is stored
+    resolution = intake.resolution(metadata.get("resolution") or str(DEFAULT_RESOLUTION))
+    with_body = _has_body(request)
+    if with_body:
+        _check_content_type(request)
+    await limits.check_room(request.app, settings, length)  # 507
+    upload = Upload(id=new_task_id(), length=length, filename=filename, resolution=resolution,
+                    metadata=raw_metadata)
+    uploads = request.app[RESUMABLE]
+    await uploads.create(upload)
+    log.info("resumable upload %s created: %r, %d bytes, %sp", upload.id, filename, length,
+             resolution)
+    headers = {"Location": f"{PREFIX}/{upload.id}"}
+    if with_body:  # creation-with-upload: the first bytes come with the creation
+        await _take_body(request, upload, settings)
+        headers["Upload-Offset"] = str(upload.offset)
+    headers["Upload-Expires"] = _expires(upload, settings)
+    return web.Response(status=201, headers=headers)
+
+
+@routes.head(PREFIX + "/{upload_id}")
+async def head(request: web.Request) -> web.Response:
+    _check_version(request)
+    upload = await _current(request)
+    headers = {
+        "Upload-Offset": str(upload.offset),
+        "Upload-Length": str(upload.length),
+        "Upload-Expires": _expires(upload, request.app[SETTINGS]),
+        "Cache-Control": "no-store",
+    }
+    if upload.metadata:
+        headers["Upload-Metadata"] = upload.metadata
+    return web.Response(status=200, headers=headers)
+
+
+@routes.patch(PREFIX + "/{upload_id}")
+async def patch(request: web.Request) -> web.Response:
+    _check_version(request)
+    _check_content_type(request)
+    offset = _header_int(request, "Upload-Offset")
+    upload = await _current(request)
+    if upload.finishing or offset != upload.offset:
+        raise ApiError(409, "offset_mismatch",
+                       f"This upload is at byte {upload.offset}, not {offset}: ask with HEAD "
+                       "and send from there.", headers={"Upload-Offset": str(upload.offset)})
+    settings = request.app[SETTINGS]
+    await _take_body(request, upload, settings)
+    return web.Response(status=204, headers={"Upload-Offset": str(upload.offset),
+                                             "Upload-Expires": _expires(upload, settings)})
+
+
+@routes.delete(PREFIX + "/{upload_id}")
+async def terminate(request: web.Request) -> web.Response:
+    _check_version(request)
+    upload = await _current(request)
+    if upload.finishing:
+        raise ApiError(409, "finishing", "Every byte of this upload is in and its task is "
+                       "being made; delete the task instead.")
+    await request.app[RESUMABLE].remove(upload, "terminated")
+    return web.Response(status=204)
+
+
+@routes.post(PREFIX + "/{upload_id}")
+async def overridden(request: web.Request) -> web.StreamResponse:
+    """X-HTTP-Method-Override: a client behind a proxy that lets only GET and POST
+    through sends POST and names the method it means; the protocol says to obey it."""
+    method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
+    handler = {"PATCH": patch, "DELETE": terminate, "HEAD": head}.get(method)
+    if handler is None:
+        raise ApiError(405, "method_not_allowed", "POST to an upload needs X-HTTP-Method-Override: "
+                       "PATCH, DELETE or HEAD.", headers={"Allow": "HEAD, PATCH, DELETE"})
+    return await handler(request)
+
+
+# -- receiving ------------------------------------------------------------------------
+
+async def _take_body(request: web.Request, upload: Upload, settings: Settings) -> None:
+    """Store the request's body at the upload's offset; at the last byte, make its task.
+
+    The bytes are written by a task of their own (upload.receiving), so a newer
+    request for the same upload can stop this one, and wait until what it
+    received is on disk, before answering from the offset it left.
+    """
+    room = upload.length - upload.offset
+    if (request.content_length or 0) > room:
+        raise ApiError(413, "past_length", f"This body is {request.content_length} bytes; the "
+                       f"upload has only {room} left of its {upload.length}.")
+    async with limits.admitted(request, settings, incoming=0):  # its room is reserved already
+        receiving = asyncio.create_task(_store(request, upload, settings),
+                                        name=f"receive-{upload.id}")
+        upload.receiving = receiving
+        try:
+            await limits.watched(request, settings, lambda: receiving)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this request itself is being stopped (shutdown)
+            raise ApiError(409, "superseded", "A newer request for this upload took over; "
+                           "its bytes so far are kept.") from None
+        except receive.TooLarge:
+            raise ApiError(413, "past_length", f"The body went past the upload's length of "
+                           f"{upload.length} bytes.") from None
+        except ApiError as exc:
+            if exc.status == 415:  # the first bytes are not the video the name promised
+                await request.app[RESUMABLE].remove(upload, "refused")
+            raise
+        except ConnectionError as exc:
+            # the client went away mid-body: what arrived is kept, for the next PATCH
+            log.info("PATCH %s cut off at byte %d: %s", upload.id, upload.offset, exc)
+            raise ApiError(400, "client_disconnected", "The connection was closed mid-body; "
+                           f"the upload is kept at byte {upload.offset}.") from None
+        finally:
+            if upload.receiving is receiving:
+                upload.receiving = None
+        if upload.offset == upload.length:
+            await _finish(request, upload, settings)
+
+
+async def _store(request: web.Request, upload: Upload, settings: Settings) -> int:
+    """Append the body to the upload's file; the upload's offset is its file's length after."""
+    path = request.app[SETTINGS].layout.resumable(upload.id)
+    start = upload.offset
+    chunks: AsyncGenerator[bytes, None] = _body(request, settings)
+    if start == 0:  # its first bytes can be judged as they come, as the multipart route does
+        chunks = intake.signature_checked(chunks, intake.container_kind(upload.filename))
+    try:
+        async with contextlib.aclosing(chunks):
+            received = await receive.receive(chunks, path, upload.length, start)
+    except BaseException:
+        # receive keeps what arrived before the stream broke off: the file says how much
+        upload.offset = await asyncio.to_thread(_size, path)
+        raise
+    finally:
+        upload.last_active = time.time()
+    upload.offset = start + received
+    log.info("PATCH %s: %d bytes at %d, now %d of %d", upload.id, received, start,
+             upload.offset, upload.length)
+    return received
+
+
+async def _body(request: web.Request, settings: Settings) -> AsyncGenerator[bytes, None]:
+    async for chunk in request.content.iter_chunked(settings.upload_chunk):
+        yield chunk
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def _finish(request: web.Request, upload: Upload, settings: Settings) -> None:
+    """Every byte is in: the multipart route's checks, then the task, under the upload's id."""
+    layout = settings.layout
+    uploads = request.app[RESUMABLE]
+    path = layout.resumable(upload.id)
+    upload.finishing = True
+    try:
+        kind = intake.container_kind(upload.filename)
+        await intake.check_stored_signature(path, kind)
+        media = await intake.check_video(request.app[FFMPEG].path, path, settings)
+        source = layout.source(upload.id, Path(upload.filename).suffix.lower())
+        await receive.rename(path, source)
+    except ApiError:
+        await uploads.remove(upload, "refused")  # a file that fails a check is not kept
+        raise
+    finally:
+        upload.finishing = False
+    uploads.finished(upload)
+    await intake.queue(request, Task(id=upload.id, filename=upload.filename,
+                                     resolution=upload.resolution, source_path=source,
+                                     size=upload.length, media=media))
+    # The task is on disk: the sidecar has done its job. Were the server to stop just
+    # before this, start-up would remove it, seeing the task.
+    await asyncio.to_thread(uploads.delete_files, upload.id)
+
+
+# -- reading the protocol's headers ------------------------------------------------------
+
+async def _current(request: web.Request) -> Upload:
+    """The upload the path names, with no other request writing to it: 404 or 410 if gone.
+
+    A request still receiving for it belongs to a client that has moved on (it asks
+    again only after losing that connection): it is stopped, and what it received
+    is on disk before this request goes on.
+    """
+    upload_id = request.match_info["upload_id"]
+    uploads = request.app[RESUMABLE]
+    while True:
+        upload = uploads.get(upload_id) if TASK_ID.match(upload_id) else None
+        if upload is None:
+            if uploads.ended(upload_id):
+                raise ApiError(410, "upload_gone", "This upload expired or was terminated; "
+                               "start a new one.")
+            raise ApiError(404, "not_found", "No such upload.")
+        if upload.expires(uploads.expiry) <= time.time() and upload.receiving is None \
+                and not upload.finishing:
+            await uploads.remove(upload, "expired")
+            continue
+        if upload.receiving is None:
+            return upload
+        earlier = upload.receiving
+        earlier.cancel()
+        await asyncio.wait([earlier])
+
+
+def _check_version(request: web.Request) -> None:
+    given = request.headers.get("Tus-Resumable")
+    if given != TUS_VERSION:
+        raise ApiError(412, "tus_version", f"This server speaks tus {TUS_VERSION}: send "
+                       f"'Tus-Resumable: {TUS_VERSION}' (got {given!r}).",
+                       headers={"Tus-Version": TUS_VERSION})
+
+
+def _check_content_type(request: web.Request) -> None:
+    if request.content_type != OFFSET_STREAM:
+        raise ApiError(415, "not_offset_stream",
+                       f"Send an upload's bytes as Content-Type: {OFFSET_STREAM}.")
+
+
+def _has_body(request: web.Request) -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
+
+
+def _header_int(request: web.Request, name: str) -> int:
+    text = request.headers.get(name)
+    if text is None or not text.isascii() or not text.isdigit():
+        raise ApiError(400, "bad_header", f"{name} must be given, as a whole number of bytes.")
+    return int(text)
+
+
+def _upload_length(request: web.Request, settings: Settings) -> int:
+    if "Upload-Defer-Length" in request.headers:
+        raise ApiError(400, "length_required", "This server needs Upload-Length when the "
+                       "upload is created (it does not offer creation-defer-length).")
+    length = _header_int(request, "Upload-Length")
+    if length > settings.max_upload_bytes:
+        raise intake.too_large(settings)
+    if length == 0:
+        raise intake.empty_file()
+    return length
+
+
+def _metadata(header: str) -> dict[str, str]:
+    """Upload-Metadata: 'key base64value' pairs, comma-separated; a value may be left out."""
+    if len(header) > MAX_METADATA:
+        raise ApiError(400, "bad_metadata", f"Upload-Metadata is over {MAX_METADATA} characters.")
+    pairs: dict[str, str] = {}
+    for item in header.split(","):
+        if not item.strip():
+            continue
+        key, _, value = item.strip().partition(" ")
+        if not key or key in pairs:
+            raise ApiError(400, "bad_metadata", f"Upload-Metadata names a key twice or none: {key!r}.")
+        try:
+            pairs[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(400, "bad_metadata", f"Upload-Metadata's {key!r} is not base64 of "
+                           "UTF-8 text.") from None
+    return pairs
+
+
+def _expires(upload: Upload, settings: Settings) -> str:
+    """An HTTP date, as the protocol asks: 'Wed, 25 Jun 2014 16:00:00 GMT'."""
+    return formatdate(upload.expires(settings.upload_expiry), usegmt=True)
