@@ -59,59 +59,264 @@ function startUploads(files) {
   const refusals = [];
   for (const file of files) {
     const reason = refusal(file);
-    if (reason) refusals.push(reason);
-    else upload(file, resolution);
+    if (reason) {
+      refusals.push(reason);
+      continue;
+    }
+    // the same file as an interrupted upload (name, size, last change): go on with it
+    const saved = savedUploads().find((entry) => sameFile(entry, file));
+    if (saved) {
+      const waiting = interruptedRows.get(saved.url);
+      if (waiting) waiting.remove();
+      interruptedRows.delete(saved.url);
+      upload(file, saved.resolution, saved.url);
+    } else {
+      upload(file, resolution, null);
+    }
   }
   showUploadError(refusals.join(" "));
 }
 
-function upload(file, resolution) {
-  // XMLHttpRequest, not fetch: only XHR reports upload progress.
-  const row = $("#upload-template").content.firstElementChild.cloneNode(true);
-  $(".name", row).textContent = file.name;
-  $("#uploads").append(row);
-  const xhr = new XMLHttpRequest();
-  const started = performance.now();
-  const body = new FormData();
-  body.append("resolution", resolution); // before the file: a bad value is refused before the upload
-  body.append("video", file, file.name);
+// ---- resumable uploads: the page's own tus 1.0.0 client ----
+// POST /files creates an upload, PATCH sends the file from the offset the server
+// holds, HEAD asks for that offset after a network error, DELETE cancels. Each
+// unfinished upload's URL is kept in localStorage with the file's name, size and
+// last change, so after a reload picking the same file goes on where it stopped.
 
-  xhr.upload.addEventListener("progress", (event) => {
-    if (!event.lengthComputable) return;
-    const percent = Math.floor((event.loaded / event.total) * 100);
-    const seconds = (performance.now() - started) / 1000;
-    const rate = event.loaded / Math.max(seconds, 0.001);
-    $(".bar", row).value = percent;
-    $(".percent", row).textContent = `${percent}%`;
-    $(".speed", row).textContent = `${(rate / 1e6).toFixed(1)} MB/s`;
-    $(".left", row).textContent = timeLeft((event.total - event.loaded) / rate);
+const TUS = { "Tus-Resumable": "1.0.0" };
+const SAVED_KEY = "video_async.uploads";
+const RETRY_MS = [1000, 2000, 4000, 8000, 15000]; // then every 15 s, until Cancel
+const interruptedRows = new Map(); // upload URL -> its "Interrupted" row
+const jobs = new Set(); // the uploads this page is sending
+
+class NetworkError extends Error {}
+class Cancelled extends Error {}
+class Refused extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function savedUploads() {
+  try {
+    return JSON.parse(localStorage.getItem(SAVED_KEY)) || [];
+  } catch (_) {
+    return [];
+  }
+}
+
+function saveUploads(list) {
+  try {
+    localStorage.setItem(SAVED_KEY, JSON.stringify(list));
+  } catch (_) { /* storage full or off: the upload still works, it just won't survive a reload */ }
+}
+
+function remember(entry) {
+  saveUploads([...savedUploads().filter((e) => e.url !== entry.url), entry]);
+}
+
+function forget(url) {
+  saveUploads(savedUploads().filter((e) => e.url !== url));
+}
+
+function sameFile(entry, file) {
+  return entry.name === file.name && entry.size === file.size && entry.lastModified === file.lastModified;
+}
+
+function base64(text) {
+  // Upload-Metadata values are base64 of UTF-8: btoa alone takes only Latin-1
+  return btoa(Array.from(new TextEncoder().encode(text), (byte) => String.fromCharCode(byte)).join(""));
+}
+
+async function refusedBy(response) {
+  let message = `HTTP ${response.status}`;
+  try {
+    message = (await response.json()).error.message;
+  } catch (_) { /* not our JSON: keep the status */ }
+  return new Refused(response.status, message);
+}
+
+async function tusFetch(url, options) {
+  let response;
+  try {
+    response = await fetch(url, { ...options, headers: { ...TUS, Accept: "application/json", ...options.headers } });
+  } catch (_) {
+    throw new NetworkError();
+  }
+  return response;
+}
+
+async function createUpload(file, resolution) {
+  const response = await tusFetch("/files", {
+    method: "POST",
+    headers: {
+      "Upload-Length": String(file.size),
+      "Upload-Metadata": `filename ${base64(file.name)},resolution ${base64(resolution)}`,
+    },
   });
-  xhr.addEventListener("load", () => {
-    row.remove();
-    if (xhr.status === 201) {
+  if (response.status !== 201) throw await refusedBy(response);
+  return response.headers.get("Location");
+}
+
+async function serverOffset(url) {
+  const response = await tusFetch(url, { method: "HEAD", cache: "no-store" });
+  if (response.status !== 200) throw new Refused(response.status, "");
+  return Number(response.headers.get("Upload-Offset"));
+}
+
+function sendFrom(job, offset) {
+  // XMLHttpRequest, not fetch: only XHR reports upload progress.
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    job.xhr = xhr;
+    const started = performance.now();
+    xhr.upload.addEventListener("progress", (event) => {
+      const done = offset + event.loaded;
+      const rate = event.loaded / Math.max((performance.now() - started) / 1000, 0.001);
+      const percent = Math.floor((done / job.file.size) * 100);
+      $(".bar", job.row).value = percent;
+      $(".percent", job.row).textContent = `${percent}%`;
+      $(".speed", job.row).textContent = `${(rate / 1e6).toFixed(1)} MB/s`;
+      $(".left", job.row).textContent = timeLeft((job.file.size - done) / rate);
+      if (event.loaded > 0) note(job, "");
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status === 204) resolve(Number(xhr.getResponseHeader("Upload-Offset")));
+      else reject(new Refused(xhr.status, messageOf(xhr)));
+    });
+    xhr.addEventListener("error", () => reject(new NetworkError()));
+    xhr.addEventListener("abort", () => reject(new Cancelled()));
+    xhr.open("PATCH", job.url);
+    for (const [name, value] of Object.entries(TUS)) xhr.setRequestHeader(name, value);
+    xhr.setRequestHeader("Upload-Offset", String(offset));
+    xhr.setRequestHeader("Content-Type", "application/offset+octet-stream");
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.send(job.file.slice(offset));
+  });
+}
+
+function messageOf(xhr) {
+  try {
+    return JSON.parse(xhr.responseText).error.message;
+  } catch (_) {
+    return `HTTP ${xhr.status}`;
+  }
+}
+
+function note(job, text) {
+  $(".note", job.row).textContent = text;
+}
+
+function uploadRow(name) {
+  const row = $("#upload-template").content.firstElementChild.cloneNode(true);
+  $(".name", row).textContent = name;
+  $("#uploads").append(row);
+  return row;
+}
+
+function upload(file, resolution, url) {
+  const job = { file, resolution, url, row: uploadRow(file.name), xhr: null, cancelled: false,
+                failures: 0, wake: null };
+  $(".cancel", job.row).addEventListener("click", () => cancel(job));
+  jobs.add(job);
+  run(job).finally(() => jobs.delete(job));
+}
+
+async function run(job) {
+  const { file } = job;
+  let offset = 0;
+  while (!job.cancelled) {
+    try {
+      if (!job.url) {
+        job.url = await createUpload(file, job.resolution);
+        remember({ url: job.url, name: file.name, size: file.size, lastModified: file.lastModified,
+                   resolution: job.resolution });
+      } else if (job.failures > 0 || offset === 0) {
+        offset = await serverOffset(job.url); // where the server got to, not where we did
+      }
+      offset = await sendFrom(job, offset);
+      job.failures = 0;
+      if (offset < file.size) continue; // the server stopped early: send the rest
+      forget(job.url);
+      job.row.remove();
       showUploadError("");
       announce(`${file.name} uploaded and queued.`);
       pollSoon();
       return;
+    } catch (error) {
+      if (job.cancelled || error instanceof Cancelled) return;
+      if (error instanceof Refused && ![409, 423, 503].includes(error.status)) {
+        // the server said no (a bad file, a full disk, an expired upload): give up
+        if (job.url) forget(job.url);
+        job.row.remove();
+        const reason = error.status === 404 || error.status === 410
+          ? "the server no longer has it; upload it again." : error.message;
+        showUploadError(`"${file.name}": ${reason}`);
+        return;
+      }
+      // the connection, or a busy server: wait, then ask where it got to and go on
+      job.failures += 1;
+      note(job, error instanceof NetworkError ? "Connection lost: retrying…" : "The server is busy: retrying…");
+      await pause(job, RETRY_MS[Math.min(job.failures, RETRY_MS.length) - 1]);
     }
-    let message = `The server refused "${file.name}" (HTTP ${xhr.status}).`;
+  }
+}
+
+function pause(job, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    job.wake = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+}
+
+function cancel(job) {
+  job.cancelled = true;
+  if (job.xhr) job.xhr.abort();
+  if (job.wake) job.wake();
+  job.row.remove();
+  if (job.url) {
+    // termination: the server removes every byte it had
+    tusFetch(job.url, { method: "DELETE" }).then((response) => {
+      if (response.status === 204 || response.status === 404 || response.status === 410) forget(job.url);
+    }).catch(() => { /* offline: the upload stays listed, to cancel or resume later */ });
+  }
+  announce(`Upload of ${job.file.name} cancelled.`);
+}
+
+// Back online: every upload waiting to retry tries now.
+window.addEventListener("online", () => {
+  for (const job of jobs) if (job.wake) job.wake();
+});
+
+// After a reload: the uploads this browser left unfinished, and how far each got.
+async function showInterrupted() {
+  for (const entry of savedUploads()) {
+    let offset;
     try {
-      message = `"${file.name}": ${JSON.parse(xhr.responseText).error.message}`;
-    } catch (_) { /* not our JSON: keep the generic message */ }
-    showUploadError(message);
-  });
-  xhr.addEventListener("error", () => {
-    row.remove();
-    showUploadError(`The upload of "${file.name}" failed: the connection was lost.`);
-  });
-  xhr.addEventListener("abort", () => {
-    row.remove();
-    announce(`Upload of ${file.name} cancelled.`);
-  });
-  $(".cancel", row).addEventListener("click", () => xhr.abort());
-  xhr.open("POST", "/videos/upload");
-  xhr.setRequestHeader("Accept", "application/json");
-  xhr.send(body);
+      offset = await serverOffset(entry.url);
+    } catch (error) {
+      if (error instanceof Refused) forget(entry.url); // gone: expired, finished or cancelled
+      continue;
+    }
+    const row = uploadRow(entry.name);
+    row.classList.add("interrupted");
+    $(".badge", row).textContent = "Interrupted";
+    const percent = Math.floor((offset / entry.size) * 100);
+    $(".bar", row).value = percent;
+    $(".percent", row).textContent = `${percent}%`;
+    $(".note", row).textContent = `Interrupted: pick ${entry.name} again to resume from ${percent} %`;
+    $(".cancel", row).addEventListener("click", () => {
+      row.remove();
+      interruptedRows.delete(entry.url);
+      tusFetch(entry.url, { method: "DELETE" }).then(() => forget(entry.url)).catch(() => {});
+      announce(`Upload of ${entry.name} cancelled.`);
+    });
+    interruptedRows.set(entry.url, row);
+  }
 }
 
 form.addEventListener("submit", (event) => {
@@ -320,6 +525,7 @@ async function pollHealth() {
     $('[data-field="lag-last"]', beat).textContent = `${lag.last.toFixed(1)} ms`;
     $('[data-field="lag-max"]', beat).textContent = `${lag.max_1m.toFixed(1)} ms`;
     $('[data-field="uploads"]', beat).textContent = health.uploads_in_progress;
+    $('[data-field="unfinished"]', beat).textContent = health.unfinished_uploads.text;
     $('[data-field="jobs"]', beat).textContent = health.jobs_running;
     beat.classList.toggle("busy", health.jobs_running + health.uploads_in_progress > 0);
     lagSamples.push(lag.last);
@@ -334,3 +540,4 @@ async function pollHealth() {
 for (const card of taskList.querySelectorAll("li.task")) lastStates.set(card.dataset.id, card.dataset.state);
 pollTasks();
 pollHealth();
+showInterrupted();

@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from .support.browser import card
+from .support.browser import card, open_page
 from .support.checks import files_in
 from .support.clips import Clips, hanging_ffmpeg, pad_to, realtime_ffmpeg
 from .support.failing import failed_task, queue_held
@@ -23,15 +22,6 @@ from .support.servers import MakeClient, start_server
 from .support.uploading import (AppClient, list_tasks, upload_ok, uploads_in_progress,
                                 wait_for_state)
 from .support.waiting import wait_until
-
-
-async def open_page(browser: Browser, client: AppClient, **context: Any) -> tuple[Page, list[str]]:
-    page = await (await browser.new_context(accept_downloads=True, **context)).new_page()
-    problems: list[str] = []  # console errors, CSP violations, uncaught exceptions
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    await page.goto(str(client.make_url("/")))
-    return page, problems
 
 
 async def record_states(page: Page) -> None:
@@ -175,7 +165,8 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
     small_limit = await make_client(max_upload_bytes=1024 * 1024)
     page, problems = await open_page(browser, small_limit)
     requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url) if "/videos/upload" in r.url else None)
+    page.on("request", lambda r: requests.append(r.url)
+            if "/videos/upload" in r.url or "/files" in r.url else None)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
     await page.locator("#video-input").set_input_files(notes)

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from .uploading import AppClient
+
 CHROMIUM = os.environ.get("VIDEO_ASYNC_CHROMIUM", "/usr/bin/chromium")
 # Without these, Chromium tries to reach Google's services at start-up and on a
 # closed network gets stuck retrying.
@@ -38,3 +40,15 @@ async def chromium() -> AsyncIterator[Browser]:
 def card(page: Page, name: str) -> Any:
     """The task card showing this file name."""
     return page.locator("li.task", has=page.locator(".name", has_text=name))
+
+
+async def open_page(browser: Browser, client: AppClient, url: str | None = None,
+                    **context: Any) -> tuple[Page, list[str]]:
+    """The page (of client's server, or at url) in a context of its own, and a list that
+    collects its problems (console errors, CSP violations, uncaught exceptions) as they happen."""
+    page = await (await browser.new_context(accept_downloads=True, **context)).new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    await page.goto(url or str(client.make_url("/")))
+    return page, problems

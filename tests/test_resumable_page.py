@@ -1,0 +1,138 @@
+"""The page's resumable uploads in a real Chromium: a dropped connection, a reload, Cancel."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page, Request, expect
+
+from .support.browser import card, open_page
+from .support.checks import files_in
+from .support.clips import Clips, pad_to
+from .support.internals import MIB, Settings
+from .support.network import Relay
+from .support.raw import address
+from .support.uploading import AppClient, get_json, wait_for_state
+from .support.waiting import wait_until
+
+SIZE = 8 * MIB
+
+
+def stored_bytes(settings: Settings) -> int:
+    """What the server holds of the upload in progress (its .tus file), 0 if none yet."""
+    found = list(settings.layout.uploads_dir.glob("*.tus"))
+    return found[0].stat().st_size if found else 0
+
+
+def patch_offsets(page: Page) -> list[int]:
+    """The Upload-Offset of every PATCH the page sends, as it sends them."""
+    offsets: list[int] = []
+
+    def seen(request: Request) -> None:
+        if request.method == "PATCH":
+            offsets.append(int(request.headers["upload-offset"]))
+    page.on("request", seen)
+    return offsets
+
+
+async def start(page: Page, video: Path) -> None:
+    await page.locator("input[name=resolution][value='480']").check()
+    await page.locator("#video-input").set_input_files(video)
+    await page.locator("#upload-form button[type=submit]").click()
+
+
+async def some_stored(settings: Settings, at_least: int) -> None:
+    async def enough() -> bool:
+        return stored_bytes(settings) >= at_least
+    await wait_until(enough, 30, f"{at_least} bytes to reach the server")
+
+
+async def completed(page: Page, client: AppClient, settings: Settings, video: Path) -> dict[str, Any]:
+    """The page's upload, once its row is gone and its task COMPLETED, with the source checked."""
+    await expect(page.locator("#uploads li.upload")).to_have_count(0, timeout=60_000)
+    task_card = card(page, video.name)
+    await expect(task_card).to_be_visible(timeout=10_000)
+    task_id = await task_card.get_attribute("data-id")
+    assert task_id
+    done = await wait_for_state(client, task_id, "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    assert settings.layout.source(task_id, ".mp4").read_bytes() == video.read_bytes()
+    assert await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+    return done
+
+
+def offline_noise(problems: list[str]) -> list[str]:
+    """Console errors other than the failed requests a dropped connection causes."""
+    return [text for text in problems if "net::ERR_" not in text]
+
+
+async def test_dropped_connection_resumes(browser: Browser, client: AppClient, settings: Settings,
+                                          clips: Clips, tmp_path: Path) -> None:
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    async with Relay(*address(client), rate=MIB) as relay:  # a slow uplink that can drop
+        page, problems = await open_page(browser, client, url=relay.url + "/")
+        offsets = patch_offsets(page)
+        await start(page, video)
+        await some_stored(settings, 2 * MIB)
+        await relay.cut()  # offline
+        row = page.locator("#uploads li.upload")
+        await expect(row.locator(".note")).to_have_text("Connection lost: retrying…")
+
+        async def server_let_go() -> bool:  # the server saw the connection drop
+            return (await get_json(client, "/healthz"))["uploads_in_progress"] == 0
+        await wait_until(server_let_go, 20, "the server to see the connection drop")
+        kept = stored_bytes(settings)
+        assert 2 * MIB <= kept < SIZE
+        relay.restore(rate=64 * MIB)  # back online
+        await completed(page, client, settings, video)
+    # every PATCH after the first went on from where the server was: it was sent, in all,
+    # less than twice the file (starting again from zero would have been twice)
+    assert len(offsets) >= 2 and offsets[0] == 0 and all(offset >= kept for offset in offsets[1:])
+    assert sum(SIZE - offset for offset in offsets) < 2 * SIZE
+    assert offline_noise(problems) == []
+
+
+async def test_reload_then_pick_the_same_file(browser: Browser, client: AppClient,
+                                              settings: Settings, clips: Clips,
+                                              tmp_path: Path) -> None:
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    async with Relay(*address(client), rate=MIB) as relay:
+        page, problems = await open_page(browser, client, url=relay.url + "/")
+        offsets = patch_offsets(page)
+        await start(page, video)
+        await some_stored(settings, 2 * MIB)
+        await page.reload()
+        row = page.locator("#uploads li.upload")
+        await expect(row.locator(".note")).to_have_text(
+            re.compile(r"^Interrupted: pick holiday\.mp4 again to resume from [1-9]\d? %$"))
+        held = (await get_json(client, "/healthz"))["unfinished_uploads"]
+        assert held["count"] == 1 and held["bytes"] >= 2 * MIB
+        await expect(page.locator('[data-field="unfinished"]')).to_contain_text("1 (")
+        relay.restore(rate=64 * MIB)
+        await page.locator("#video-input").set_input_files(video)  # the same file
+        await page.locator("#upload-form button[type=submit]").click()
+        await completed(page, client, settings, video)
+    assert offsets[0] == 0 and offsets[-1] >= 2 * MIB  # resumed, not restarted
+    assert problems == []
+
+
+async def test_cancel_leaves_no_bytes(browser: Browser, client: AppClient, settings: Settings,
+                                      clips: Clips, tmp_path: Path) -> None:
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    async with Relay(*address(client), rate=MIB) as relay:
+        page, problems = await open_page(browser, client, url=relay.url + "/")
+        await start(page, video)
+        await some_stored(settings, MIB)
+        await page.locator("#uploads li.upload button.cancel").click()
+        await expect(page.locator("#uploads li.upload")).to_have_count(0)
+
+    async def removed() -> bool:
+        return files_in(settings.layout.uploads_dir) == []
+    await wait_until(removed, 20, "the server to remove the upload's bytes")
+    assert (await get_json(client, "/healthz"))["unfinished_uploads"]["count"] == 0
+    assert await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+    await expect(page.locator("#announcer")).to_contain_text("cancelled")
+    assert await page.locator("li.task").count() == 0
+    assert problems == []
