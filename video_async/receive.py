@@ -11,10 +11,13 @@ name: the directory is flushed too.
 The loop never touches the disk: each upload has two threads of its own.
 Chunks are gathered into batches, and one thread writes a batch while the
 loop reads the next. Waiting for 200 MB to reach the disk at the end would
-take a good part of the time it took to receive them, so the flush starts
-early: the other thread flushes whatever has been written so far, over and
-over, while the writes go on, and the final flush has only the last few
-megabytes left to do.
+take a good part of the time it took to receive them, so the disk starts
+early: every few megabytes the other thread asks the kernel to start writing
+out what is written so far (posix_fadvise DONTNEED, which does not wait),
+and the one fdatasync at the end has only the last few megabytes left.
+Flushing with fdatasync every few megabytes instead did the same job, but
+each one is a journal commit and a cache flush of the device: under three
+uploads it slowed the loop's other requests more (docs/upload-path.md).
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ T = TypeVar("T")
 # one batch is written while the next one fills, so an upload holds about two.
 # Batches of 4 MiB measured no cheaper than 1 MiB, and would hold 8 MiB per upload.
 BATCH_SIZE = 1024 * 1024
-# Start a background flush once this much has been written since the last one began:
-# the final flush then has at most this much (plus a batch) left to do.
-FLUSH_EVERY = 8 * 1024 * 1024
+# Start writing out to the device once this much has been written since the last
+# start: the final flush then has at most this much (plus a batch) left to do.
+WRITEOUT_EVERY = 8 * 1024 * 1024
 IOV_MAX = os.sysconf("SC_IOV_MAX")  # the most pieces one pwritev takes (1024 on Linux)
 
 
@@ -47,17 +50,17 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: 
 
     Raises TooLarge as soon as offset plus the bytes received pass limit.
     """
-    # Two threads of its own: one writes while the other flushes.
+    # Two threads of its own: one writes while the other starts the write-out.
     threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="receive")
     writing: Future[None] | None = None
-    flushing: Future[None] | None = None
+    writeout: Future[None] | None = None
     try:
         fd = await _result(threads.submit(_open, path, offset))
         try:
             position = offset
             batch: list[bytes] = []
             batched = 0
-            unflushed = 0
+            since_writeout = 0
             async for chunk in chunks:
                 if position + batched + len(chunk) > limit:
                     raise TooLarge
@@ -69,13 +72,13 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: 
                     await _result(writing)  # the previous batch is written, or its error raised here
                 writing = threads.submit(_write, fd, batch, position)
                 position += batched
-                unflushed += batched
+                since_writeout += batched
                 batch, batched = [], 0
-                if unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
-                    if flushing is not None:
-                        flushing.result()  # done already: only to raise its error
-                    flushing = threads.submit(os.fdatasync, fd)
-                    unflushed = 0
+                if since_writeout >= WRITEOUT_EVERY and (writeout is None or writeout.done()):
+                    if writeout is not None:
+                        writeout.result()  # done already: only to raise its error
+                    writeout = threads.submit(_start_writeback, fd)
+                    since_writeout = 0
             if writing is not None:
                 await _result(writing)
             # the last batch and the final flush in one hand-off
@@ -95,7 +98,7 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: 
             # A thread cannot be stopped mid-call: on any way out, let both finish
             # before the file is closed (their errors were raised above, or are
             # beside the point now).
-            for pending in (writing, flushing):
+            for pending in (writing, writeout):
                 if pending is not None and not pending.done():
                     await asyncio.wait([asyncio.wrap_future(pending)])
             await _result(threads.submit(os.close, fd))
@@ -140,6 +143,15 @@ def _write(fd: int, batch: list[bytes], position: int) -> None:
             batch = batch[1:]
         if written:  # a short write that ended inside a chunk
             batch[0] = batch[0][written:]
+
+
+def _start_writeback(fd: int) -> None:
+    # On Linux, DONTNEED starts the write-out of the file's dirty pages without
+    # waiting for it, and drops the pages already on disk from the cache (an
+    # upload is read again only by the probe, which reads its head, and by one
+    # transcode). Without posix_fadvise the final flush does all the work.
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _write_and_flush(fd: int, batch: list[bytes], position: int) -> None:
