@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from video_async.app import create_app
-from video_async.config import Settings
-
-from .conftest import Clips, upload_ok
+from .support.clips import Clips
+from .support.internals import Settings, create_app
+from .support.uploading import upload_ok
 
 
 def recording(events: list[dict[str, Any]], name: str,
@@ -52,7 +51,7 @@ async def test_upload_is_flushed_before_the_answer(aiohttp_client: Any, settings
 
     task = await upload_ok(client, clip)
 
-    stored = settings.uploads_dir / f"{task['id']}.mp4"
+    stored = settings.layout.uploads_dir / f"{task['id']}.mp4"
     answer = next(n for n, event in enumerate(events) if event["call"] == "answer")
     assert events[answer]["status"] == 201
     before = events[:answer]
@@ -61,6 +60,6 @@ async def test_upload_is_flushed_before_the_answer(aiohttp_client: Any, settings
     assert any(event["inode"] == file_inode and event["size"] == clip.stat().st_size
                for event in before), f"no flush of the upload before the 201: {before}"
     # and the directory, holding the file under its final name
-    folder_inode = settings.uploads_dir.stat().st_ino
+    folder_inode = settings.layout.uploads_dir.stat().st_ino
     assert any(event["inode"] == folder_inode and stored.name in event.get("entries", ())
                for event in before), f"no flush of the uploads folder before the 201: {before}"
