@@ -24,7 +24,7 @@ from .support.internals import MIB, Settings
 from .support.raw import PART_HEAD, address, hang_up, open_upload
 from .support.servers import MakeClient, start_server
 from .support.tus import (OFFSET_STREAM, TUS, Trickle, create, created, head, metadata, offset_of,
-                          patch, raw_patch_cut, upload_whole)
+                          patch, raw_patch_cut)
 from .support.uploading import (AppClient, Http, download, get_json, uploads_in_progress,
                                 wait_for_state)
 from .support.waiting import wait_until
@@ -66,7 +66,7 @@ async def test_tuspy_stops_part_way_and_a_new_client_resumes(
     # A stream of our own, not a path: given a path, tuspy opens it anew for each chunk
     # and leaves each one open.
     def first_client() -> str:
-        storage = FileStorage(str(storage_file))
+        storage = FileStorage(str(storage_file))  # type: ignore[no-untyped-call]
         try:
             with KeptOpen(clip.read_bytes()) as stream:
                 uploader = TusClient(endpoint).uploader(
@@ -75,10 +75,10 @@ async def test_tuspy_stops_part_way_and_a_new_client_resumes(
                 uploader.upload(stop_at=6 * MIB)  # 5 MiB, then 1 MiB, then it stops
                 return str(uploader.url)
         finally:
-            storage.close()
+            storage.close()  # type: ignore[no-untyped-call]
 
     def second_client() -> int:
-        storage = FileStorage(str(storage_file))
+        storage = FileStorage(str(storage_file))  # type: ignore[no-untyped-call]
         try:
             with KeptOpen(clip.read_bytes()) as stream:
                 uploader = TusClient(endpoint).uploader(  # finds its URL in the storage, asks HEAD
@@ -87,7 +87,7 @@ async def test_tuspy_stops_part_way_and_a_new_client_resumes(
                 uploader.upload()
                 return int(resumed_at)
         finally:
-            storage.close()
+            storage.close()  # type: ignore[no-untyped-call]
 
     # tuspy is a blocking client: in a thread, so this loop goes on serving it
     url = await asyncio.to_thread(first_client)

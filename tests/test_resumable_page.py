@@ -81,7 +81,8 @@ async def test_dropped_connection_resumes(browser: Browser, client: AppClient, s
         await expect(row.locator(".note")).to_have_text("Connection lost: retrying…")
 
         async def server_let_go() -> bool:  # the server saw the connection drop
-            return (await get_json(client, "/healthz"))["uploads_in_progress"] == 0
+            streaming: int = (await get_json(client, "/healthz"))["uploads_in_progress"]
+            return streaming == 0
         await wait_until(server_let_go, 20, "the server to see the connection drop")
         kept = stored_bytes(settings)
         assert 2 * MIB <= kept < SIZE

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import contextlib
+import io
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -68,21 +67,6 @@ async def offset_of(http: Http, url: str) -> int:
     return int(response.headers["Upload-Offset"])
 
 
-async def upload_whole(http: Http, path: Path, resolution: str = "480",
-                       chunk: int | None = None) -> str:
-    """A file uploaded with tus, in PATCHes of `chunk` bytes (one if None): its task id."""
-    data = path.read_bytes()
-    url = await created(http, len(data), path.name, resolution)
-    offset = 0
-    while offset < len(data):
-        end = len(data) if chunk is None else min(len(data), offset + chunk)
-        response = await patch(http, url, offset, data[offset:end])
-        assert response.status == 204, await response.text()
-        offset = int(response.headers["Upload-Offset"])
-        assert offset == end
-    return url.rsplit("/", 1)[-1]
-
-
 class Trickle:
     """A PATCH body sent piece by piece; `sent` counts what left the client, and
     `release` lets the next pieces go, so a test can cut it off part-way."""
@@ -106,7 +90,7 @@ class Trickle:
 async def raw_patch_cut(host: str, port: int, url: str, offset: int, body: bytes,
                         announced: int) -> None:
     """A PATCH announcing `announced` bytes that sends only `body`, then hangs up."""
-    reader, writer = await asyncio.open_connection(host, port)
+    _, writer = await asyncio.open_connection(host, port)
     writer.write((f"PATCH {url} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n"
                   f"Upload-Offset: {offset}\r\nContent-Type: {OFFSET_STREAM}\r\n"
                   f"Content-Length: {announced}\r\n\r\n").encode() + body)
