@@ -55,6 +55,11 @@ class Upload:
     receiving: asyncio.Task[int] | None = field(default=None, repr=False)
     finishing: bool = False  # every byte is in; its checks are running
 
+    @property
+    def busy(self) -> bool:
+        """A request is writing to it, or its checks are running."""
+        return (self.receiving is not None and not self.receiving.done()) or self.finishing
+
     def expires(self, expiry: float) -> float:
         return self.last_active + expiry
 
@@ -100,8 +105,7 @@ class ResumableUploads:
     def expired(self, now: float | None = None) -> list[Upload]:
         moment = time.time() if now is None else now
         return [upload for upload in self._uploads.values()
-                if upload.receiving is None and not upload.finishing
-                and upload.expires(self.expiry) <= moment]
+                if not upload.busy and upload.expires(self.expiry) <= moment]
 
     # -- changing -----------------------------------------------------------------------
 

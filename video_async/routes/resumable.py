@@ -280,13 +280,12 @@ async def _current(request: web.Request) -> Upload:
                 raise ApiError(410, "upload_gone", "This upload expired or was terminated; "
                                "start a new one.")
             raise ApiError(404, "not_found", "No such upload.")
-        if upload.expires(uploads.expiry) <= time.time() and upload.receiving is None \
-                and not upload.finishing:
+        if not upload.busy and upload.expires(uploads.expiry) <= time.time():
             await uploads.remove(upload, "expired")
             continue
-        if upload.receiving is None:
-            return upload
         earlier = upload.receiving
+        if earlier is None or earlier.done():
+            return upload  # (a finished one's offset is set: it sets it itself before it ends)
         earlier.cancel()
         await asyncio.wait([earlier])
 
