@@ -14,7 +14,8 @@ from .support.clips import Clips, pad_to
 from .support.internals import MIB, Settings
 from .support.network import Relay
 from .support.raw import address
-from .support.uploading import AppClient, get_json, wait_for_state
+from .support.servers import start_server
+from .support.uploading import AppClient, get_json, list_tasks, wait_for_state
 from .support.waiting import wait_until
 
 SIZE = 8 * MIB
@@ -137,3 +138,36 @@ async def test_cancel_leaves_no_bytes(browser: Browser, client: AppClient, setti
     await expect(page.locator("#announcer")).to_contain_text("cancelled")
     assert await page.locator("li.task").count() == 0
     assert problems == []
+
+
+async def test_server_killed_mid_upload(browser: Browser, clips: Clips, tmp_path: Path) -> None:
+    """The page's upload survives a SIGKILL of the real server: once it is back, the page
+    goes on from the offset the restarted server reports, and the task completes."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir)
+    async with Relay("127.0.0.1", server.port, rate=MIB) as relay:
+        page, problems = await open_page(browser, None, url=relay.url + "/")
+        offsets = patch_offsets(page)
+        await start(page, video)
+
+        async def some_on_disk() -> bool:
+            return any(path.stat().st_size >= 2 * MIB for path in (data_dir / "uploads").glob("*.tus"))
+        await wait_until(some_on_disk, 30, "2 MiB to reach the server")
+        await server.kill()
+        await relay.cut()
+        await expect(page.locator("#uploads li.upload .note")).to_have_text("Connection lost: retrying…")
+        server = await start_server(data_dir)
+        try:
+            relay.restore(rate=64 * MIB, port=server.port)
+            await expect(page.locator("#uploads li.upload")).to_have_count(0, timeout=60_000)
+            async with server.session() as session:
+                [task] = await list_tasks(session)
+                done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=90)
+            assert done["state"] == "COMPLETED", done["error"]
+            assert (data_dir / "uploads" / f"{task['id']}.mp4").read_bytes() == video.read_bytes()
+        finally:
+            assert await server.stop() == 0
+    assert offsets[0] == 0 and offsets[-1] >= 2 * MIB  # went on, did not start again
+    assert offline_noise(problems) == []
+    assert "Traceback" not in server.output()

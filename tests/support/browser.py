@@ -42,7 +42,7 @@ def card(page: Page, name: str) -> Any:
     return page.locator("li.task", has=page.locator(".name", has_text=name))
 
 
-async def open_page(browser: Browser, client: AppClient, url: str | None = None,
+async def open_page(browser: Browser, client: AppClient | None, url: str | None = None,
                     **context: Any) -> tuple[Page, list[str]]:
     """The page (of client's server, or at url) in a context of its own, and a list that
     collects its problems (console errors, CSP violations, uncaught exceptions) as they happen."""
@@ -50,5 +50,8 @@ async def open_page(browser: Browser, client: AppClient, url: str | None = None,
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
-    await page.goto(url or str(client.make_url("/")))
+    if url is None:
+        assert client is not None, "open_page needs a test client or a url"
+        url = str(client.make_url("/"))
+    await page.goto(url)
     return page, problems

@@ -53,10 +53,13 @@ class Relay:
         if self._pipes:
             await asyncio.wait(self._pipes)
 
-    def restore(self, rate: int | None = None) -> None:
+    def restore(self, rate: int | None = None, port: int | None = None) -> None:
+        """Connections go through again (at a new rate, or to the server's new port)."""
         self.down = False
         if rate is not None:
             self.rate = rate
+        if port is not None:
+            self.target = (self.target[0], port)
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
