@@ -21,11 +21,15 @@ import logging
 import os
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import aiofiles.os
+
 from . import ffmpeg, worker
 from .config import Settings
+from .store import Output
 from .queue import FUNCTION, QUEUE_NAME, UNREACHABLE, without_password
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,11 @@ def outcome_json(outcome: worker.Done | worker.Failed) -> dict[str, Any]:
 
 
 class Reporter:
-    """Sends a job's progress to Redis, throttled, and a heartbeat when there is none."""
+    """Sends a job's progress to Redis, throttled, and a heartbeat when there is none;
+    each one also keeps the task's run lock (see make_job) alive."""
 
-    def __init__(self, job: Any, heartbeat: int) -> None:
-        self.job, self.heartbeat = job, heartbeat
+    def __init__(self, job: Any, heartbeat: int, lock: RunLock) -> None:
+        self.job, self.heartbeat, self.lock = job, heartbeat, lock
         self.progress: int = 0
         self.eta: float | None = None
         self._changed = asyncio.Event()
@@ -67,9 +72,55 @@ class Reporter:
             self._changed.clear()
             try:
                 await self.job.update(progress=self.progress / 100, meta={"eta": self.eta})
+                await self.lock.keep()
             except UNREACHABLE as exc:  # the transcode goes on; Redis may be back in a moment
                 log.warning("job %s: could not report progress (%s)", self.job.key, exc)
             await asyncio.sleep(PROGRESS_INTERVAL)
+
+
+class RunLock:
+    """At most one run of a task at a time, across all workers: a Redis key that expires
+    two heartbeats after its holder last renewed it (so a dead worker's lock goes too).
+
+    SAQ can start a job a second time while it still runs: its sweeper takes a job that
+    a worker has just dequeued, but not yet marked active, for abandoned, and queues it
+    again once its abort went unanswered. Two runs would write the same partial file.
+    """
+
+    def __init__(self, redis: Any, task_id: str, heartbeat: int) -> None:
+        self.redis, self.heartbeat = redis, heartbeat
+        self.key = f"{QUEUE_NAME}:running:{task_id}"
+        self.token = uuid.uuid4().hex
+
+    async def take(self) -> None:
+        while not await self.redis.set(self.key, self.token, nx=True, ex=2 * self.heartbeat):
+            await asyncio.sleep(self.heartbeat / 4)  # another run of this task is on
+
+    async def keep(self) -> None:
+        await self.redis.expire(self.key, 2 * self.heartbeat)
+
+    async def release(self) -> None:
+        with contextlib.suppress(*UNREACHABLE):
+            if await self.redis.get(self.key) == self.token.encode():
+                await self.redis.delete(self.key)
+
+
+async def existing_output(settings: Settings, ffmpeg_path: str, task_id: str) -> worker.Done | None:
+    """The output an earlier run of this job left finished, if one did (its result was lost
+    to a sweep, or to Redis): reported, not made again. Only a completed run leaves it."""
+    layout = settings.layout
+    final = layout.output(task_id)
+    try:
+        stat = await aiofiles.os.stat(final)
+        result = await ffmpeg.probe(ffmpeg_path, final)
+    except (OSError, ffmpeg.FFmpegError):
+        return None
+    width, height = result.display_size
+    thumbnail = layout.thumbnail(task_id)
+    log.info("job %s: its output is there already, from an earlier run", task_id)
+    return worker.Done(Output(size=stat.st_size, width=width, height=height,
+                              duration=result.duration),
+                       thumbnail if await aiofiles.os.path.exists(thumbnail) else None)
 
 
 def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
@@ -84,16 +135,23 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
         except ValueError:
             log.error("job for task %s names an unexpected source %r", task_id, source)
             return outcome_json(worker.Failed("The job named a file outside the data folder."))
-        reporter = Reporter(ctx["job"], settings.queue_heartbeat)
-        reporting = asyncio.create_task(reporter.run())
+        job = ctx["job"]
+        lock = RunLock(job.get_queue().redis, task_id, settings.queue_heartbeat)
+        reporter = Reporter(job, settings.queue_heartbeat, lock)
+        reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
-            outcome = await worker.transcode_task(
-                task_id, source_path, ffmpeg.Media.from_json(media) if media else None,
-                resolution, ffmpeg_path, settings, reporter)
+            await lock.take()
+            outcome: worker.Done | worker.Failed | None = await existing_output(
+                settings, ffmpeg_path, task_id)
+            if outcome is None:
+                outcome = await worker.transcode_task(
+                    task_id, source_path, ffmpeg.Media.from_json(media) if media else None,
+                    resolution, ffmpeg_path, settings, reporter)
         finally:
             reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporting
+            await lock.release()
         return outcome_json(outcome)
 
     return transcode
