@@ -50,7 +50,12 @@ async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis
     first = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="first")
     second = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="second")
     async with running(server, first, second), server.session() as session:
-        await workers_ready(session, 2)
+        workers = await workers_ready(session, 2)
+        assert {worker["pid"] for worker in workers} == {first.proc.pid, second.proc.pid}
+        health = await get_json(session, "/healthz")
+        assert health["mode"] == "queue" and health["queue"]["reachable"] is True
+        page = await (await session.get("/")).text()
+        assert "Queue workers" in page and "2 on " in page
         tasks = await asyncio.gather(*(upload_ok(session, clips.small(), "480") for _ in range(4)))
         for task in tasks:
             done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=90)
