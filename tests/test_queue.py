@@ -218,3 +218,25 @@ async def test_the_worker_says_plainly_when_the_queue_extra_is_missing(tmp_path:
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "pip install 'video_async[queue]'" in lines[0], lines
+
+
+async def test_retry_runs_a_new_job(tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    async with running(server), server.session() as session:
+        # damaged on disk while no worker is there to take it, as a real failure would be
+        task = await upload_ok(session, clips.small(), "480")
+        source = data_dir / "uploads" / f"{task['id']}.mp4"
+        good = source.read_bytes()
+        source.write_bytes(good[:40])
+        worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
+        async with running(worker):
+            failed = await wait_for_state(session, task["id"], "FAILED", "COMPLETED")
+            assert failed["state"] == "FAILED" and failed["error"], failed
+            source.write_bytes(good)
+            response = await session.post(f"/tasks/{task['id']}/retry")
+            assert response.status == 200, await response.text()
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED" and done["retries"] == 1, done
+            assert worker.completed(task["id"]) == 1
+        assert f"job {task['id']}.retry1" in server.output()  # a job of its own
