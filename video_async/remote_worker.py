@@ -91,13 +91,17 @@ class RunLock:
         self.redis, self.heartbeat = redis, heartbeat
         self.key = f"{QUEUE_NAME}:running:{task_id}"
         self.token = uuid.uuid4().hex
+        self.held = False
 
     async def take(self) -> None:
         while not await self.redis.set(self.key, self.token, nx=True, ex=2 * self.heartbeat):
             await asyncio.sleep(self.heartbeat / 4)  # another run of this task is on
+        self.held = True
 
     async def keep(self) -> None:
-        await self.redis.expire(self.key, 2 * self.heartbeat)
+        # only our own: renewing another run's lock would keep a dead worker's for ever
+        if self.held and await self.redis.get(self.key) == self.token.encode():
+            await self.redis.expire(self.key, 2 * self.heartbeat)
 
     async def release(self) -> None:
         with contextlib.suppress(*UNREACHABLE):
