@@ -240,3 +240,22 @@ async def test_retry_runs_a_new_job(tmp_path: Path, clips: Clips, redis: Redis) 
             assert done["state"] == "COMPLETED" and done["retries"] == 1, done
             assert worker.completed(task["id"]) == 1
         assert f"job {task['id']}.retry1" in server.output()  # a job of its own
+
+
+async def test_delete_of_a_waiting_task_takes_its_job_off_the_queue(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    async with running(server), server.session() as session:
+        gone_task = await upload_ok(session, clips.small(), "480")
+        await wait_until(lambda: queued_in_redis(session, 1), 10, "the job in Redis")
+        await delete(session, gone_task["id"])
+        await wait_until(lambda: queued_in_redis(session, 0), 10, "the job off the queue")
+        worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
+        async with running(worker):
+            kept = await upload_ok(session, clips.small(), "480")
+            done = await wait_for_state(session, kept["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done
+        assert gone_task["id"] not in worker.output()  # no worker ever ran the deleted one
+        assert files_in(data_dir / "uploads") == [f"{kept['id']}.mp4"]
+        assert files_in(data_dir / "outputs") == [f"{kept['id']}.jpg", f"{kept['id']}.mp4"]
