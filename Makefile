@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 # What the tests need from the system, as command:Debian-package pairs. This is the
 # one place that says so; `make test` installs whatever of it is missing.
-SYSTEM_DEPS := chromium:chromium
+SYSTEM_DEPS := chromium:chromium redis-server:redis-server
 
 .PHONY: run test deps screenshot bench clean
 

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from bench import media, tus
 from bench.client import (delete, elapsed_ms, finished, get_seconds, health, latencies, own_lag,
                           started, upload, wait_task, watch_lag)
+from bench.queue_mode import bench_queue
 from bench.servers import ROOT, Server, running, stop
 from bench.stats import Summary, percentile, ratios
 from video_async import ffmpeg
@@ -622,7 +623,9 @@ async def measure(runs: int, items: set[int], report: Report) -> None:
                         await bench_pickup(session, app, small, report)
                     if 5 in items:
                         await bench_processing(session, app, hd, scratch, runs, report)
-                if 7 in items:
+                if 7 in items:  # the queue mode: bench/queue_mode.py
+                    await bench_queue(session, start, scratch, small, hd, runs, report)
+                if 8 in items:  # resumable uploads: bench/tus.py
                     app = await start("server-tus", "video_async", app_args(data("app-tus")) + UPLOADS_ONLY)
                     await tus.bench_tus(session, app, big, runs, report, memory=memory,
                                         reset_peak=reset_peak)
@@ -662,15 +665,15 @@ async def main_async(runs: int, items: set[int]) -> Report:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="video_async benchmark (issue 5)")
     parser.add_argument("--runs", type=int, default=7, help="runs per figure, at least 5 (default: 7)")
-    parser.add_argument("--items", default="1,2,3,4,5,6,7",
+    parser.add_argument("--items", default="1,2,3,4,5,6,7,8",
                         help="which items to run, comma-separated (default: all; 3 needs 1 and 2)")
     args = parser.parse_args(argv)
     try:
         items = {int(item) for item in args.items.split(",")}
     except ValueError:
-        parser.error("--items takes numbers from 1 to 7, comma-separated")
-    if not items <= {1, 2, 3, 4, 5, 6, 7}:
-        parser.error("--items takes numbers from 1 to 7, comma-separated")
+        parser.error("--items takes numbers from 1 to 8, comma-separated")
+    if not items <= {1, 2, 3, 4, 5, 6, 7, 8}:
+        parser.error("--items takes numbers from 1 to 8, comma-separated")
     if args.runs < 5:
         parser.error("--runs must be at least 5")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -686,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     print(f"\n{args.runs} runs per figure; {total:.0f} s in all, of which {generated:.0f} s "
           f"generating clips (0 when cached)")
-    if items != {1, 2, 3, 4, 5, 6, 7}:
+    if items != {1, 2, 3, 4, 5, 6, 7, 8}:
         # bench/results.json is the record of a whole run; a partial one must not replace it
         print(f"items {args.items} only: bench/{RESULTS.name} left as it was")
         return 0

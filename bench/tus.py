@@ -1,4 +1,4 @@
-"""Item 7 of `make bench`: resumable uploads (tus, /files/) against the multipart route.
+"""Item 8 of `make bench`: resumable uploads (tus, /files/) against the multipart route.
 
 The same 200 MB file, on the same server, interleaved run by run: once through
 POST /videos/upload, once as one tus upload sent in a single PATCH, once in
@@ -6,7 +6,7 @@ POST /videos/upload, once as one tus upload sent in a single PATCH, once in
 PATCH waits for its bytes to be on disk before the next one goes). Each time runs
 from the first request to the answer that queues the task.
 
-    python -m bench.run --items 7
+    python -m bench.run --items 8
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def bench_tus(session: aiohttp.ClientSession, app: Server, big: Path, runs
         log.info("tus run %d: multipart %.2f s, one PATCH %.2f s, 8 MiB PATCHes %.2f s",
                  run + 1, route_s[-1], single_s[-1], pieces_s[-1])
 
-    item = "7 tus"
+    item = "8 tus"
     report.figure(item, "multipart route MB/s", "MB/s", [size / s / MB for s in route_s], 0)
     report.figure(item, "tus, one PATCH MB/s", "MB/s", [size / s / MB for s in single_s], 0)
     report.figure(item, "tus, 8 MiB PATCHes MB/s", "MB/s", [size / s / MB for s in pieces_s], 0)

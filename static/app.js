@@ -516,6 +516,12 @@ function drawLag() {
   });
 }
 
+function queueText(queue) {
+  if (!queue.reachable) return "Redis unreachable";
+  const hosts = [...new Set(queue.workers.map((worker) => worker.host))];
+  return `${queue.workers.length}${hosts.length ? ` on ${hosts.join(", ")}` : ""}, ${queue.jobs_queued} queued`;
+}
+
 async function pollHealth() {
   try {
     const response = await fetch("/healthz", { cache: "no-store" });
@@ -527,6 +533,8 @@ async function pollHealth() {
     $('[data-field="uploads"]', beat).textContent = health.uploads_in_progress;
     $('[data-field="unfinished"]', beat).textContent = health.unfinished_uploads.text;
     $('[data-field="jobs"]', beat).textContent = health.jobs_running;
+    const queueField = $('[data-field="queue"]', beat); // queue mode only
+    if (queueField && health.queue) queueField.textContent = queueText(health.queue);
     beat.classList.toggle("busy", health.jobs_running + health.uploads_in_progress > 0);
     lagSamples.push(lag.last);
     if (lagSamples.length > 60) lagSamples.shift();

@@ -14,6 +14,7 @@ from playwright.async_api import Browser
 from .support.browser import chromium
 from .support.clips import Clips
 from .support.internals import Settings, create_app
+from .support.queue import Redis
 from .support.servers import MakeClient, Serve
 from .support.uploading import AppClient
 
@@ -57,3 +58,12 @@ async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium of its own for each test."""
     async with chromium() as launched:
         yield launched
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[Redis]:
+    """A redis-server of this test's own on a free loopback port, persistence off."""
+    server = Redis(tmp_path / "redis")
+    await server.start()
+    yield server
+    await server.kill()

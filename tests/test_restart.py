@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,7 @@ from .support.processes import ffmpeg_pids
 from .support.raw import PART_HEAD, hang_up, open_upload
 from .support.servers import Server, refused_start, start_server
 from .support.uploading import Http, download, get_json, list_tasks, transcoding, upload_ok, wait_for_state
-from .support.waiting import wait_until
-
-
-async def in_snapshot(data_dir: Path, task_id: str, state: str) -> None:
-    """Wait until tasks.json says so: what a crash a moment later must keep."""
-    async def written() -> bool:
-        try:
-            tasks = json.loads((data_dir / "tasks.json").read_text())["tasks"]
-        except (OSError, ValueError):
-            return False
-        return any(t["id"] == task_id and t["state"] == state for t in tasks)
-    await wait_until(written, 10, f"tasks.json to show {task_id} {state}")
+from .support.waiting import in_snapshot, wait_until
 
 
 async def finished_task(session: Http, server: Server, clip: Path) -> tuple[dict[str, Any], bytes]:

@@ -16,7 +16,15 @@ from .recovery import DataDirInUse
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = Settings.from_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["worker"]:
+        _need_queue_extra("video-async worker")
+        from .remote_worker import main as run_worker
+        run_worker(args[1:])
+        return
+    settings = Settings.from_args(args)
+    if settings.queue:
+        _need_queue_extra("video-async --queue")
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.no_token and not settings.on_loopback:
@@ -43,6 +51,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as exc:  # the port is taken, the data dir is not writable, ...
         where = f" ({exc.filename})" if exc.filename else f" on {settings.host}:{settings.port}"
         sys.exit(f"video-async: cannot start{where}: {exc.strerror or exc}")
+
+
+def _need_queue_extra(what: str) -> None:
+    """The queue's packages are an optional extra: say so in one line if they are missing."""
+    try:
+        import redis  # noqa: F401
+        import saq  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"{what}: the queue needs the 'queue' extra ({exc.name} is missing); "
+                 "install it with: pip install 'video_async[queue]'")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from aiohttp.typedefs import Middleware
 from . import access, ffmpeg
 from .config import Settings, asset_dir
 from .errors import ApiError
-from .keys import (FFMPEG, LAG, PAGE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE, UPLOADS,
-                   UploadCounter)
+from .keys import (FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE,
+                   UPLOADS, UploadCounter)
 from .loop_lag import LagMonitor
 from .recovery import DataDirLock, recover
 from .resumable import ResumableUploads
@@ -87,17 +87,24 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
         lock.release()
         raise
     # Strong references: the loop itself only keeps weak ones to running tasks.
-    running = [
-        asyncio.create_task(app[LAG].run(), name="loop-lag"),
-        asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings), name="workers"),
-        asyncio.create_task(app[RESUMABLE].run_expiry(), name="upload-expiry"),
-    ]
+    running = [asyncio.create_task(app[LAG].run(), name="loop-lag"),
+               asyncio.create_task(app[RESUMABLE].run_expiry(), name="upload-expiry")]
+    if settings.queue:
+        # Queue mode: workers elsewhere transcode; an optional extra, imported only here.
+        from .queue import JobQueue
+        jobs = JobQueue(app[STORE], settings)
+        app[QUEUE] = jobs.status
+        running.append(asyncio.create_task(jobs.run(), name="queue"))
+    else:
+        running.append(asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings),
+                                           name="workers"))
     writer = app[SNAPSHOT]  # made before loading: what loading changed is written back at once
     if writer.enabled:
         running.append(asyncio.create_task(writer.run(), name="snapshot"))
     yield
     # Shutdown: cancelling the workers cancels their jobs, and each job stops its
-    # ffmpeg and removes its partial output before the cancellation completes.
+    # ffmpeg and removes its partial output before the cancellation completes. (Queue
+    # workers' jobs go on: a restarted server follows them again.)
     for task in running:
         task.cancel()
     for task in running:

@@ -64,6 +64,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
     token: str = field(default="", repr=False)  # "": none asked for; never shown in logs
     no_token: bool = False  # reachable by others, and deliberately without a token
+    queue: str = ""  # "": transcode in this process; redis://...: on queue workers
+    queue_heartbeat: int = 10  # seconds a queue job may go unheard of before it runs elsewhere
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
@@ -127,11 +129,89 @@ class Settings:
                                 else _split(env.get("VIDEO_ASYNC_ALLOW_HOST", ""))),
             token=token,
             no_token=args.no_token,
+            queue=_queue_url(args.queue),
+            queue_heartbeat=_heartbeat(args.queue_heartbeat),
         )
+
+    @classmethod
+    def for_worker(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """`video-async worker ...`: the settings a queue worker runs its jobs with."""
+        env = os.environ if environ is None else environ
+        args = build_worker_parser(env).parse_args(argv)
+        if not args.queue:
+            raise SystemExit("video-async worker: give the queue: --queue redis://HOST:PORT/DB "
+                             "(or VIDEO_ASYNC_QUEUE)")
+        if args.jobs < 1:
+            raise SystemExit("video-async worker: --jobs must be at least 1")
+        for name in ("job_timeout", "stall_timeout"):
+            if getattr(args, name) <= 0:
+                raise SystemExit(f"video-async worker: --{name.replace('_', '-')} must be positive")
+        return cls(data_dir=Path(args.data_dir), workers=args.jobs, ffmpeg=args.ffmpeg or None,
+                   job_timeout=args.job_timeout, stall_timeout=args.stall_timeout,
+                   log_level=args.log_level, queue=_queue_url(args.queue),
+                   queue_heartbeat=_heartbeat(args.queue_heartbeat))
+
+
+def _queue_url(url: str) -> str:
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SystemExit("video-async: --queue must be a Redis URL, such as redis://HOST:6379/0")
+    return url
+
+
+def _heartbeat(seconds: int) -> int:
+    if seconds < 1:
+        raise SystemExit("video-async: --queue-heartbeat must be at least 1")
+    return seconds
 
 
 def _split(listed: str) -> list[str]:
     return [item.strip() for item in listed.split(",") if item.strip()]
+
+
+def add_flag(parser: argparse.ArgumentParser, env: Mapping[str, str], name: str,
+             fallback: object, kind: type, text: str) -> None:
+    """--name, defaulting to VIDEO_ASYNC_NAME, else to fallback."""
+    variable = "VIDEO_ASYNC_" + name.replace("-", "_").upper()
+    shown = f"{fallback:g}" if isinstance(fallback, float) else str(fallback)
+    parser.add_argument(f"--{name}", type=kind, default=env.get(variable, shown), help=text)
+
+
+QUEUE_HELP = ("Redis URL of the job queue, e.g. redis://HOST:6379/0: the server then transcodes "
+              "nothing itself, and `video-async worker` processes on any machine that shares "
+              "the data dir do (needs the queue extra: pip install 'video_async[queue]')")
+HEARTBEAT_HELP = ("seconds a queue job may go without a sign of life from its worker before "
+                  "it is run again on another (default: %(default)s)")
+
+
+def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """`video-async worker`: the flags of a queue worker, defaults as for the server."""
+    base = Settings()
+    parser = argparse.ArgumentParser(
+        prog="video-async worker",
+        description="Run transcode jobs from the queue that a `video-async --queue` server "
+                    "fills. The data dir must be the server's own, shared (NFS, CephFS, a "
+                    "mounted volume).")
+
+    def flag(name: str, fallback: object, kind: type, text: str) -> None:
+        add_flag(parser, env, name, fallback, kind, text)
+
+    flag("queue", base.queue, str, "Redis URL of the server's job queue, e.g. redis://HOST:6379/0")
+    flag("data-dir", base.data_dir, str, "the server's data dir, as this machine sees it "
+         "(default: the current folder)")
+    flag("jobs", base.workers, int, "how many ffmpeg jobs this worker runs at once "
+         "(default: %(default)s)")
+    flag("ffmpeg", "", str, "path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
+    flag("job-timeout", base.job_timeout, float, "seconds a transcode may run before it is "
+         "stopped and FAILED (default: %(default)s)")
+    flag("stall-timeout", base.stall_timeout, float, "seconds a transcode may go without "
+         "progress before it is stopped and FAILED (default: %(default)s)")
+    flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        default=env.get("VIDEO_ASYNC_LOG_LEVEL", base.log_level),
+                        help="logging verbosity (default: %(default)s)")
+    return parser
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -147,10 +227,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     def flag(name: str, fallback: object, kind: type, text: str) -> None:
-        """--name, defaulting to VIDEO_ASYNC_NAME, else to fallback."""
-        variable = "VIDEO_ASYNC_" + name.replace("-", "_").upper()
-        shown = f"{fallback:g}" if isinstance(fallback, float) else str(fallback)
-        parser.add_argument(f"--{name}", type=kind, default=env.get(variable, shown), help=text)
+        add_flag(parser, env, name, fallback, kind, text)
 
     flag("host", base.host, str, "address to listen on (default: %(default)s, loopback only)")
     flag("port", base.port, int, "TCP port (default: %(default)s)")
@@ -181,6 +258,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("upload-expiry", base.upload_expiry, float, "seconds an unfinished resumable upload "
          "(/files/) is kept after the last byte it received; then it is removed "
          "(default: %(default)s, 24 hours)")
+    flag("queue", base.queue, str, QUEUE_HELP)
+    flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
                         help="keep tasks in memory only: no tasks.json snapshot, nothing "

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import shutil
+import signal
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -279,13 +282,38 @@ async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -
 
 # -- running processes --------------------------------------------------------
 
+_PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None = None  # set by die_with_parent()
+
+
+def die_with_parent() -> None:
+    """From now on, every ffmpeg this process starts is killed when it dies (Linux).
+
+    A queue worker calls this at start: a worker killed with SIGKILL then leaves no
+    ffmpeg writing into the shared data dir while its job runs again on another worker.
+    The single server keeps its ffmpeg instead: recovery at its next start finds and
+    stops them.
+    """
+    global _prctl
+    if sys.platform == "linux":
+        # looked up here, not in the child, where loading a library after fork is unsafe
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _ask_for_death_signal() -> None:
+    """Runs in the child between fork and exec."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @contextlib.asynccontextmanager
 async def _spawn(args: Sequence[str], grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
     # start_new_session: a Ctrl-C in the terminal reaches the server only; the
     # server then stops ffmpeg itself, in order, instead of ffmpeg racing it.
     proc = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        preexec_fn=_ask_for_death_signal if _prctl is not None else None)
     # ffmpeg would happily take every core; at a lower priority it still does, but
     # the event loop gets the CPU at once when a request comes in.
     with contextlib.suppress(OSError):

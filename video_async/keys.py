@@ -3,12 +3,13 @@
 Typed `web.AppKey`s (rather than string keys) let a type checker follow them.
 Everything here is made in `create_app`, except FFMPEG and RECOVERY, which
 only exist once start-up has run ffmpeg and looked at the data dir; no
-request is served before that.
+request is served before that. QUEUE exists in queue mode only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 from aiohttp import web
@@ -28,6 +29,21 @@ class UploadCounter:
     active: int = 0
 
 
+@dataclass
+class QueueStatus:
+    """What the web process last saw of the job queue (queue mode only), refreshed every
+    second: /healthz and the page's heartbeat show it."""
+    url: str  # without its password
+    reachable: bool = False
+    workers: list[dict[str, Any]] = field(default_factory=list)  # host, pid, jobs of each
+    jobs_queued: int = 0
+    jobs_running: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "reachable": self.reachable, "workers": self.workers,
+                "jobs_queued": self.jobs_queued, "jobs_running": self.jobs_running}
+
+
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", TaskStore)
 SNAPSHOT = web.AppKey("snapshot", SnapshotWriter)
@@ -37,3 +53,4 @@ LAG = web.AppKey("lag", LagMonitor)
 PAGE = web.AppKey("page", jinja2.Template)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
 RECOVERY = web.AppKey("recovery", RecoveryReport)
+QUEUE = web.AppKey("queue", QueueStatus)

@@ -82,9 +82,13 @@ async def recover(store: TaskStore, resumable: ResumableUploads, settings: Setti
     before the worker starts."""
     layout = settings.layout
     report = RecoveryReport()
-    report.stray_ffmpeg = await asyncio.to_thread(find_stray_ffmpeg, layout)
-    await _kill_and_wait(report.stray_ffmpeg)
-    report.removed_partials = await asyncio.to_thread(_remove_partials, layout)
+    # With a queue, the ffmpeg processes and partial outputs in the data dir are the
+    # workers' (on this machine or another): their jobs go on, and are followed again.
+    if not settings.queue:
+        report.stray_ffmpeg = await asyncio.to_thread(find_stray_ffmpeg, layout)
+        await _kill_and_wait(report.stray_ffmpeg)
+    report.removed_partials = await asyncio.to_thread(_remove_partials, layout,
+                                                      not settings.queue)
     loaded = await asyncio.to_thread(load_tasks, layout) if settings.persist else []
     tasks = [entry.task for entry in loaded]
     found = await asyncio.to_thread(scan, layout, settings.upload_expiry, {task.id for task in tasks})
@@ -161,9 +165,9 @@ def _alive(pid: int) -> bool:
     return not stat.rsplit(") ", 1)[-1].startswith(("Z", "X"))
 
 
-def _remove_partials(layout: DataLayout) -> list[str]:
+def _remove_partials(layout: DataLayout, outputs: bool = True) -> list[str]:
     removed = []
-    for folder in (layout.uploads_dir, layout.outputs_dir):
+    for folder in (layout.uploads_dir, layout.outputs_dir) if outputs else (layout.uploads_dir,):
         for path in sorted(folder.iterdir()):
             if layout.is_partial(path):
                 path.unlink(missing_ok=True)
@@ -176,7 +180,8 @@ def _unreferenced(layout: DataLayout, tasks: list[Task], resumable: ResumableUpl
     unreferenced = []
     for folder in (layout.uploads_dir, layout.outputs_dir):
         for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.resolve() in referenced:
+            # a partial file here is a queue worker's job still running
+            if path.name.startswith(".") or layout.is_partial(path) or path.resolve() in referenced:
                 continue
             upload_id = layout.resumable_id(path)
             if upload_id is not None and resumable.get(upload_id) is not None:

@@ -207,12 +207,16 @@ class TaskStore:
         """Move the oldest QUEUED task to PROCESSING and return it (None if none waits)."""
         for task in self._tasks.values():
             if task.state is State.QUEUED:
-                task.state = State.PROCESSING
-                task.started_at = utc_now()
-                task.progress = 0
-                self._changed()
+                self.start(task)
                 return task
         return None
+
+    def start(self, task: Task) -> None:
+        """QUEUED -> PROCESSING: a worker, here or on the queue, has taken it."""
+        task.state = State.PROCESSING
+        task.started_at = utc_now()
+        task.progress = 0
+        self._changed()
 
     async def wait_for_work(self) -> None:
         """Return once a task may have been queued since the last claim_next() found none."""

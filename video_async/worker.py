@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiofiles.os
@@ -56,7 +58,36 @@ async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> N
 
 
 async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
-    """Transcode with progress, thumbnail, COMPLETED; any failure is FAILED, never raised.
+    """Run one task's job here, in this process: its outcome goes straight into the store."""
+    outcome = await transcode_task(task.id, task.source_path, task.media, task.resolution,
+                                   ffmpeg_path, settings,
+                                   lambda progress, eta: store.set_progress(task, progress, eta))
+    if isinstance(outcome, Failed):
+        store.fail(task, outcome.reason, outcome.detail)
+    else:
+        store.complete(task, settings.layout.output(task.id), outcome.output, outcome.thumbnail)
+
+
+@dataclass(frozen=True)
+class Done:
+    output: Output
+    thumbnail: Path | None  # None: the video is fine, but no frame could be taken
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str  # the sentence a FAILED task shows
+    detail: str = ""  # ffmpeg's own words
+
+
+async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None, resolution: int,
+                         ffmpeg_path: str, settings: Settings,
+                         on_progress: Callable[[int, float | None], None]) -> Done | Failed:
+    """Transcode with progress, thumbnail, then Done; any failure is Failed, never raised.
+
+    The one job, whoever runs it: the in-process worker (run_job) or a queue worker on
+    another machine. It touches only files named after the task in settings' data dir,
+    and reports progress (percent, seconds left) through on_progress.
 
     The upload was probed before the task existed, so the job starts ffmpeg's
     transcode at once. The output is probed once (a few milliseconds on a file
@@ -64,29 +95,29 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
     player reports, not what was planned or how far the last progress line got.
     """
     layout = settings.layout
-    final = layout.output(task.id)
+    final = layout.output(task_id)
     # written under a temporary name and renamed when whole: a download never sees half a file
-    partial = layout.partial_output(task.id)
-    thumb = layout.thumbnail(task.id)
+    partial = layout.partial_output(task_id)
+    thumb = layout.thumbnail(task_id)
     loop = asyncio.get_running_loop()
     started = loop.time()
     encoded = 0.0  # seconds of output written, as ffmpeg last reported
 
-    def on_progress(seconds_done: float, duration: float) -> None:
+    def progress(seconds_done: float, duration: float) -> None:
         nonlocal encoded
         encoded = max(encoded, seconds_done)
         fraction = min(1.0, seconds_done / duration) if duration > 0 else 0.0
         elapsed = loop.time() - started
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and elapsed > 0.5 else None
-        store.set_progress(task, int(fraction * 100), eta)
+        on_progress(int(fraction * 100), eta)
 
     try:
         async with asyncio.timeout(settings.job_timeout):
             # a tasks.json from before probing was kept has no media: probe now
-            media = task.media or await ffmpeg.probe(ffmpeg_path, task.source_path)
+            media = media or await ffmpeg.probe(ffmpeg_path, source)
             duration = media.duration or 0.0
-            await ffmpeg.transcode(ffmpeg_path, task.source_path, partial, media, task.resolution,
-                                   lambda seconds: on_progress(seconds, duration),
+            await ffmpeg.transcode(ffmpeg_path, source, partial, media, resolution,
+                                   lambda seconds: progress(seconds, duration),
                                    settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
@@ -97,13 +128,11 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
         await _remove(partial, final, thumb)  # any way out but success leaves nothing behind
         if not isinstance(exc, Exception):
             raise  # cancelled (DELETE, shutdown): the task did not fail
-        store.fail(task, *_failure(task.id, exc, settings))
-        return
+        return Failed(*_failure(task_id, exc, settings))
     width, height = result.display_size
-    store.complete(task, final, Output(size=stat.st_size, width=width, height=height,
-                                       duration=result.duration or encoded or None),
-                   thumbnail)
-    log.info("job %s completed in %.1f s", task.id, loop.time() - started)
+    log.info("job %s completed in %.1f s", task_id, loop.time() - started)
+    return Done(Output(size=stat.st_size, width=width, height=height,
+                       duration=result.duration or encoded or None), thumbnail)
 
 
 def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str]:

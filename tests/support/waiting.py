@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,3 +21,14 @@ async def wait_until(condition: Callable[[], Awaitable[Any]], timeout: float = 6
             return result
     except TimeoutError:
         pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+async def in_snapshot(data_dir: Path, task_id: str, state: str) -> None:
+    """Wait until tasks.json says so: what a crash a moment later must keep."""
+    async def written() -> bool:
+        try:
+            tasks = json.loads((data_dir / "tasks.json").read_text())["tasks"]
+        except (OSError, ValueError):
+            return False
+        return any(t["id"] == task_id and t["state"] == state for t in tasks)
+    await wait_until(written, 10, f"tasks.json to show {task_id} {state}")

@@ -11,7 +11,7 @@ from aiohttp import web
 from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import human_size, one_of
-from ..keys import FFMPEG, LAG, PAGE, RECOVERY, RESUMABLE, SETTINGS, STORE, UPLOADS
+from ..keys import FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, STORE, UPLOADS
 from ..layout import SOURCE_EXTENSIONS
 from ..store import Task
 
@@ -49,6 +49,9 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
         "persist": app[SETTINGS].persist,
         # finished files that no task refers to, found at start-up: kept, for a person to look at
         "unreferenced_files": app[RECOVERY].unreferenced,
+        # "single": transcodes run in this process; "queue": on the queue's workers
+        "mode": "queue" if app[SETTINGS].queue else "single",
+        "queue": app[QUEUE].to_json() if QUEUE in app else None,
     }
 
 

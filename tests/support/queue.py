@@ -1,0 +1,109 @@
+"""The queue mode's other processes: a Redis of the test's own, and `video_async worker`.
+
+Redis runs on a free loopback port, from a folder of its own, with persistence off: a
+restart empties it, as a Redis without a disk would be after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .servers import free_port
+from .uploading import Http, get_json
+from .waiting import wait_until
+
+
+class Redis:
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """redis-server on this port (the same one after a restart), once it answers."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server not found: install Debian's redis-server package "
+                        "(make test does)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "redis.log").open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.folder),
+                stdout=log, stderr=subprocess.STDOUT)
+        await wait_until(self._answers, 20, "redis-server to answer")
+
+    async def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            pytest.fail(f"redis-server exited with {self.proc.returncode}:\n"
+                        + (self.folder / "redis.log").read_text(errors="replace"))
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        try:
+            writer.write(b"PING\r\n")
+            return await reader.readline() == b"+PONG\r\n"
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def kill(self) -> None:
+        """SIGKILL: Redis gone at once, and (persistence off) all it held with it."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def restart_empty(self) -> None:
+        await self.kill()
+        await self.start()
+
+
+class Worker:
+    """`python -m video_async worker` as a process of its own; its output goes to a log file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def completed(self, task_id: str) -> int:
+        """How many times this worker finished a transcode of the task."""
+        return self.output().count(f"job {task_id} completed")
+
+    async def kill(self) -> None:
+        self.proc.kill()
+        await self.proc.wait()
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        async with asyncio.timeout(20):
+            return await self.proc.wait()
+
+
+async def start_worker(data_dir: Path, queue: str, *flags: str, name: str = "worker") -> Worker:
+    """A worker process on the shared data dir (started; see workers_ready for registered)."""
+    log = data_dir.parent / f"{name}.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "video_async", "worker", "--queue", queue,
+            "--data-dir", str(data_dir), *flags, stdout=out, stderr=subprocess.STDOUT)
+    return Worker(proc, log)
+
+
+async def workers_ready(http: Http, count: int) -> list[dict[str, object]]:
+    """The workers as the server's /healthz lists them, once `count` have registered."""
+    async def registered() -> list[dict[str, object]] | None:
+        workers: list[dict[str, object]] = (await get_json(http, "/healthz"))["queue"]["workers"]
+        return workers if len(workers) == count else None
+    ready: list[dict[str, object]] = await wait_until(registered, 30, f"{count} workers")
+    return ready

@@ -1,0 +1,261 @@
+"""Queue mode: the web process enqueues, `video_async worker` processes transcode, through a
+real Redis; every process on this machine, sharing one data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+from .support.checks import files_in, partials
+from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
+from .support.processes import ffmpeg_pids
+from .support.queue import Redis, Worker, start_worker, workers_ready
+from .support.servers import Server, start_server
+from .support.uploading import (Http, delete, download, get_json, list_tasks, transcoding,
+                                upload, upload_ok, wait_for_state)
+from .support.waiting import in_snapshot, wait_until
+
+HEARTBEAT = ("--queue-heartbeat", "1")  # a dead worker's job runs elsewhere within seconds
+
+
+async def no_ffmpeg(data_dir: Path) -> bool:
+    return ffmpeg_pids(data_dir) == []
+
+
+async def queued_in_redis(session: Http, count: int) -> bool:
+    health = await get_json(session, "/healthz")
+    return bool(health["queue"]["reachable"]) and health["queue"]["jobs_queued"] == count
+
+
+@contextlib.asynccontextmanager
+async def running(*processes: Server | Worker) -> AsyncIterator[None]:
+    """Stops every process on the way out, whatever happened."""
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.proc.returncode is None:
+                await process.stop()
+
+
+async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    # each job takes at least the clip's own second, so one worker cannot take all four
+    slow = str(realtime_ffmpeg(tmp_path))
+    first = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="first")
+    second = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="second")
+    async with running(server, first, second), server.session() as session:
+        workers = await workers_ready(session, 2)
+        assert {worker["pid"] for worker in workers} == {first.proc.pid, second.proc.pid}
+        health = await get_json(session, "/healthz")
+        assert health["mode"] == "queue" and health["queue"]["reachable"] is True
+        page = await (await session.get("/")).text()
+        assert "Queue workers" in page and "2 on " in page
+        tasks = await asyncio.gather(*(upload_ok(session, clips.small(), "480") for _ in range(4)))
+        for task in tasks:
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=90)
+            assert done["state"] == "COMPLETED", done
+            assert done["output"]["height"] == 240  # never upscaled
+            video = data_dir / "outputs" / f"{task['id']}.mp4"
+            assert video.read_bytes() == await download(session, task["id"])
+            assert_web_ready(video)
+        ran = [[t["id"] for t in tasks if worker.completed(t["id"])] for worker in (first, second)]
+        assert all(ran), f"each worker should have taken a job: {ran}"
+        assert sorted(ran[0] + ran[1]) == sorted(t["id"] for t in tasks)  # each once
+        assert partials(data_dir) == []
+        assert len(await list_tasks(session)) == 4
+        assert len(files_in(data_dir / "outputs")) == 8  # a video and a thumbnail each
+
+
+async def test_a_killed_workers_job_runs_on_another(tmp_path: Path, clips: Clips,
+                                                     redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    # 12 s of video at its own speed: still running when its worker is killed
+    slow = str(realtime_ffmpeg(tmp_path))
+    doomed = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="doomed")
+    async with running(server, doomed), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.long(), "480")
+        await transcoding(session, task["id"])
+        assert ffmpeg_pids(data_dir) != []
+        await doomed.kill()
+        # its ffmpeg dies with it: nothing goes on writing into the shared folder
+        await wait_until(lambda: no_ffmpeg(data_dir), 10, "the killed worker's ffmpeg to go")
+        rescuer = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT,
+                                     name="rescuer")
+        async with running(rescuer):
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
+            assert done["state"] == "COMPLETED", done
+            assert rescuer.completed(task["id"]) == 1
+        assert files_in(data_dir / "outputs") == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
+        assert_web_ready(data_dir / "outputs" / f"{task['id']}.mp4")
+        assert [t["id"] for t in await list_tasks(session)] == [task["id"]]
+
+
+async def test_jobs_lost_with_redis_are_queued_again(tmp_path: Path, clips: Clips,
+                                                     redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    async with running(server), server.session() as session:
+        tasks = [await upload_ok(session, clips.small(), "480") for _ in range(2)]
+        await wait_until(lambda: queued_in_redis(session, 2), 10, "two jobs in Redis")
+        await redis.restart_empty()
+        # Nobody has run them yet, and Redis no longer knows them: the server queues them
+        # again, and a worker started now finds them.
+        await wait_until(lambda: queued_in_redis(session, 2), 15, "the jobs queued again")
+        worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
+        async with running(worker):
+            for task in tasks:
+                done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+                assert done["state"] == "COMPLETED", done
+                assert worker.completed(task["id"]) == 1
+        assert "queued again" in server.output()
+
+
+async def test_a_killed_server_loses_and_repeats_nothing(tmp_path: Path, clips: Clips,
+                                                         redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    flags = ("--queue", redis.url, *HEARTBEAT)
+    server = await start_server(data_dir, *flags)
+    slow = str(realtime_ffmpeg(tmp_path))
+    worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
+    async with running(server, worker):
+        async with server.session() as session:
+            await workers_ready(session, 1)
+            running_task = await upload_ok(session, clips.long(), "480")
+            waiting_task = await upload_ok(session, clips.small(), "480")
+            await transcoding(session, running_task["id"])
+            await in_snapshot(data_dir, waiting_task["id"], "QUEUED")
+        await server.kill()
+        server = await start_server(data_dir, *flags)
+        async with running(server), server.session() as session:
+            ids = sorted([running_task["id"], waiting_task["id"]])
+            assert sorted(t["id"] for t in await list_tasks(session)) == ids
+            for task_id in ids:
+                done = await wait_for_state(session, task_id, "COMPLETED", "FAILED", timeout=90)
+                assert done["state"] == "COMPLETED", done
+                assert worker.completed(task_id) == 1  # the running job went on, not again
+            assert sorted(t["id"] for t in await list_tasks(session)) == ids
+        assert files_in(data_dir / "outputs") == sorted(
+            f"{task_id}.{ext}" for task_id in ids for ext in ("jpg", "mp4"))
+
+
+async def test_delete_stops_the_job_on_its_worker(tmp_path: Path, clips: Clips,
+                                                  redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    slow = str(realtime_ffmpeg(tmp_path))  # 12 s of video at its own speed: still running
+    worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
+    async with running(server, worker), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.long(), "480")
+        await transcoding(session, task["id"])
+        assert ffmpeg_pids(data_dir) != [] and partials(data_dir) != []
+        await delete(session, task["id"])
+        # the answer came once the worker had stopped its ffmpeg and removed its files
+        assert ffmpeg_pids(data_dir) == []
+        assert files_in(data_dir / "uploads") == [] and files_in(data_dir / "outputs") == []
+        assert await list_tasks(session) == []
+        assert worker.proc.returncode is None
+        next_task = await upload_ok(session, clips.small(), "480")  # the worker goes on
+        done = await wait_for_state(session, next_task["id"], "COMPLETED", "FAILED")
+        assert done["state"] == "COMPLETED", done
+
+
+async def test_an_idle_worker_picks_up_at_once(tmp_path: Path, clips: Clips,
+                                               redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    slow = str(realtime_ffmpeg(tmp_path))  # still PROCESSING when looked at
+    worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
+    async with running(server, worker), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.long(), "480")
+        started = await wait_for_state(session, task["id"], "PROCESSING", "COMPLETED")
+        pickup = (datetime.fromisoformat(started["started_at"])
+                  - datetime.fromisoformat(started["created_at"])).total_seconds()
+        # Loosely: `make bench` measures it (tens of milliseconds); a poll would take seconds.
+        assert 0 <= pickup < 1.0, pickup
+
+
+async def test_uploads_wait_while_redis_is_down(tmp_path: Path, clips: Clips,
+                                                redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    async with running(server), server.session() as session:
+        await redis.kill()
+        response = await upload(session, clips.small(), "480")
+        assert response.status == 201, await response.text()
+        task = await response.json()
+        assert task["state"] == "QUEUED"
+
+        async def unreachable() -> bool:
+            return (await get_json(session, "/healthz"))["queue"]["reachable"] is False
+        await wait_until(unreachable, 10, "/healthz to say Redis is unreachable")
+        assert (await get_json(session, f"/tasks/{task['id']}"))["state"] == "QUEUED"
+        await redis.start()
+        worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
+        async with running(worker):
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done
+
+
+async def test_the_worker_says_plainly_when_the_queue_extra_is_missing(tmp_path: Path) -> None:
+    # the interpreter as it would be without the extra installed: saq cannot be imported
+    without_saq = "import sys; sys.modules['saq'] = None; from video_async.__main__ import main; main()"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", without_saq, "worker", "--queue", "redis://127.0.0.1:1/0",
+        "--data-dir", str(tmp_path), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "pip install 'video_async[queue]'" in lines[0], lines
+
+
+async def test_retry_runs_a_new_job(tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    async with running(server), server.session() as session:
+        # damaged on disk while no worker is there to take it, as a real failure would be
+        task = await upload_ok(session, clips.small(), "480")
+        source = data_dir / "uploads" / f"{task['id']}.mp4"
+        good = source.read_bytes()
+        source.write_bytes(good[:40])
+        worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
+        async with running(worker):
+            failed = await wait_for_state(session, task["id"], "FAILED", "COMPLETED")
+            assert failed["state"] == "FAILED" and failed["error"], failed
+            source.write_bytes(good)
+            response = await session.post(f"/tasks/{task['id']}/retry")
+            assert response.status == 200, await response.text()
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED" and done["retries"] == 1, done
+            assert worker.completed(task["id"]) == 1
+        assert f"job {task['id']}.retry1" in server.output()  # a job of its own
+
+
+async def test_delete_of_a_waiting_task_takes_its_job_off_the_queue(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    async with running(server), server.session() as session:
+        gone_task = await upload_ok(session, clips.small(), "480")
+        await wait_until(lambda: queued_in_redis(session, 1), 10, "the job in Redis")
+        await delete(session, gone_task["id"])
+        await wait_until(lambda: queued_in_redis(session, 0), 10, "the job off the queue")
+        worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
+        async with running(worker):
+            kept = await upload_ok(session, clips.small(), "480")
+            done = await wait_for_state(session, kept["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done
+        assert gone_task["id"] not in worker.output()  # no worker ever ran the deleted one
+        assert files_in(data_dir / "uploads") == [f"{kept['id']}.mp4"]
+        assert files_in(data_dir / "outputs") == [f"{kept['id']}.jpg", f"{kept['id']}.mp4"]
