@@ -4,9 +4,9 @@ The body is read part by part and chunk by chunk (`request.multipart()` and
 `read_chunk()`), never all at once: `request.post()` would hold a 200 MB file
 in memory. Bytes go to disk through `receive` (threads write and flush them),
 so the loop keeps serving other requests while the disk works, and the 201
-goes out only once the file and its name are on disk. Until the task exists the file has a temporary
-name; on any error, or if the client goes away, it is deleted, so a failed
-upload leaves no file and no task behind.
+goes out only once the file and its name are on disk. Until the task exists
+the file has a temporary name; on any error, or if the client goes away, it
+is deleted, so a failed upload leaves no file and no task behind.
 """
 
 from __future__ import annotations
@@ -181,7 +181,9 @@ async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, setting
             raise _too_large(settings) from None
 
 
-async def _checked_chunks(part: BodyPartReader, kind: str, settings: Settings) -> AsyncGenerator[bytes, None]:
+async def _checked_chunks(part: BodyPartReader, kind: str,
+                          settings: Settings) -> AsyncGenerator[bytes, None]:
+    """The part's chunks as they come, its first bytes checked against its extension."""
     head = b""
     while chunk := await part.read_chunk(settings.upload_chunk):
         if len(head) < SIGNATURE_SIZE:
