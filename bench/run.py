@@ -3,7 +3,9 @@
 The machines are shared and noisy, so each figure is taken over several runs
 (median, min and max) and compared with a reference measured in the same run,
 interleaved with it. Every server is its own process on loopback, started
-here and stopped here; every loop is bounded in count and in time.
+here and stopped here; every loop is bounded in count and in time. The upload
+references are aiohttp handlers taking the raw body (bench/sink_server.py):
+discarded, stored with blocking writes, and stored then fdatasync'ed.
 
     python -m bench.run [--runs N]
 """
