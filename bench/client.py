@@ -21,15 +21,17 @@ TASK_TIMEOUT = 120.0
 # Big reads keep the client's thread hops few (aiohttp's own file payload reads
 # 256 KiB at a time), so the client never becomes what the figures measure.
 READ_SIZE = 4 * 1024 * 1024
+PACED_SIZE = 256 * 1024
 
 
 class FilePayload(Payload):
     """A file streamed from disk: each read runs in a thread while the previous chunk is sent."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rate: float | None = None) -> None:
         super().__init__(path, content_type="video/mp4", filename=path.name)
         self._path = path
         self._size = path.stat().st_size
+        self._rate = rate  # bytes per second, like a client on a slower link; None: full speed
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a video payload has no text form")
@@ -39,16 +41,25 @@ class FilePayload(Payload):
 
     async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
         left = self._size if content_length is None else min(self._size, content_length)
+        # paced sends go in small pieces, as a real link delivers them
+        piece = READ_SIZE if self._rate is None else PACED_SIZE
+        loop = asyncio.get_running_loop()
+        began, sent = loop.time(), 0
         source: BinaryIO = await asyncio.to_thread(self._path.open, "rb")
         try:
-            reading = asyncio.ensure_future(asyncio.to_thread(source.read, min(READ_SIZE, left)))
+            reading = asyncio.ensure_future(asyncio.to_thread(source.read, min(piece, left)))
             while left > 0:
                 chunk = await reading
                 if not chunk:
                     break
                 left -= len(chunk)
-                reading = asyncio.ensure_future(asyncio.to_thread(source.read, min(READ_SIZE, left)))
+                reading = asyncio.ensure_future(asyncio.to_thread(source.read, min(piece, left)))
+                if self._rate is not None:
+                    ahead = began + sent / self._rate - loop.time()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)  # pacing, not a synchronisation
                 await writer.write(chunk)
+                sent += len(chunk)
         finally:
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError, ValueError):
@@ -57,11 +68,11 @@ class FilePayload(Payload):
 
 
 async def upload(session: aiohttp.ClientSession, server: Server, path: Path,
-                 resolution: str = "480") -> tuple[float, dict[str, Any]]:
-    """POST one file as multipart; (wall seconds, the JSON answer)."""
+                 resolution: str = "480", rate: float | None = None) -> tuple[float, dict[str, Any]]:
+    """POST one file as multipart, at most `rate` bytes/s if given; (wall seconds, the JSON answer)."""
     with aiohttp.MultipartWriter("form-data") as form:
         form.append(resolution).set_content_disposition("form-data", name="resolution")
-        video = form.append_payload(FilePayload(path))
+        video = form.append_payload(FilePayload(path, rate))
         video.set_content_disposition("form-data", name="video", filename=path.name)
     started = time.perf_counter()
     async with asyncio.timeout(UPLOAD_TIMEOUT):

@@ -6,7 +6,9 @@ delay the driver's own GET /tasks timings. Here the load comes from a separate,
 niced process, as a client on another machine would: the figures then show
 the server's responsiveness, not the benchmark's.
 
-    python -m bench.uploader URL FILE COUNT
+    python -m bench.uploader URL FILE COUNT [RATE]
+
+RATE, in bytes per second, paces each upload like a client on a slower link.
 
 Prints one JSON line when the uploads start, then one per finished upload.
 """
@@ -30,13 +32,13 @@ def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
-async def main(url: str, path: Path, count: int) -> None:
+async def main(url: str, path: Path, count: int, rate: float | None) -> None:
     server = Server("server", 0, url)
     async with aiohttp.ClientSession() as session:
         began = time.perf_counter()
 
         async def one() -> None:
-            seconds, task = await upload(session, server, path)
+            seconds, task = await upload(session, server, path, rate=rate)
             say(event="done", id=task["id"], seconds=seconds, since_start=time.perf_counter() - began)
 
         say(event="start")
@@ -47,4 +49,5 @@ async def main(url: str, path: Path, count: int) -> None:
 
 if __name__ == "__main__":
     os.nice(19)
-    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]),
+                     float(sys.argv[4]) if len(sys.argv) > 4 else None))

@@ -4,27 +4,28 @@ The body is read part by part and chunk by chunk (`request.multipart()` and
 `read_chunk()`), not with `request.post()`: that reads the whole form before
 the handler sees it, spooling each file to a temporary file of its own, so a
 file of the wrong type would be refused only once every byte had arrived, and
-the video would then be copied a second time to where it belongs. Bytes go to disk
-through aiofiles, so the loop keeps serving other requests while the disk works. Until the task exists the file has a temporary
-name; on any error, or if the client goes away, it is deleted, so a failed
-upload leaves no file and no task behind.
+the video would then be copied a second time to where it belongs. Bytes go to
+disk through `receive` (threads of the upload's own write and flush them), so
+the loop keeps serving other requests while the disk works, and the 201 goes
+out only once the file and its name are on disk. Until the task exists the
+file has a temporary name; on any error, or if the client goes away, it is
+deleted, so a failed upload leaves no file and no task behind.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import unicodedata
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from .. import ffmpeg
+from .. import ffmpeg, receive
 from ..config import DEFAULT_RESOLUTION, MIB, RESOLUTIONS, Settings
 from ..display import one_of
 from ..errors import ApiError, wants_html
@@ -39,14 +40,6 @@ routes = web.RouteTableDef()
 # Room for the multipart boundaries, part headers and the resolution field on top of
 # the file itself, when judging a Content-Length before reading anything.
 MULTIPART_OVERHEAD = 64 * 1024
-# Each hand-off of a write to a thread costs about 0.2 ms of CPU, so the socket's
-# pieces (at most settings.upload_chunk, 256 KiB) are gathered into 1 MiB batches,
-# and the loop does not wait for one batch to reach the disk before reading the
-# next: a thread writes one batch while the next one fills. On 2 cores
-# (`make bench`, item 1) that made a 200 MiB upload about 1.5x faster than
-# writing and waiting, with no more loop lag; bigger reads or batches gained
-# nothing measurable but memory (one upload now raises peak RSS by about 4 MiB).
-WRITE_SIZE = 1024 * 1024
 SIGNATURE_SIZE = 16  # the first bytes, enough to tell an ISO BMFF box from an EBML header
 
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
@@ -138,7 +131,7 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
         form = await _read_form(request, partial, settings)
         media = await _check_video(request.app[FFMPEG].path, partial, settings)
         source = layout.source(task_id, Path(form.filename).suffix.lower())
-        await aiofiles.os.replace(partial, source)
+        await receive.rename(partial, source)
     except BaseException:
         # every way out without a task, a client disconnect included, removes the file
         with contextlib.suppress(FileNotFoundError):
@@ -224,50 +217,29 @@ async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
 
 
 async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, settings: Settings) -> int:
-    """Copy one file part to target, checking its first bytes and its size as they come.
-
-    At most one batch is being written while the next is read, so memory stays
-    bounded. A batch is the list of chunks as received, handed to writelines:
-    joining them first would copy every byte once more, on the loop.
-    """
-    written = 0
-    head = b""
-    batch: list[bytes] = []
-    batched = 0
-    writing: asyncio.Future[None] | None = None
-    async with aiofiles.open(target, "wb") as out:
+    """Copy one file part to target, checking its first bytes and its size as they come;
+    return the size once the file is on disk."""
+    async with contextlib.aclosing(_checked_chunks(part, kind, settings)) as chunks:
         try:
-            while chunk := await part.read_chunk(settings.upload_chunk):
-                written += len(chunk)
-                if written > settings.max_upload_bytes:  # stop reading the moment it passes
-                    raise _too_large(settings)
-                if len(head) < SIGNATURE_SIZE:
-                    head += chunk[: SIGNATURE_SIZE - len(head)]
-                    if len(head) == SIGNATURE_SIZE:
-                        _check_signature(head, kind)
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= WRITE_SIZE:
-                    if writing is not None:
-                        await writing  # the previous batch is written (or its error raised)
-                    writing = asyncio.ensure_future(out.writelines(batch))
-                    batch, batched = [], 0
-            if written == 0:
-                raise ApiError(415, "empty_file", "The file is empty.")
-            if len(head) < SIGNATURE_SIZE:
+            return await receive.receive(chunks, target, settings.max_upload_bytes)
+        except receive.TooLarge:  # raised the moment the stream passes the limit
+            raise _too_large(settings) from None
+
+
+async def _checked_chunks(part: BodyPartReader, kind: str,
+                          settings: Settings) -> AsyncGenerator[bytes, None]:
+    """The part's chunks as they come, its first bytes checked against its extension."""
+    head = b""
+    while chunk := await part.read_chunk(settings.upload_chunk):
+        if len(head) < SIGNATURE_SIZE:
+            head += chunk[: SIGNATURE_SIZE - len(head)]
+            if len(head) == SIGNATURE_SIZE:
                 _check_signature(head, kind)
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(out.writelines(batch))
-            await writing
-        finally:
-            # A thread cannot be stopped mid-write: on any way out, let it finish
-            # before the file is closed (its error, if any, was raised above or
-            # is beside the point now).
-            if writing is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(writing)
-    return written
+        yield chunk
+    if not head:
+        raise ApiError(415, "empty_file", "The file is empty.")
+    if len(head) < SIGNATURE_SIZE:
+        _check_signature(head, kind)
 
 
 def _check_signature(head: bytes, expected: str) -> None:

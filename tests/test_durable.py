@@ -1,0 +1,65 @@
+"""Acknowledged means on disk: the upload's data and its name are flushed before the 201 goes out.
+
+The probe is the operating system's own flush calls: os.fsync and os.fdatasync
+are wrapped so each call is recorded (which file, how big it was, what a
+directory held) and then made for real. The app marks the moment its answer
+is prepared through aiohttp's on_response_prepare signal. Both land in one
+list, in the order they happened.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from .support.clips import Clips
+from .support.internals import Settings, create_app
+from .support.uploading import upload_ok
+
+
+def recording(events: list[dict[str, Any]], name: str,
+              flush: Callable[[int], None]) -> Callable[[int], None]:
+    def flush_and_record(fd: int) -> None:
+        info = os.fstat(fd)
+        event: dict[str, Any] = {"call": name, "inode": info.st_ino, "size": info.st_size}
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            event["entries"] = set(os.listdir(fd))
+        flush(fd)
+        events.append(event)  # after the call: the flush is done when it is recorded
+    return flush_and_record
+
+
+async def test_upload_is_flushed_before_the_answer(aiohttp_client: Any, settings: Settings,
+                                                   clips: Clips, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(os, "fsync", recording(events, "fsync", os.fsync))
+    monkeypatch.setattr(os, "fdatasync", recording(events, "fdatasync", os.fdatasync))
+    app = create_app(settings)
+
+    async def answered(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path == "/videos/upload":
+            events.append({"call": "answer", "status": response.status})
+
+    app.on_response_prepare.append(answered)
+    client = await aiohttp_client(app)
+    clip = clips.small()
+
+    task = await upload_ok(client, clip)
+
+    stored = settings.layout.uploads_dir / f"{task['id']}.mp4"
+    answer = next(n for n, event in enumerate(events) if event["call"] == "answer")
+    assert events[answer]["status"] == 201
+    before = events[:answer]
+    # the file's own data, all of it, flushed before the answer
+    file_inode = stored.stat().st_ino
+    assert any(event["inode"] == file_inode and event["size"] == clip.stat().st_size
+               for event in before), f"no flush of the upload before the 201: {before}"
+    # and the directory, holding the file under its final name
+    folder_inode = settings.layout.uploads_dir.stat().st_ino
+    assert any(event["inode"] == folder_inode and stored.name in event.get("entries", ())
+               for event in before), f"no flush of the uploads folder before the 201: {before}"

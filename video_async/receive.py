@@ -1,0 +1,159 @@
+"""Receive to disk: stream chunks into a file and return only once they are on disk.
+
+Every upload route ends here. `receive(chunks, path, limit)` appends what the
+stream yields to `path` (from `offset`, so an interrupted upload can resume
+where its file ends), stops the moment the total passes `limit`, and returns
+the number of bytes written only after `fdatasync` has put them on the disk:
+an upload acknowledged after `receive` returns survives a power cut, not just
+a crash of the process. `rename(partial, final)` does the same for the file's
+name: the directory is flushed too.
+
+The loop never touches the disk: each upload has two threads of its own.
+Chunks are gathered into batches, and one thread writes a batch while the
+loop reads the next. Waiting for 200 MB to reach the disk at the end would
+take a good part of the time it took to receive them, so the disk starts
+early: every few megabytes the other thread asks the kernel to start writing
+out what is written so far (posix_fadvise DONTNEED, which does not wait),
+and the one fdatasync at the end has only the last few megabytes left.
+Flushing with fdatasync every few megabytes instead did the same job, but
+each one is a journal commit and a cache flush of the device: under three
+uploads it slowed the loop's other requests more (docs/upload-path.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Each hand-off to a thread costs the loop CPU, so chunks are gathered into batches;
+# one batch is written while the next one fills, so an upload holds about two.
+# Batches of 4 MiB measured no cheaper than 1 MiB, and would hold 8 MiB per upload.
+BATCH_SIZE = 1024 * 1024
+# Start writing out to the device once this much has been written since the last
+# start: the final flush then has at most this much (plus a batch) left to do.
+WRITEOUT_EVERY = 8 * 1024 * 1024
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # the most pieces one pwritev takes (1024 on Linux)
+
+
+class TooLarge(Exception):
+    """The stream went past the limit; what was written stays, the caller decides."""
+
+
+async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: int = 0) -> int:
+    """Write chunks to path starting at offset; return how many, once they are on disk.
+
+    Raises TooLarge as soon as offset plus the bytes received pass limit.
+    """
+    # Two threads of its own: one writes while the other starts the write-out.
+    threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="receive")
+    writing: Future[None] | None = None
+    writeout: Future[None] | None = None
+    try:
+        fd = await _result(threads.submit(_open, path, offset))
+        try:
+            position = offset
+            batch: list[bytes] = []
+            batched = 0
+            since_writeout = 0
+            async for chunk in chunks:
+                if position + batched + len(chunk) > limit:
+                    raise TooLarge
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched < BATCH_SIZE:
+                    continue
+                if writing is not None:
+                    await _result(writing)  # the previous batch is written, or its error raised here
+                writing = threads.submit(_write, fd, batch, position)
+                position += batched
+                since_writeout += batched
+                batch, batched = [], 0
+                if since_writeout >= WRITEOUT_EVERY and (writeout is None or writeout.done()):
+                    if writeout is not None:
+                        writeout.result()  # done already: only to raise its error
+                    writeout = threads.submit(_start_writeback, fd)
+                    since_writeout = 0
+            if writing is not None:
+                await _result(writing)
+            # the last batch and the final flush in one hand-off
+            writing = threads.submit(_write_and_flush, fd, batch, position)
+            await _result(writing)
+            return position + batched - offset
+        finally:
+            # A thread cannot be stopped mid-call: on any way out, let both finish
+            # before the file is closed (their errors were raised above, or are
+            # beside the point now).
+            for pending in (writing, writeout):
+                if pending is not None and not pending.done():
+                    await asyncio.wait([asyncio.wrap_future(pending)])
+            await _result(threads.submit(os.close, fd))
+    finally:
+        threads.shutdown(wait=False)  # every call has ended: the threads just exit
+
+
+async def _result(future: Future[T]) -> T:
+    """The result of a call made in a thread.
+
+    A call that has already ended costs nothing more; only when it has not
+    does the thread have to wake the loop when it ends. With one batch written
+    while the next one fills, the write has usually ended by then.
+    """
+    if not future.done():
+        return await asyncio.wrap_future(future)
+    return future.result()
+
+
+async def rename(source: Path, target: Path) -> None:
+    """os.replace, then flush the directory, so the new name survives a power cut too."""
+    await asyncio.get_running_loop().run_in_executor(None, _rename_durably, source, target)
+
+
+def _open(path: Path, offset: int) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.ftruncate(fd, offset)  # anything past offset is from an attempt that was not acknowledged
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write(fd: int, batch: list[bytes], position: int) -> None:
+    # pwritev takes the chunks as they are: joining them first would copy every byte again
+    while batch:
+        written = os.pwritev(fd, batch[:IOV_MAX], position)
+        position += written
+        while batch and written >= len(batch[0]):
+            written -= len(batch[0])
+            batch = batch[1:]
+        if written:  # a short write that ended inside a chunk
+            batch[0] = batch[0][written:]
+
+
+def _start_writeback(fd: int) -> None:
+    # On Linux, DONTNEED starts the write-out of the file's dirty pages without
+    # waiting for it, and drops the pages already on disk from the cache (an
+    # upload is read again only by the probe, which reads its head, and by one
+    # transcode). Without posix_fadvise the final flush does all the work.
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _write_and_flush(fd: int, batch: list[bytes], position: int) -> None:
+    _write(fd, batch, position)
+    os.fdatasync(fd)
+
+
+def _rename_durably(source: Path, target: Path) -> None:
+    os.replace(source, target)
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
