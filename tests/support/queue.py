@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import free_port
+from .servers import Program, free_port
 from .uploading import Http, get_json
 from .waiting import wait_until
 
@@ -66,28 +66,12 @@ class Redis:
         await self.start()
 
 
-class Worker:
-    """`python -m video_async worker` as a process of its own; its output goes to a log file."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc, self.log = proc, log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+class Worker(Program):
+    """`python -m video_async worker` as a process of its own."""
 
     def completed(self, task_id: str) -> int:
         """How many times this worker finished a transcode of the task."""
         return self.output().count(f"job {task_id} completed")
-
-    async def kill(self) -> None:
-        self.proc.kill()
-        await self.proc.wait()
-
-    async def stop(self) -> int:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-        async with asyncio.timeout(20):
-            return await self.proc.wait()
 
 
 async def start_worker(data_dir: Path, queue: str, *flags: str, name: str = "worker") -> Worker:

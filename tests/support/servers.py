@@ -29,17 +29,11 @@ def free_port() -> int:
         return port
 
 
-class Server:
-    """`python -m video_async` on a free port; its output goes to a log file, read by tests."""
+class Program:
+    """A program of ours running as its own process; its output goes to a log file."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, data_dir: Path,
-                 log: Path) -> None:
-        self.proc, self.port, self.data_dir, self.log = proc, port, data_dir, log
-        self.url = f"http://127.0.0.1:{port}"
-
-    def session(self, **options: Any) -> aiohttp.ClientSession:
-        """A client of this server that takes paths ("/tasks"), as the test client does."""
-        return aiohttp.ClientSession(base_url=self.url, **options)
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc, self.log = proc, log
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -52,8 +46,22 @@ class Server:
     async def stop(self) -> int:
         if self.proc.returncode is None:
             self.proc.terminate()
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(20):
             return await self.proc.wait()
+
+
+class Server(Program):
+    """`python -m video_async` on a free port."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, data_dir: Path,
+                 log: Path) -> None:
+        super().__init__(proc, log)
+        self.port, self.data_dir = port, data_dir
+        self.url = f"http://127.0.0.1:{port}"
+
+    def session(self, **options: Any) -> aiohttp.ClientSession:
+        """A client of this server that takes paths ("/tasks"), as the test client does."""
+        return aiohttp.ClientSession(base_url=self.url, **options)
 
 
 async def start_server(data_dir: Path, *flags: str, python: str = sys.executable,
