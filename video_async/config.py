@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,18 +83,15 @@ class Settings:
     def from_args(
         cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
-        env = os.environ if environ is None else environ
-        args = build_parser(env).parse_args(argv)
+        env, args = _parsed(build_parser, argv, environ)
         if args.log_level not in LOG_LEVELS:  # argparse checks choices of flags, not of defaults
             raise SystemExit(f"video-async: VIDEO_ASYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if args.workers < 1:
             raise SystemExit("video-async: --workers must be at least 1")
         if args.max_upload_mb < 1:
             raise SystemExit("video-async: --max-upload-mb must be at least 1")
-        for name in ("job_timeout", "stall_timeout", "max_duration", "upload_idle_timeout",
-                     "upload_expiry"):
-            if getattr(args, name) <= 0:
-                raise SystemExit(f"video-async: --{name.replace('_', '-')} must be positive")
+        _require_positive(args, "video-async", "job_timeout", "stall_timeout", "max_duration",
+                          "upload_idle_timeout", "upload_expiry")
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
             raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
                              "--min-free-mb at least 0")
@@ -138,20 +135,30 @@ class Settings:
         cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
         """`video-async worker ...`: the settings a queue worker runs its jobs with."""
-        env = os.environ if environ is None else environ
-        args = build_worker_parser(env).parse_args(argv)
+        _, args = _parsed(build_worker_parser, argv, environ)
         if not args.queue:
             raise SystemExit("video-async worker: give the queue: --queue redis://HOST:PORT/DB "
                              "(or VIDEO_ASYNC_QUEUE)")
         if args.jobs < 1:
             raise SystemExit("video-async worker: --jobs must be at least 1")
-        for name in ("job_timeout", "stall_timeout"):
-            if getattr(args, name) <= 0:
-                raise SystemExit(f"video-async worker: --{name.replace('_', '-')} must be positive")
+        _require_positive(args, "video-async worker", "job_timeout", "stall_timeout")
         return cls(data_dir=Path(args.data_dir), workers=args.jobs, ffmpeg=args.ffmpeg or None,
                    job_timeout=args.job_timeout, stall_timeout=args.stall_timeout,
                    log_level=args.log_level, queue=_queue_url(args.queue),
                    queue_heartbeat=_heartbeat(args.queue_heartbeat))
+
+
+def _parsed(build: Callable[[Mapping[str, str]], argparse.ArgumentParser],
+            argv: Sequence[str] | None,
+            environ: Mapping[str, str] | None) -> tuple[Mapping[str, str], argparse.Namespace]:
+    env = os.environ if environ is None else environ
+    return env, build(env).parse_args(argv)
+
+
+def _require_positive(args: argparse.Namespace, command: str, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"{command}: --{name.replace('_', '-')} must be positive")
 
 
 def _queue_url(url: str) -> str:
