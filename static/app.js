@@ -229,12 +229,18 @@ async function run(job) {
   while (!job.cancelled) {
     try {
       if (!job.url) {
-        job.url = await createUpload(file, job.resolution);
+        const url = await createUpload(file, job.resolution);
+        if (job.cancelled) {
+          terminate(url); // Cancel came while the server was creating it
+          return;
+        }
+        job.url = url;
         remember({ url: job.url, name: file.name, size: file.size, lastModified: file.lastModified,
                    resolution: job.resolution });
       } else if (job.failures > 0 || offset === 0) {
         offset = await serverOffset(job.url); // where the server got to, not where we did
       }
+      if (job.cancelled) return; // cancelled during one of the awaits above: send nothing
       offset = await sendFrom(job, offset);
       job.failures = 0;
       if (offset < file.size) continue; // the server stopped early: send the rest
@@ -278,13 +284,15 @@ function cancel(job) {
   if (job.xhr) job.xhr.abort();
   if (job.wake) job.wake();
   job.row.remove();
-  if (job.url) {
-    // termination: the server removes every byte it had
-    tusFetch(job.url, { method: "DELETE" }).then((response) => {
-      if (response.status === 204 || response.status === 404 || response.status === 410) forget(job.url);
-    }).catch(() => { /* offline: the upload stays listed, to cancel or resume later */ });
-  }
+  if (job.url) terminate(job.url); // else run() terminates it once the server has made it
   announce(`Upload of ${job.file.name} cancelled.`);
+}
+
+function terminate(url) {
+  // termination: the server removes every byte it had
+  tusFetch(url, { method: "DELETE" }).then((response) => {
+    if (response.status === 204 || response.status === 404 || response.status === 410) forget(url);
+  }).catch(() => { /* offline: the upload stays listed, to cancel or resume later */ });
 }
 
 // Back online: every upload waiting to retry tries now.
@@ -312,7 +320,7 @@ async function showInterrupted() {
     $(".cancel", row).addEventListener("click", () => {
       row.remove();
       interruptedRows.delete(entry.url);
-      tusFetch(entry.url, { method: "DELETE" }).then(() => forget(entry.url)).catch(() => {});
+      terminate(entry.url);
       announce(`Upload of ${entry.name} cancelled.`);
     });
     interruptedRows.set(entry.url, row);

@@ -128,8 +128,11 @@ async def test_two_uploads_at_once_and_cancel(browser: Browser, client: AppClien
         await rows.first.locator("button.cancel").click()
     await expect(rows).to_have_count(0)
     await wait_until(lambda: uploads_in_progress(client, 0), 20, "the server to drop both uploads")
+
+    async def nothing_stored() -> bool:  # each Cancel ends with a DELETE of the tus upload
+        return files_in(settings.layout.uploads_dir) == []
+    await wait_until(nothing_stored, 20, "the uploads' files to be removed")
     assert await list_tasks(client) == []
-    assert files_in(settings.layout.uploads_dir) == []
     await expect(page.locator("#announcer")).to_contain_text("cancelled")
     # the list is polled all along, and an unchanged list costs a 304
     async def two_304s() -> bool:
