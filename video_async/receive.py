@@ -45,7 +45,7 @@ class TooLarge(Exception):
     """The stream went past the limit; what was written stays, the caller decides."""
 
 
-async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: int = 0) -> int:
+async def receive(chunks: AsyncIterable[bytes | memoryview], path: Path, limit: int, offset: int = 0) -> int:
     """Write chunks to path starting at offset; return how many, once they are on disk.
 
     Raises TooLarge as soon as offset plus the bytes received pass limit.
@@ -58,7 +58,7 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: 
         fd = await _result(threads.submit(_open, path, offset))
         try:
             position = offset
-            batch: list[bytes] = []
+            batch: list[bytes | memoryview] = []
             batched = 0
             since_writeout = 0
             async for chunk in chunks:
@@ -124,7 +124,7 @@ def _open(path: Path, offset: int) -> int:
     return fd
 
 
-def _write(fd: int, batch: list[bytes], position: int) -> None:
+def _write(fd: int, batch: list[bytes | memoryview], position: int) -> None:
     # pwritev takes the chunks as they are: joining them first would copy every byte again
     while batch:
         written = os.pwritev(fd, batch[:IOV_MAX], position)
@@ -145,7 +145,7 @@ def _start_writeback(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_and_flush(fd: int, batch: list[bytes], position: int) -> None:
+def _write_and_flush(fd: int, batch: list[bytes | memoryview], position: int) -> None:
     _write(fd, batch, position)
     os.fdatasync(fd)
 

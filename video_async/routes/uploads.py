@@ -1,7 +1,8 @@
 """POST /videos/upload: stream a video to disk, check it, queue a task (routes/uploads.js).
 
-The body is read part by part and chunk by chunk (`request.multipart()` and
-`read_chunk()`), not with `request.post()`: that reads the whole form before
+The body is read part by part and chunk by chunk (`multipart.Reader`, which
+hands out the body's buffers without copying them), not with `request.post()`:
+that reads the whole form before
 the handler sees it, spooling each file to a temporary file of its own, so a
 file of the wrong type would be refused only once every byte had arrived, and
 the video would then be copied a second time to where it belongs. Bytes go to
@@ -22,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiofiles.os
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp import hdrs, web
 
-from .. import ffmpeg, receive
+from .. import ffmpeg, multipart, receive
 from ..config import DEFAULT_RESOLUTION, MIB, RESOLUTIONS, Settings
 from ..display import one_of
 from ..errors import ApiError, wants_html
@@ -146,9 +146,9 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
     filename: str | None = None
     resolution, size = DEFAULT_RESOLUTION, 0
     try:
-        reader = await request.multipart()
+        reader = multipart.Reader(request.content, request.headers.get(hdrs.CONTENT_TYPE, ""))
         while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
+            if part.is_multipart:
                 raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
             if part.name == "resolution":  # sent first (the page does): no wasted upload
                 resolution = _resolution(await _read_small(part))
@@ -163,10 +163,7 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
                                f"(got a file in '{part.name}').")
             else:
                 await _read_small(part)  # an extra field: tolerated, but only if small
-    except BadHttpMessage:  # e.g. a NUL or a bare CR in a part's headers
-        raise ApiError(400, "bad_multipart", "The multipart body is malformed "
-                       "(a part's headers are invalid).") from None
-    except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
+    except multipart.Malformed as exc:  # e.g. no closing boundary, a NUL in a part's headers
         raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
     if filename is None:
         raise ApiError(400, "no_file", "No file in the 'video' field.")
@@ -183,7 +180,7 @@ def _resolution(text: str) -> int:
     return resolution
 
 
-def _video_name(part: BodyPartReader) -> str:
+def _video_name(part: multipart.Part) -> str:
     """The uploader's name for the file, if its extension is one we take."""
     if not part.filename:
         raise ApiError(400, "no_file", "The 'video' field must be a file.")
@@ -207,16 +204,16 @@ async def _check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmp
     return media
 
 
-async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
+async def _read_small(part: multipart.Part, limit: int = 1024) -> str:
     data = b""
-    while chunk := await part.read_chunk(limit):
+    while chunk := await part.read_chunk():
         data += chunk
         if len(data) > limit:
             raise ApiError(400, "field_too_large", f"Field '{part.name}' is too long.")
     return data.decode("utf-8", errors="replace")
 
 
-async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, settings: Settings) -> int:
+async def _stream_to_disk(part: multipart.Part, target: Path, kind: str, settings: Settings) -> int:
     """Copy one file part to target, checking its first bytes and its size as they come;
     return the size once the file is on disk."""
     async with contextlib.aclosing(_checked_chunks(part, kind, settings)) as chunks:
@@ -226,11 +223,11 @@ async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, setting
             raise _too_large(settings) from None
 
 
-async def _checked_chunks(part: BodyPartReader, kind: str,
-                          settings: Settings) -> AsyncGenerator[bytes, None]:
+async def _checked_chunks(part: multipart.Part, kind: str,
+                          settings: Settings) -> AsyncGenerator[bytes | memoryview, None]:
     """The part's chunks as they come, its first bytes checked against its extension."""
     head = b""
-    while chunk := await part.read_chunk(settings.upload_chunk):
+    while chunk := await part.read_chunk():
         if len(head) < SIGNATURE_SIZE:
             head += chunk[: SIGNATURE_SIZE - len(head)]
             if len(head) == SIGNATURE_SIZE:
