@@ -9,6 +9,7 @@ exactly where the test says, whatever TCP does with the writes.
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from .support.checks import assert_error, assert_nothing_left
 from .support.clips import Clips
-from .support.internals import HEAD_LIMIT, Settings
+from .support.internals import HEAD_LIMIT, MIB, Settings
 from .support.raw import BOUNDARY, address, chunked, hang_up, open_upload, post_raw, read_answer
 from .support.uploading import AppClient
 
@@ -76,6 +77,16 @@ async def test_a_delimiter_split_between_buffers(client: AppClient, clips: Clips
         assert isinstance(split, int)
         points = {start + split for start in starts}
     status, task = await send_chunked(client, cut(body, points))
+    await assert_stored(client, settings, status, task, video)
+
+
+async def test_a_file_of_several_batches_arrives_byte_for_byte(client: AppClient, clips: Clips,
+                                                               settings: Settings) -> None:
+    """The writer gathers the file into 1 MiB batches; pieces of an odd size straddle them."""
+    noise = os.urandom(3 * MIB + 12345)  # random: a batch written twice, or out of place, shows
+    video = clips.small().read_bytes() + struct.pack(">I", 8 + len(noise)) + b"free" + noise
+    body = form(video)
+    status, task = await send_chunked(client, cut(body, set(range(0, len(body), 100_003))))
     await assert_stored(client, settings, status, task, video)
 
 
