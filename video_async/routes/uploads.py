@@ -2,15 +2,15 @@
 
 The body is read part by part and chunk by chunk (`multipart.Reader`, which
 hands out the body's buffers without copying them), not with `request.post()`:
-that reads the whole form before
-the handler sees it, spooling each file to a temporary file of its own, so a
-file of the wrong type would be refused only once every byte had arrived, and
-the video would then be copied a second time to where it belongs. Bytes go to
-disk through `receive` (threads of the upload's own write and flush them), so
-the loop keeps serving other requests while the disk works, and the 201 goes
-out only once the file and its name are on disk. Until the task exists the
-file has a temporary name; on any error, or if the client goes away, it is
-deleted, so a failed upload leaves no file and no task behind.
+that reads the whole form before the handler sees it, spooling each file to a
+temporary file of its own, so a file of the wrong type would be refused only
+once every byte had arrived, and the video would then be copied a second time
+to where it belongs. Bytes go to disk through `receive` (threads of the
+upload's own write and flush them), so the loop keeps serving other requests
+while the disk works, and the 201 goes out only once the file and its name
+are on disk. Until the task exists the file has a temporary name; on any
+error, or if the client goes away, it is deleted, so a failed upload leaves
+no file and no task behind.
 """
 
 from __future__ import annotations
