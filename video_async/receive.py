@@ -14,12 +14,14 @@ the loop fills the next. The copy looks like waste, but it is what keeps the
 loop cheap: the two buffers are used again and again, and each chunk is
 freed as soon as it is copied, so the next chunk the socket reads lands in
 memory the process already has. Handing the chunks themselves to the thread
-kept a few megabytes of them alive at a time, and every new one came in
-fresh pages: a page fault per 4 KiB, on the loop, dearer than the copy. Waiting for 200 MB to reach the disk at the end would
-take a good part of the time it took to receive them, so the disk starts
-early: every few megabytes the other thread asks the kernel to start writing
-out what is written so far (posix_fadvise DONTNEED, which does not wait),
-and the one fdatasync at the end has only the last few megabytes left.
+kept a few megabytes of them alive at a time, and the socket's next reads
+came in fresh pages: page faults on the loop, dearer than the copy.
+
+Waiting for 200 MB to reach the disk at the end would take a good part of
+the time it took to receive them, so the disk starts early: every few
+megabytes the other thread asks the kernel to start writing out what is
+written so far (posix_fadvise DONTNEED, which does not wait), and the one
+fdatasync at the end has only the last few megabytes left.
 Flushing with fdatasync every few megabytes instead did the same job, but
 each one is a journal commit and a cache flush of the device: under three
 uploads it slowed the loop's other requests more (docs/upload-path.md).

@@ -45,7 +45,8 @@ def chunked(pieces: list[bytes]) -> bytes:
     The server's body stream never hands out bytes of two HTTP chunks as one, so the
     pieces are exactly where its multipart reader's buffers may end.
     """
-    return b"".join(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in pieces if piece) + b"0\r\n\r\n"
+    framed = [f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in pieces if piece]
+    return b"".join(framed) + b"0\r\n\r\n"
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, Any]:
