@@ -9,12 +9,19 @@ a crash of the process. `rename(partial, final)` does the same for the file's
 name: the directory is flushed too.
 
 The loop never touches the disk: each upload has two threads of its own.
-Chunks are gathered into batches, and one thread writes a batch while the
-loop reads the next. Waiting for 200 MB to reach the disk at the end would
-take a good part of the time it took to receive them, so the disk starts
-early: every few megabytes the other thread asks the kernel to start writing
-out what is written so far (posix_fadvise DONTNEED, which does not wait),
-and the one fdatasync at the end has only the last few megabytes left.
+Chunks are copied into a batch buffer, and one thread writes a batch while
+the loop fills the next. The copy looks like waste, but it is what keeps the
+loop cheap: the two buffers are used again and again, and each chunk is
+freed as soon as it is copied, so the next chunk the socket reads lands in
+memory the process already has. Handing the chunks themselves to the thread
+kept a few megabytes of them alive at a time, and the socket's next reads
+came in fresh pages: page faults on the loop, dearer than the copy.
+
+Waiting for 200 MB to reach the disk at the end would take a good part of
+the time it took to receive them, so the disk starts early: every few
+megabytes the other thread asks the kernel to start writing out what is
+written so far (posix_fadvise DONTNEED, which does not wait), and the one
+fdatasync at the end has only the last few megabytes left.
 Flushing with fdatasync every few megabytes instead did the same job, but
 each one is a journal commit and a cache flush of the device: under three
 uploads it slowed the loop's other requests more (docs/upload-path.md).
@@ -32,20 +39,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 # Each hand-off to a thread costs the loop CPU, so chunks are gathered into batches;
-# one batch is written while the next one fills, so an upload holds about two.
+# one batch is written while the next one fills, so an upload holds two.
 # Batches of 4 MiB measured no cheaper than 1 MiB, and would hold 8 MiB per upload.
 BATCH_SIZE = 1024 * 1024
 # Start writing out to the device once this much has been written since the last
 # start: the final flush then has at most this much (plus a batch) left to do.
 WRITEOUT_EVERY = 8 * 1024 * 1024
-IOV_MAX = os.sysconf("SC_IOV_MAX")  # the most pieces one pwritev takes (1024 on Linux)
 
 
 class TooLarge(Exception):
     """The stream went past the limit; what was written stays, the caller decides."""
 
 
-async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: int = 0) -> int:
+async def receive(chunks: AsyncIterable[bytes | memoryview], path: Path, limit: int, offset: int = 0) -> int:
     """Write chunks to path starting at offset; return how many, once they are on disk.
 
     Raises TooLarge as soon as offset plus the bytes received pass limit.
@@ -58,41 +64,49 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int, offset: 
         fd = await _result(threads.submit(_open, path, offset))
         try:
             position = offset
-            batch: list[bytes] = []
+            # Two batch buffers, in turn: a thread writes one while the loop fills the other.
+            filling, spare = bytearray(BATCH_SIZE), bytearray(BATCH_SIZE)
             batched = 0
             since_writeout = 0
+            rest = memoryview(b"")  # what of the current chunk is not in a batch yet
             async for chunk in chunks:
                 if position + batched + len(chunk) > limit:
                     raise TooLarge
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched < BATCH_SIZE:
-                    continue
-                if writing is not None:
-                    await _result(writing)  # the previous batch is written, or its error raised here
-                writing = threads.submit(_write, fd, batch, position)
-                position += batched
-                since_writeout += batched
-                batch, batched = [], 0
-                if since_writeout >= WRITEOUT_EVERY and (writeout is None or writeout.done()):
-                    if writeout is not None:
-                        writeout.result()  # done already: only to raise its error
-                    writeout = threads.submit(_start_writeback, fd)
-                    since_writeout = 0
+                rest = memoryview(chunk)
+                while len(rest) >= BATCH_SIZE - batched:  # the chunk fills the batch
+                    room = BATCH_SIZE - batched
+                    filling[batched:] = rest[:room]
+                    rest, batched = rest[room:], BATCH_SIZE
+                    if writing is not None:
+                        await _result(writing)  # the previous batch is written, or its error raised here
+                    writing = threads.submit(_write, fd, filling, position)
+                    filling, spare = spare, filling  # the one just written is free again
+                    position += BATCH_SIZE
+                    since_writeout += BATCH_SIZE
+                    batched = 0
+                    if since_writeout >= WRITEOUT_EVERY and (writeout is None or writeout.done()):
+                        if writeout is not None:
+                            writeout.result()  # done already: only to raise its error
+                        writeout = threads.submit(_start_writeback, fd)
+                        since_writeout = 0
+                filling[batched : batched + len(rest)] = rest
+                batched += len(rest)
+                rest = memoryview(b"")
             if writing is not None:
                 await _result(writing)
             # the last batch and the final flush in one hand-off
-            writing = threads.submit(_write_and_flush, fd, batch, position)
-            batch = []
+            last, batched = memoryview(filling)[:batched], 0  # handed over: not written again below
+            writing = threads.submit(_write_and_flush, fd, last, position)
             await _result(writing)
-            return position + batched - offset
+            return position + len(last) - offset
         except BaseException:
             # The stream broke off (the client went away, a check refused it, it was
             # stopped): the bytes that did arrive are written and flushed all the same,
             # after the batch before them, so a resumable upload goes on from the last
             # byte received. (A multipart route removes the file anyway.)
-            if batch:
-                writing = threads.submit(_write_after, writing, fd, batch, position)
+            if batched or rest:
+                received = bytes(memoryview(filling)[:batched]) + bytes(rest)
+                writing = threads.submit(_write_after, writing, fd, received, position)
             raise
         finally:
             # A thread cannot be stopped mid-call: on any way out, let both finish
@@ -133,16 +147,12 @@ def _open(path: Path, offset: int) -> int:
     return fd
 
 
-def _write(fd: int, batch: list[bytes], position: int) -> None:
-    # pwritev takes the chunks as they are: joining them first would copy every byte again
-    while batch:
-        written = os.pwritev(fd, batch[:IOV_MAX], position)
+def _write(fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
+    view = memoryview(data)
+    while view:  # a short write is rare on a regular file, but allowed
+        written = os.pwrite(fd, view, position)
         position += written
-        while batch and written >= len(batch[0]):
-            written -= len(batch[0])
-            batch = batch[1:]
-        if written:  # a short write that ended inside a chunk
-            batch[0] = batch[0][written:]
+        view = view[written:]
 
 
 def _start_writeback(fd: int) -> None:
@@ -154,15 +164,15 @@ def _start_writeback(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_and_flush(fd: int, batch: list[bytes], position: int) -> None:
-    _write(fd, batch, position)
+def _write_and_flush(fd: int, data: bytes | memoryview, position: int) -> None:
+    _write(fd, data, position)
     os.fdatasync(fd)
 
 
-def _write_after(previous: Future[None] | None, fd: int, batch: list[bytes], position: int) -> None:
+def _write_after(previous: Future[None] | None, fd: int, data: bytes, position: int) -> None:
     if previous is not None and previous.exception() is not None:
         return  # the file ends before position: what follows cannot be placed
-    _write_and_flush(fd, batch, position)
+    _write_and_flush(fd, data, position)
 
 
 def _rename_durably(source: Path, target: Path) -> None:

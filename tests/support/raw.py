@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -36,6 +37,27 @@ async def open_upload(host: str, port: int, first_bytes: bytes, length: int | No
                  + first_bytes)
     await writer.drain()
     return reader, writer
+
+
+def chunked(pieces: list[bytes]) -> bytes:
+    """A chunked request body, one HTTP chunk per piece, then the last (empty) chunk.
+
+    The server's body stream never hands out bytes of two HTTP chunks as one, so the
+    pieces are exactly where its multipart reader's buffers may end.
+    """
+    framed = [f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in pieces if piece]
+    return b"".join(framed) + b"0\r\n\r\n"
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, Any]:
+    """The status and JSON body of the answer to a raw upload."""
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, json.loads(await reader.readexactly(length))
 
 
 async def hang_up(writer: asyncio.StreamWriter) -> None:

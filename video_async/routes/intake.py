@@ -98,7 +98,8 @@ def check_signature(head: bytes, expected: str) -> None:
         raise ApiError(415, "type_mismatch", "The file's contents do not match its extension.")
 
 
-async def signature_checked(chunks: AsyncIterable[bytes], kind: str) -> AsyncGenerator[bytes, None]:
+async def signature_checked(chunks: AsyncIterable[bytes | memoryview],
+                            kind: str) -> AsyncGenerator[bytes | memoryview, None]:
     """The chunks, passed on; refused (415) the moment the first bytes show the wrong container.
 
     A stream that ends before SIGNATURE_SIZE bytes is not judged here: the

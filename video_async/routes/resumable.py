@@ -206,7 +206,7 @@ async def _store(request: web.Request, upload: Upload, settings: Settings) -> in
     """Append the body to the upload's file; the upload's offset is its file's length after."""
     path = request.app[SETTINGS].layout.resumable(upload.id)
     start = upload.offset
-    chunks: AsyncGenerator[bytes, None] = _body(request, settings)
+    chunks: AsyncGenerator[bytes | memoryview, None] = _body(request, settings)
     if start == 0:  # its first bytes can be judged as they come, as the multipart route does
         chunks = intake.signature_checked(chunks, intake.container_kind(upload.filename))
     try:

@@ -1,15 +1,16 @@
 """POST /videos/upload: stream a video to disk, check it, queue a task (routes/uploads.js).
 
-The body is read part by part and chunk by chunk (`request.multipart()` and
-`read_chunk()`), not with `request.post()`: that reads the whole form before
-the handler sees it, spooling each file to a temporary file of its own, so a
-file of the wrong type would be refused only once every byte had arrived, and
-the video would then be copied a second time to where it belongs. Bytes go to
-disk through `receive` (threads of the upload's own write and flush them), so
-the loop keeps serving other requests while the disk works, and the 201 goes
-out only once the file and its name are on disk. Until the task exists the
-file has a temporary name; on any error, or if the client goes away, it is
-deleted, so a failed upload leaves no file and no task behind.
+The body is read part by part and chunk by chunk (`multipart.Reader`, which
+hands out the body's buffers without copying them), not with `request.post()`:
+that reads the whole form before the handler sees it, spooling each file to a
+temporary file of its own, so a file of the wrong type would be refused only
+once every byte had arrived, and the video would then be copied a second time
+to where it belongs. Bytes go to disk through `receive` (threads of the
+upload's own write and flush them), so the loop keeps serving other requests
+while the disk works, and the 201 goes out only once the file and its name
+are on disk. Until the task exists the file has a temporary name; on any
+error, or if the client goes away, it is deleted, so a failed upload leaves
+no file and no task behind.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiofiles.os
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp import hdrs, web
 
-from .. import receive
+from .. import multipart, receive
 from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError, wants_html
 from ..keys import FFMPEG, SETTINGS, STORE
@@ -92,9 +92,9 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
     filename: str | None = None
     resolution, size = DEFAULT_RESOLUTION, 0
     try:
-        reader = await request.multipart()
+        reader = multipart.Reader(request.content, request.headers.get(hdrs.CONTENT_TYPE, ""))
         while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
+            if part.is_multipart:
                 raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
             if part.name == "resolution":  # sent first (the page does): no wasted upload
                 resolution = intake.resolution(await _read_small(part))
@@ -109,17 +109,14 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
                                f"(got a file in '{part.name}').")
             else:
                 await _read_small(part)  # an extra field: tolerated, but only if small
-    except BadHttpMessage:  # e.g. a NUL or a bare CR in a part's headers
-        raise ApiError(400, "bad_multipart", "The multipart body is malformed "
-                       "(a part's headers are invalid).") from None
-    except (ValueError, AssertionError) as exc:  # what aiohttp's parser raises on a broken body
+    except multipart.Malformed as exc:  # e.g. no closing boundary, a NUL in a part's headers
         raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
     if filename is None:
         raise ApiError(400, "no_file", "No file in the 'video' field.")
     return _Form(filename, resolution, size)
 
 
-def _video_name(part: BodyPartReader) -> str:
+def _video_name(part: multipart.Part) -> str:
     """The uploader's name for the file, if its extension is one we take."""
     if not part.filename:
         raise ApiError(400, "no_file", "The 'video' field must be a file.")
@@ -128,19 +125,19 @@ def _video_name(part: BodyPartReader) -> str:
     return filename
 
 
-async def _read_small(part: BodyPartReader, limit: int = 1024) -> str:
+async def _read_small(part: multipart.Part, limit: int = 1024) -> str:
     data = b""
-    while chunk := await part.read_chunk(limit):
+    while chunk := await part.read_chunk():
         data += chunk
         if len(data) > limit:
             raise ApiError(400, "field_too_large", f"Field '{part.name}' is too long.")
     return data.decode("utf-8", errors="replace")
 
 
-async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, settings: Settings) -> int:
+async def _stream_to_disk(part: multipart.Part, target: Path, kind: str, settings: Settings) -> int:
     """Copy one file part to target, checking its first bytes and its size as they come;
     return the size once the file is on disk."""
-    checked = intake.signature_checked(_chunks(part, settings), kind)
+    checked = intake.signature_checked(_chunks(part), kind)
     async with contextlib.aclosing(checked) as chunks:
         try:
             size = await receive.receive(chunks, target, settings.max_upload_bytes)
@@ -151,6 +148,6 @@ async def _stream_to_disk(part: BodyPartReader, target: Path, kind: str, setting
     return size
 
 
-async def _chunks(part: BodyPartReader, settings: Settings) -> AsyncGenerator[bytes, None]:
-    while chunk := await part.read_chunk(settings.upload_chunk):
+async def _chunks(part: multipart.Part) -> AsyncGenerator[bytes | memoryview, None]:
+    while chunk := await part.read_chunk():
         yield chunk
