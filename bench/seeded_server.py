@@ -21,13 +21,13 @@ from aiohttp import web
 from video_async.app import create_app
 from video_async.config import Settings
 from video_async.keys import STORE
-from video_async.store import State, Task, TaskStore, new_task_id, utc_now
+from video_async.ffmpeg import Media
+from video_async.store import Output, State, Task, TaskStore, new_task_id, utc_now
 
 # What a probed 1080p upload looks like, so each task serialises to a realistic size.
-MEDIA = {"duration": 10.0, "width": 1920, "height": 1080, "video_codec": "h264",
-         "audio_codec": "aac", "pixel_format": "yuv420p", "rotation": 0, "sample_aspect": 1.0,
-         "display_width": 1920, "display_height": 1080}
-OUTPUT = {"size": 2_500_000, "width": 1280, "height": 720, "duration": 10.0}
+MEDIA = Media(duration=10.0, width=1920, height=1080, video_codec="h264", audio_codec="aac",
+              pixel_format="yuv420p")
+OUTPUT = Output(size=2_500_000, width=1280, height=720, duration=10.0)
 
 
 def seed(store: TaskStore, count: int, data_dir: Path) -> None:
@@ -36,17 +36,18 @@ def seed(store: TaskStore, count: int, data_dir: Path) -> None:
         task_id = new_task_id()
         created = start + timedelta(seconds=n)
         started = created + timedelta(milliseconds=3)
-        task = Task(id=task_id, filename=f"holiday clip {n}.mp4", resolution="720",
+        task = Task(id=task_id, filename=f"holiday clip {n}.mp4", resolution=720,
                     source_path=data_dir / "uploads" / f"{task_id}.mp4", size=50_000_000,
-                    media=dict(MEDIA), state=State.COMPLETED, progress=100,
+                    media=MEDIA, state=State.COMPLETED, progress=100,
                     created_at=created, started_at=started,
                     finished_at=started + timedelta(seconds=4),
-                    output=dict(OUTPUT), output_path=data_dir / "outputs" / f"{task_id}.mp4",
+                    output=OUTPUT, output_path=data_dir / "outputs" / f"{task_id}.mp4",
                     thumbnail_path=data_dir / "outputs" / f"{task_id}.jpg")
         if n % 10 == 9:  # some failures, so the list holds both kinds of finished task
             task.state, task.progress, task.error = State.FAILED, 0, "Invalid data found"
             task.output = task.output_path = task.thumbnail_path = None
         store.add(task)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="the real app, pre-filled with finished tasks")
