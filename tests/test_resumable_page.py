@@ -130,11 +130,15 @@ async def test_cancel_leaves_no_bytes(browser: Browser, client: AppClient, setti
         await page.locator("#uploads li.upload button.cancel").click()
         await expect(page.locator("#uploads li.upload")).to_have_count(0)
 
-    async def removed() -> bool:
-        return files_in(settings.layout.uploads_dir) == []
-    await wait_until(removed, 20, "the server to remove the upload's bytes")
+        # the relay stays up until the DELETE has been answered and the page has seen it
+        async def removed() -> bool:
+            return files_in(settings.layout.uploads_dir) == []
+        await wait_until(removed, 20, "the server to remove the upload's bytes")
+
+        async def forgotten() -> bool:
+            return await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+        await wait_until(forgotten, 20, "the page to forget the cancelled upload")
     assert (await get_json(client, "/healthz"))["unfinished_uploads"]["count"] == 0
-    assert await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
     await expect(page.locator("#announcer")).to_contain_text("cancelled")
     assert await page.locator("li.task").count() == 0
     assert problems == []
