@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
-from .support.internals import (Media, clock, container_of, content_disposition, display_name, human_size,
-                                output_size, parse_probe, parse_progress)
+from .support.internals import (Media, clock, container_of, content_disposition, display_name,
+                                human_size, mp4_duration, output_size, parse_probe, parse_progress)
 
 LANDSCAPE = """\
 Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'clip.mov':
@@ -171,3 +173,18 @@ def test_media_survives_its_json_form() -> None:
     media = parse_probe(PHONE)
     assert media is not None
     assert Media.from_json(media.to_json()) == media
+
+
+def _mvhd(version: int, timescale: int, duration: int) -> bytes:
+    times = struct.pack(">QQ", 1, 2) if version == 1 else struct.pack(">II", 1, 2)
+    length = struct.pack(">Q" if version == 1 else ">I", duration)
+    body = bytes([version, 0, 0, 0]) + times + struct.pack(">I", timescale) + length + bytes(80)
+    return b"\x00\x00\x00\x20ftypisom" + bytes(20) + struct.pack(">I", 8 + len(body)) + b"mvhd" + body
+
+
+def test_mp4_duration_from_the_index() -> None:
+    assert mp4_duration(_mvhd(0, 1000, 4000)) == 4.0
+    assert mp4_duration(_mvhd(1, 90000, 90000 * 3 + 45000)) == 3.5
+    assert mp4_duration(_mvhd(0, 1000, 4000)[:50]) is None  # cut off inside the box
+    assert mp4_duration(b"\x00\x00\x00\x20ftypisom" + bytes(100)) is None  # no index in it
+    assert mp4_duration(_mvhd(0, 0, 10)) is None  # a timescale of 0 says nothing

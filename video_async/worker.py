@@ -90,9 +90,10 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
     and reports progress (percent, seconds left) through on_progress.
 
     The upload was probed before the task existed, so the job starts ffmpeg's
-    transcode at once. The output is probed once (a few milliseconds on a file
-    that is mostly index-first MP4): its size and duration are then what any
-    player reports, not what was planned or how far the last progress line got.
+    transcode at once; the output needs no probe either: its size is the one
+    planned, and its duration is read from its own index (the `mvhd` box at its
+    head), so it is what any player reports, not how far the last progress line
+    got. Every ffmpeg run saved is time the user doesn't wait.
     """
     layout = settings.layout
     final = layout.output(task_id)
@@ -121,18 +122,17 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
                                    settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
-            result = await ffmpeg.probe(ffmpeg_path, final)
+            length = await ffmpeg.output_duration(final) or encoded or None
             # from the output: smaller than the upload, so cheaper to decode
-            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, result.duration)
+            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, length)
     except BaseException as exc:
         await _remove(partial, final, thumb)  # any way out but success leaves nothing behind
         if not isinstance(exc, Exception):
             raise  # cancelled (DELETE, shutdown): the task did not fail
         return Failed(*_failure(task_id, exc, settings))
-    width, height = result.display_size
+    width, height = ffmpeg.output_size(media, resolution)
     log.info("job %s completed in %.1f s", task_id, loop.time() - started)
-    return Done(Output(size=stat.st_size, width=width, height=height,
-                       duration=result.duration or encoded or None), thumbnail)
+    return Done(Output(size=stat.st_size, width=width, height=height, duration=length), thumbnail)
 
 
 def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str]:
