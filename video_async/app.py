@@ -21,7 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from . import access, ffmpeg
 from .config import Settings, asset_dir
-from .errors import ApiError
+from .errors import INTERNAL_ERROR, ApiError
 from .keys import (FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE,
                    UPLOADS, UploadCounter)
 from .loop_lag import LagMonitor
@@ -137,7 +137,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         raise ApiError(500, "internal_error",
-                         "Something went wrong on the server; it has been logged.") from None
+                         INTERNAL_ERROR) from None
 
 
 @web.middleware

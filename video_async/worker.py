@@ -19,6 +19,7 @@ import aiofiles.os
 
 from . import ffmpeg
 from .config import Settings
+from .errors import INTERNAL_ERROR
 from .store import Output, State, Task, TaskStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> N
         except Exception:  # run_job fails tasks itself; this is the last line of defence
             log.exception("job %s crashed the worker loop; going on with the next task", task.id)
             if task.state is State.PROCESSING:
-                store.fail(task, "Something went wrong on the server; it has been logged.")
+                store.fail(task, INTERNAL_ERROR)
         finally:
             if task.job is job:  # a retried task may already have a newer job
                 task.job = None
@@ -146,7 +147,7 @@ def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str
         return str(exc), exc.detail
     # a bug of ours: keep the worker alive, say what happened
     log.error("job %s crashed", task_id, exc_info=exc)
-    return "Something went wrong on the server; it has been logged.", type(exc).__name__
+    return INTERNAL_ERROR, type(exc).__name__
 
 
 async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path,

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import ffmpeg
+from .. import ffmpeg, receive
 from ..config import MIB, RESOLUTIONS, Settings
 from ..display import one_of
 from ..errors import ApiError
-from ..keys import SNAPSHOT, STORE
+from ..keys import FFMPEG, SETTINGS, SNAPSHOT, STORE
 from ..layout import SOURCE_EXTENSIONS
 from ..store import Task
 
@@ -148,6 +148,17 @@ async def check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmpe
         raise ApiError(422, "too_long", f"The video is {hms(media.duration)} long; "
                        f"the limit is {hms(settings.max_duration)}.")
     return media
+
+
+async def settle(request: web.Request, stored: Path, task_id: str,
+                 filename: str) -> tuple[Path, ffmpeg.Media]:
+    """The last steps of every upload route, once the whole file is stored: its probe
+    (415, 422), then its final name, durably. Returns that name and the probe."""
+    settings = request.app[SETTINGS]
+    media = await check_video(request.app[FFMPEG].path, stored, settings)
+    source = settings.layout.source(task_id, Path(filename).suffix.lower())
+    await receive.rename(stored, source)
+    return source, media
 
 
 async def queue(request: web.Request, task: Task) -> None:

@@ -32,7 +32,7 @@ from aiohttp import web
 from .. import receive
 from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError
-from ..keys import FFMPEG, RESUMABLE, SETTINGS
+from ..keys import RESUMABLE, SETTINGS
 from ..resumable import Upload
 from ..store import TASK_ID, Task, new_task_id
 from . import intake, limits
@@ -243,11 +243,8 @@ async def _finish(request: web.Request, upload: Upload, settings: Settings) -> N
     path = layout.resumable(upload.id)
     upload.finishing = True
     try:
-        kind = intake.container_kind(upload.filename)
-        await intake.check_stored_signature(path, kind)
-        media = await intake.check_video(request.app[FFMPEG].path, path, settings)
-        source = layout.source(upload.id, Path(upload.filename).suffix.lower())
-        await receive.rename(path, source)
+        await intake.check_stored_signature(path, intake.container_kind(upload.filename))
+        source, media = await intake.settle(request, path, upload.id, upload.filename)
     except ApiError:
         await uploads.remove(upload, "refused")  # a file that fails a check is not kept
         raise

@@ -27,7 +27,7 @@ from aiohttp import hdrs, web
 from .. import multipart, receive
 from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError, wants_html
-from ..keys import FFMPEG, SETTINGS, STORE
+from ..keys import SETTINGS, STORE
 from ..store import Task, new_task_id
 from . import intake, limits
 from .intake import SIGNATURE_SIZE, display_name
@@ -75,9 +75,7 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
     partial = layout.partial_upload(task_id)  # until every check has passed
     try:
         form = await _read_form(request, partial, settings)
-        media = await intake.check_video(request.app[FFMPEG].path, partial, settings)
-        source = layout.source(task_id, Path(form.filename).suffix.lower())
-        await receive.rename(partial, source)
+        source, media = await intake.settle(request, partial, task_id, form.filename)
     except BaseException:
         # every way out without a task, a client disconnect included, removes the file
         with contextlib.suppress(FileNotFoundError):
@@ -102,7 +100,7 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
                 if filename is not None:
                     raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
                 filename = _video_name(part)
-                kind = intake.container_kind(filename)
+                kind = intake.container_kind(filename)  # 415 before a byte of it is stored
                 size = await _stream_to_disk(part, target, kind, settings)
             elif part.filename:
                 raise ApiError(400, "no_file", "No file in the 'video' field "
@@ -117,12 +115,10 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
 
 
 def _video_name(part: multipart.Part) -> str:
-    """The uploader's name for the file, if its extension is one we take."""
+    """The uploader's name for the file, kept as display text."""
     if not part.filename:
         raise ApiError(400, "no_file", "The 'video' field must be a file.")
-    filename = display_name(part.filename)
-    intake.container_kind(filename)  # 415 before a byte of it is stored
-    return filename
+    return display_name(part.filename)
 
 
 async def _read_small(part: multipart.Part, limit: int = 1024) -> str:
