@@ -242,6 +242,10 @@ async def test_a_host_reachable_by_others_needs_a_token_or_a_deliberate_no(
     assert len(generated.token) >= 32
     assert generated.token != Settings.from_args(["--host", "0.0.0.0"], environ={}).token
     assert generated.token not in repr(generated)  # a logged Settings never shows it
+    # a generated token can be pasted after --token as it is: it never begins with '-'
+    # (a URL-safe one did about once in 64)
+    tokens = [Settings.from_args(["--host", "0.0.0.0"], environ={}).token for _ in range(300)]
+    assert not any(token.startswith("-") for token in tokens)
     assert Settings.from_args(["--host", "0.0.0.0", "--no-token"], environ={}).token == ""
     assert Settings.from_args([], environ={}).token == ""  # loopback: none
     assert Settings.from_args(["--token", "abc123"], environ={}).token == "abc123"
@@ -366,8 +370,8 @@ async def test_reachable_server_prints_its_link_and_lets_in_only_with_the_token(
 
 
 async def test_token_on_loopback_and_bearer_for_scripts(clips: Clips, tmp_path: Path) -> None:
-    token = new_token()
-    async with running(tmp_path / "data", "--token", token) as server:
+    token = "-" + new_token()  # one that begins with '-', as a random one sometimes does
+    async with running(tmp_path / "data", f"--token={token}") as server:
         assert await printed_link(server) == f"{server.url}/?token={token}"
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/tasks") as refused:

@@ -101,8 +101,9 @@ class Settings:
         if args.token and not TOKEN_CHARACTERS.fullmatch(args.token):
             raise SystemExit("video-async: a token may contain only letters, digits and . _ ~ -")
         # A server others can reach gets a token unless told otherwise, as Jupyter does.
+        # Hex, so that it never begins with '-' and can be pasted after --token as it is.
         token = args.token or ("" if args.no_token or is_loopback(args.host)
-                               else secrets.token_urlsafe(32))
+                               else secrets.token_hex(32))
         return cls(
             host=args.host,
             port=args.port,
@@ -282,8 +283,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--token", default=env.get("VIDEO_ASYNC_TOKEN", ""),
                         help="require this token from every client (the page link printed at "
                              "start-up carries it; API clients send 'Authorization: Bearer "
-                             "TOKEN'). Default: a new random one when --host is not loopback, "
-                             "none on loopback")
+                             "TOKEN'; write --token=TOKEN if it begins with '-'). Default: a "
+                             "new random one when --host is not loopback, none on loopback")
     no_token = env.get("VIDEO_ASYNC_NO_TOKEN", "0").lower() in ("1", "true", "yes", "on")
     parser.add_argument("--no-token", action="store_true", default=no_token,
                         help="no token even when --host is not loopback: anyone who can reach "
