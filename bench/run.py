@@ -339,7 +339,7 @@ async def load_run(session: aiohttp.ClientSession, server: Server, big: Path, in
 
 async def bench_concurrent(session: aiohttp.ClientSession, app: Server, sink: Server, big: Path,
                            runs: int, report: Report) -> None:
-    full, reference, paced = LoadRuns(), LoadRuns(), LoadRuns()
+    full, reference, paced, reference_paced = LoadRuns(), LoadRuns(), LoadRuns(), LoadRuns()
     peaks: list[int] = []
     after: list[int] = []
     baseline = memory(app.pid)["VmRSS"]
@@ -362,8 +362,11 @@ async def bench_concurrent(session: aiohttp.ClientSession, app: Server, sink: Se
         for finished_upload in done:
             await delete(session, app, finished_upload["id"])
 
+    async def discard_paced() -> None:
+        await load_run(session, sink, big, reference_paced, rate=PACED_RATE)
+
     for run in range(runs):
-        for step in rotated([route, discard, route_paced], run):
+        for step in rotated([route, discard, route_paced, discard_paced], run):
             await step()
 
     item = "2 concurrent"
@@ -386,6 +389,11 @@ async def bench_concurrent(session: aiohttp.ClientSession, app: Server, sink: Se
     paced_ratio = report.figure(item, "paced: p99 during / p99 idle", "x",
                                 ratios(paced.busy_p99, paced.idle_p99))
     report.figure(item, "paced: loop lag, worst per run", "ms", paced.lags, 1)
+    # the same measure on the discard handler: what any aiohttp upload handler pays
+    report.figure(item, "sink paced: p99 during / p99 idle", "x",
+                  ratios(reference_paced.busy_p99, reference_paced.idle_p99))
+    report.figure(item, "paced: p99 during / sink's paced p99 during", "x",
+                  ratios(paced.busy_p99, reference_paced.busy_p99))
     # a fresh server for this item, so its one-minute window holds these runs only
     lag_1m = (await health(session, app))["event_loop_lag_ms"]["max_1m"]
     report.figure(item, "loop lag, /healthz max_1m", "ms", [lag_1m], 1)
@@ -399,6 +407,7 @@ async def bench_concurrent(session: aiohttp.ClientSession, app: Server, sink: Se
     report.raw["concurrent"] = {**full.to_json(), "lag_max_1m_ms": lag_1m}
     report.raw["concurrent_sink"] = reference.to_json()
     report.raw["concurrent_paced"] = {**paced.to_json(), "rate_bytes_s": PACED_RATE}
+    report.raw["concurrent_sink_paced"] = reference_paced.to_json()
     report.raw["memory_concurrent"] = {"baseline": baseline, "peaks": peaks, "after": after,
                                        "peak_resets": peak_resets}
 
