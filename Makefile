@@ -54,7 +54,7 @@ screenshot: deps $(TEST_STAMP)
 	VIDEO_ASYNC_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py -k screenshot
 
 # The performance figures (docs/performance.md), printed and written to
-# bench/results.json (about 4 minutes; the first run also makes its clips in bench/cache/).
+# bench/results.json (about 5 minutes; the first run also makes its clips in bench/cache/).
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
