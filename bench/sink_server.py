@@ -71,7 +71,8 @@ async def tasks(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     lag = request.app[LAG]
     return web.json_response({"status": "ok", "event_loop_lag_ms": {
-        "last": round(lag.last * 1000, 2), "max_1m": round(lag.max * 1000, 2)}})
+        "last": round(lag.last * 1000, 2), "max_2s": round(lag.recent * 1000, 2),
+        "max_1m": round(lag.max * 1000, 2)}})
 
 
 async def lag_monitor(app: web.Application) -> AsyncIterator[None]:

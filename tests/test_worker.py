@@ -176,6 +176,19 @@ async def test_requests_stay_fast_during_upload_and_transcode(make_client: MakeC
     await client.delete(f"/tasks/{running['id']}")
 
 
+async def test_healthz_shows_a_stall_of_a_few_milliseconds(client: AppClient) -> None:
+    """The loop samples its lag every 10 ms, so a 30 ms stall cannot slip between samples."""
+    assert (await client.get("/healthz")).status == 200  # the lag monitor is running
+    # The stall itself, not a wait: this test shares the server's loop and blocks it.
+    time.sleep(0.03)
+
+    async def seen() -> dict[str, float] | None:
+        lag: dict[str, float] = (await (await client.get("/healthz")).json())["event_loop_lag_ms"]
+        return lag if lag["max_2s"] >= 15 else None
+    lag = await wait_until(seen, 10, "the stall in /healthz")
+    assert lag["max_1m"] >= lag["max_2s"]
+
+
 async def test_two_retries_at_once_queue_the_task_once(make_client: MakeClient, clips: Clips,
                                                        settings: Settings, tmp_path: Path) -> None:
     client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))  # holds the queue, see failed_task

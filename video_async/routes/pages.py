@@ -44,7 +44,8 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
         "unfinished_uploads": {"count": resumable.count(), "bytes": resumable.held(),
                                "text": _unfinished_text(resumable.count(), resumable.held())},
         "jobs_running": counts["PROCESSING"],
-        "event_loop_lag_ms": {"last": round(lag.last * 1000, 2), "max_1m": round(lag.max * 1000, 2)},
+        "event_loop_lag_ms": {"last": round(lag.last * 1000, 2), "max_2s": round(lag.recent * 1000, 2),
+                              "max_1m": round(lag.max * 1000, 2)},
         "ffmpeg": {"path": app[FFMPEG].path, "version": app[FFMPEG].version},
         "persist": app[SETTINGS].persist,
         # finished files that no task refers to, found at start-up: kept, for a person to look at
