@@ -9,16 +9,19 @@ list, in the order they happened.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from .support.clips import Clips
-from .support.internals import Settings, create_app
+from .support.internals import BATCH_SIZE, Settings, create_app, receive
 from .support.uploading import upload_ok
+from .support.waiting import wait_until
 
 
 def recording(events: list[dict[str, Any]], name: str,
@@ -62,3 +65,35 @@ async def test_upload_is_flushed_before_the_answer(aiohttp_client: Any, settings
     folder_inode = settings.layout.uploads_dir.stat().st_ino
     assert any(event["inode"] == folder_inode and stored.name in event.get("entries", ())
                for event in before), f"no flush of the uploads folder before the 201: {before}"
+
+
+async def test_a_receive_cancelled_twice_still_closes_its_file(tmp_path: Path) -> None:
+    """Cancelled once (the client went away), then again while it waits for its last
+    write (the server shutting down): the file is closed all the same."""
+    path = tmp_path / "upload.partial"
+    arrived = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield bytes(BATCH_SIZE + 1000)  # a whole batch, handed to a thread, and a bit more
+        arrived.set()
+        await asyncio.Event().wait()  # then nothing, until cancelled
+
+    def open_on_path() -> bool:
+        return any(os.path.realpath(f"/proc/self/fd/{fd}") == str(path)
+                   for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    receiving = asyncio.ensure_future(receive(chunks(), path, limit=10 * BATCH_SIZE))
+    await asyncio.wait_for(arrived.wait(), 10)
+    assert open_on_path()
+    receiving.cancel()
+    await asyncio.sleep(0)  # one step: the task is now in its clean-up, waiting for a thread
+    assert not receiving.done()
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+
+    async def closed() -> bool:
+        return not open_on_path()
+    await wait_until(closed, 10, "the upload's file to be closed")
+    assert path.stat().st_size == BATCH_SIZE + 1000  # and every byte received written

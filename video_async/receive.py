@@ -30,6 +30,7 @@ uploads it slowed the loop's other requests more (docs/upload-path.md).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 from collections.abc import AsyncIterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -109,13 +110,11 @@ async def receive(chunks: AsyncIterable[bytes | memoryview], path: Path, limit: 
                 writing = threads.submit(_write_after, writing, fd, received, position)
             raise
         finally:
-            # A thread cannot be stopped mid-call: on any way out, let both finish
-            # before the file is closed (their errors were raised above, or are
-            # beside the point now).
-            for pending in (writing, writeout):
-                if pending is not None and not pending.done():
-                    await asyncio.wait([asyncio.wrap_future(pending)])
-            await _result(threads.submit(os.close, fd))
+            # A thread cannot be stopped mid-call: on any way out, the file is closed
+            # once both have finished (their errors were raised above, or are beside
+            # the point now). The closing is a call of its own, in a thread, so that
+            # it happens even if this coroutine is cancelled again while it waits.
+            await _result(threads.submit(_close_after, fd, writing, writeout))
     finally:
         threads.shutdown(wait=False)  # every call has ended: the threads just exit
 
@@ -128,7 +127,9 @@ async def _result(future: Future[T]) -> T:
     while the next one fills, the write has usually ended by then.
     """
     if not future.done():
-        return await asyncio.wrap_future(future)
+        # shielded: a cancelled wait must not cancel a call that has not started yet
+        # (a batch that was never written would leave a hole before the next one)
+        return await asyncio.shield(asyncio.wrap_future(future))
     return future.result()
 
 
@@ -170,9 +171,16 @@ def _write_and_flush(fd: int, data: bytes | memoryview, position: int) -> None:
 
 
 def _write_after(previous: Future[None] | None, fd: int, data: bytes, position: int) -> None:
-    if previous is not None and previous.exception() is not None:
+    if previous is not None and (previous.cancelled() or previous.exception() is not None):
         return  # the file ends before position: what follows cannot be placed
     _write_and_flush(fd, data, position)
+
+
+def _close_after(fd: int, *pending: Future[None] | None) -> None:
+    for call in pending:
+        if call is not None:
+            concurrent.futures.wait([call])
+    os.close(fd)
 
 
 def _rename_durably(source: Path, target: Path) -> None:
