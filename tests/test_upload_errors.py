@@ -12,7 +12,7 @@ import pytest
 from .support.checks import assert_error, assert_nothing_left, files_in
 from .support.clips import Clips, pad_to, run_ffmpeg
 from .support.internals import MIB, Settings
-from .support.raw import PART_HEAD, EndlessUpload, address, hang_up, open_upload, post_raw
+from .support.raw import PART_HEAD, EndlessFields, EndlessUpload, address, hang_up, open_upload, post_raw
 from .support.servers import MakeClient
 from .support.uploading import AppClient, upload, uploads_in_progress
 from .support.waiting import wait_until
@@ -161,6 +161,18 @@ async def test_streamed_body_stopped_at_the_limit(make_client: MakeClient, setti
     """No Content-Length (chunked): the server counts and stops once the file passes the limit."""
     client = await make_client(max_upload_bytes=MIB)
     endless = EndlessUpload(clips.small(), 64 * 1024, until=20 * MIB)
+    status, code = await endless.refused(client, caplog)
+    assert status == 413 and code in ("too_large", None)  # None: the answer was cut off, see refused()
+    assert endless.sent < 20 * MIB, "the server read the whole body instead of stopping at the limit"
+    await wait_until(lambda: uploads_in_progress(client, 0), 10, "upload to end")
+    await assert_nothing_left(client, settings)
+
+
+async def test_a_body_that_goes_on_after_the_video_is_stopped(make_client: MakeClient, settings: Settings,
+                                                               clips: Clips, caplog: pytest.LogCaptureFixture) -> None:
+    """Small fields after the video, without end: the whole body counts against the limit."""
+    client = await make_client(max_upload_bytes=MIB)
+    endless = EndlessFields(clips.small(), 0, until=20 * MIB)
     status, code = await endless.refused(client, caplog)
     assert status == 413 and code in ("too_large", None)  # None: the answer was cut off, see refused()
     assert endless.sent < 20 * MIB, "the server read the whole body instead of stopping at the limit"

@@ -36,6 +36,10 @@ class Malformed(ValueError):
     """The body is not the multipart/form-data its Content-Type announced."""
 
 
+class BodyTooLarge(Exception):
+    """The body went past the reader's limit."""
+
+
 class Part:
     """One part, once its headers are read: what they said, and its data to read."""
 
@@ -65,7 +69,7 @@ class Part:
 class Reader:
     """The parts of a multipart body, one after another: `while part := await reader.next()`."""
 
-    def __init__(self, content: StreamReader, content_type: str) -> None:
+    def __init__(self, content: StreamReader, content_type: str, limit: int | None = None) -> None:
         boundary = parse_mimetype(content_type).parameters.get("boundary", "")
         if not 0 < len(boundary) <= 70:  # RFC 2046's bounds
             raise Malformed("the Content-Type has no valid boundary")
@@ -79,6 +83,9 @@ class Reader:
         self._in_data = True  # before the next delimiter: a part's data, or the preamble
         self._current: Part | None = None
         self._ended = False
+        # The whole body's bytes, parts after the file and between them included: a
+        # body without Content-Length is otherwise bounded by nothing.
+        self._limit, self._received = limit, 0
 
     async def next(self) -> Part | None:
         """The next part, its headers read; None after the closing delimiter."""
@@ -155,6 +162,9 @@ class Reader:
             # readchunk, not readany: readany joins the buffers that wait into one
             data, end_of_http_chunk = await self._content.readchunk()
             if data:
+                self._received += len(data)
+                if self._limit is not None and self._received > self._limit:
+                    raise BodyTooLarge(f"the body is over {self._limit} bytes")
                 return data
             if not end_of_http_chunk:
                 raise Malformed("the body ended before its closing boundary")

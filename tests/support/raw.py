@@ -93,6 +93,9 @@ class EndlessUpload:
             part.set_content_disposition("form-data", name="video", filename="big.mp4")
         return writer
 
+    async def post(self, client: AppClient) -> aiohttp.ClientResponse:
+        return await client.post("/videos/upload", data=self.body())
+
     async def refused(self, client: AppClient, caplog: pytest.LogCaptureFixture) -> tuple[int, str | None]:
         """Send it until the server stops it: the status it answered, and its error code if read.
 
@@ -102,7 +105,7 @@ class EndlessUpload:
         """
         caplog.set_level(logging.INFO, logger="aiohttp.access")
         try:
-            response = await client.post("/videos/upload", data=self.body())
+            response = await self.post(client)
             answer = await response.read()
         except aiohttp.ClientError:
             found = [re.search(r'"POST /videos/upload [^"]*" (\d{3}) ', record.getMessage())
@@ -112,3 +115,20 @@ class EndlessUpload:
             return statuses[0], None
         assert response.content_type == "application/json", answer
         return response.status, json.loads(answer)["error"]["code"]
+
+
+class EndlessFields(EndlessUpload):
+    """The same, but the clip is a whole video part, and small text fields follow it, each
+    within the size the server tolerates, until `until` bytes: a body that never ends."""
+
+    async def _fields(self) -> AsyncIterator[bytes]:
+        yield PART_HEAD + self.clip.read_bytes() + b"\r\n"
+        field = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n".encode()
+                 + b"x" * 1000 + b"\r\n")
+        while self.sent < self.until:
+            self.sent += len(field) * 64
+            yield field * 64
+
+    async def post(self, client: AppClient) -> aiohttp.ClientResponse:
+        return await client.post("/videos/upload", data=self._fields(),
+                                 headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})

@@ -90,7 +90,8 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
     filename: str | None = None
     resolution, size = DEFAULT_RESOLUTION, 0
     try:
-        reader = multipart.Reader(request.content, request.headers.get(hdrs.CONTENT_TYPE, ""))
+        reader = multipart.Reader(request.content, request.headers.get(hdrs.CONTENT_TYPE, ""),
+                                  limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
         while (part := await reader.next()) is not None:
             if part.is_multipart:
                 raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
@@ -109,6 +110,8 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
                 await _read_small(part)  # an extra field: tolerated, but only if small
     except multipart.Malformed as exc:  # e.g. no closing boundary, a NUL in a part's headers
         raise ApiError(400, "bad_multipart", f"The multipart body is malformed ({exc}).") from None
+    except multipart.BodyTooLarge:  # the file and what came around it, without Content-Length
+        raise intake.too_large(settings) from None
     if filename is None:
         raise ApiError(400, "no_file", "No file in the 'video' field.")
     return _Form(filename, resolution, size)
