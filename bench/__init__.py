@@ -1,1 +1,1 @@
-"""`make bench`: the performance figures of issue 5, measured against references taken in the same run."""
+"""`make bench`: the performance figures, measured against references taken in the same run."""

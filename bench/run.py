@@ -1,4 +1,4 @@
-"""`make bench` (issue 5): the performance figures of video_async, as ratios to same-run references.
+"""`make bench`: the performance figures of video_async, as ratios to same-run references.
 
 The machines are shared and noisy, so each figure is taken over several runs
 (median, min and max) and compared with a reference measured in the same run,
@@ -674,7 +674,7 @@ async def main_async(runs: int, items: set[int]) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="video_async benchmark (issue 5)")
+    parser = argparse.ArgumentParser(description="video_async benchmark: every figure a ratio to a reference measured in the same run")
     parser.add_argument("--runs", type=int, default=7, help="runs per figure, at least 5 (default: 7)")
     parser.add_argument("--items", default="1,2,3,4,5,6,7,8",
                         help="which items to run, comma-separated (default: all; 3 needs 1 and 2)")
