@@ -55,6 +55,24 @@ async def test_a_quoted_name_is_listed_as_typed(client: AppClient, clips: Clips)
     assert [task["filename"] for task in listed] == ['my "best" take.mp4']
 
 
+async def test_escaped_line_breaks_in_a_name_go(client: AppClient, clips: Clips) -> None:
+    """A name typed with a line break arrives as %0D%0A (or %0a): decoded, then dropped
+    with the other control characters, so it never reaches a header or the log as one."""
+    content = clips.small().read_bytes()
+    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="video"; '
+            f'filename="two%0D%0Alines%0a.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
+    body += content + f"\r\n--{BOUNDARY}--\r\n".encode()
+    response = await client.post("/videos/upload", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert response.status == 201, await response.text()
+    task = await response.json()
+    assert task["filename"] == "twolines.mp4"
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    disposition = (await client.get(done["download_url"])).headers["Content-Disposition"]
+    assert "twolines-240p.mp4" in disposition and "%0" not in disposition
+
+
 async def test_a_file_in_the_wrong_field_is_named(client: AppClient, clips: Clips,
                                                   settings: Settings) -> None:
     with clips.small().open("rb") as video:
