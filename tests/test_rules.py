@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,10 @@ async def test_card_texts_come_with_the_task(client: AppClient, clips: Clips) ->
     assert f'<span class="size">{texts["size"]}</span>' in page
 
 
-async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips: Clips) -> None:
-    """640x360 asked for at 1080: never upscaled, and never called 1080p."""
+async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips: Clips,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """640x360 asked for at 1080: never upscaled, and never called 1080p, not even in the log."""
+    caplog.set_level(logging.INFO, logger="video_async")
     task = await upload_ok(client, clips.make("wide.mp4", size="640x360"), resolution="1080")
     kept = "kept at 360p: the source is smaller"
     assert task["display"]["resolution"] == kept  # known from the probe, before the transcode
@@ -106,6 +109,9 @@ async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips:
     assert 'filename="wide-360p.mp4"' in response.headers["Content-Disposition"]
     page = await (await client.get("/")).text()
     assert kept in page
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(line.endswith("bytes, 360p (asked for 1080p)") for line in logged), logged
+    assert any(done["id"] in line and line.endswith(": 640x360 (360p)") for line in logged), logged
 
 
 async def test_output_duration_is_what_a_player_reads(client: AppClient, clips: Clips) -> None:
