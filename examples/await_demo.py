@@ -9,9 +9,10 @@ something that was not there yet. An await on a finished future, on a
 coroutine that returns without waiting, or on `read_chunk()` with the bytes
 already buffered goes straight on, and the loop runs nothing else meanwhile.
 
-The upload part is aiohttp's own multipart reader, the one the upload route
-uses, over the stream class a request body arrives in; here the bytes are fed
-by hand instead of by a socket, so which of them are "already there" is certain.
+The upload part is the project's own multipart reader (`video_async.multipart.
+Reader`), the one the upload route uses, over aiohttp's `StreamReader`, the
+class a request body arrives in; here the bytes are fed by hand instead of by
+a socket, so which of them are "already there" is certain.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from aiohttp import BodyPartReader, MultipartReader
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.streams import StreamReader
+
+from video_async.multipart import Part, Reader
 
 HEAD = b'--b\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n\r\n'
 TAIL = b"\r\n--b--\r\n"
@@ -31,17 +33,21 @@ async def returns_at_once() -> int:
     return 42  # async, but it never waits for anything
 
 
-async def video_part(body: bytes) -> tuple[BodyPartReader, StreamReader]:
-    """A multipart part with `body` already buffered, and the stream more bytes go to."""
+async def video_part(*buffers: bytes) -> tuple[Part, StreamReader]:
+    """A multipart part with `buffers` already received, and the stream more bytes go to."""
     loop = asyncio.get_running_loop()
+    # The one piece of aiohttp's connection machinery kept: a StreamReader needs a
+    # protocol, which it asks whether the connection is open (a transport is set)
+    # before it waits for more bytes, and asks to pause reading past twice its limit
+    # (never reached here). A bare Transport stands for the socket.
     protocol = BaseProtocol(loop)
-    # stands for the socket: the reader only asks whether there is one
     protocol.transport = asyncio.Transport()
     stream = StreamReader(protocol, 2**16, loop=loop)
-    stream.feed_data(HEAD + body)
-    reader = MultipartReader({"Content-Type": "multipart/form-data; boundary=b"}, stream)
+    for data in (HEAD, *buffers):
+        stream.feed_data(data)  # one buffer each, as a socket's reads arrive
+    reader = Reader(stream, "multipart/form-data; boundary=b")
     part = await reader.next()
-    assert isinstance(part, BodyPartReader)
+    assert part is not None
     return part, stream
 
 
@@ -60,9 +66,8 @@ async def did_others_run(label: str, wait: Callable[[], Awaitable[object]]) -> N
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    buffered, stream = await video_part(b"x" * 64_000)
-    stream.feed_data(TAIL)  # the whole body is in memory
-    late, late_stream = await video_part(b"")  # the part's headers only, so far
+    buffered, _ = await video_part(*[b"x" * 64] * 600, TAIL)  # the whole body is in memory
+    late, late_stream = await video_part()  # the part's headers only, so far
 
     def finished_future() -> asyncio.Future[None]:
         future = loop.create_future()
@@ -75,12 +80,12 @@ async def main() -> None:
         return future
 
     async def read_all_buffered() -> None:
-        while await buffered.read_chunk(64):  # 1,000 chunks, every one already in memory
-            pass
+        for _ in range(1000):  # every one already in memory
+            assert await buffered.read_chunk()
 
     def read_before_arrival() -> Awaitable[bytes]:
         loop.call_soon(late_stream.feed_data, b"x" * 64 + TAIL)  # as a socket delivers them
-        return late.read_chunk(64)
+        return late.read_chunk()
 
     print(f"{'the await':<60}did another coroutine run meanwhile?")
     await did_others_run("await a future that already has its result", finished_future)

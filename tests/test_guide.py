@@ -19,11 +19,14 @@ REFERENCE = re.compile(r"\(`(video_async/[\w/]+\.py)`,\s*`([\w.]+)`\)")
 
 
 def defined_names(source: Path) -> set[str]:
-    """Functions and classes of a module, methods as Class.method."""
+    """Functions and classes of a module, methods as Class.method, and a function's own
+    inner functions as function.inner."""
     names: set[str] = set()
     for node in ast.parse(source.read_text()).body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             names.add(node.name)
+            names.update(f"{node.name}.{item.name}" for item in node.body
+                         if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef))
         elif isinstance(node, ast.ClassDef):
             names.add(node.name)
             names.update(f"{node.name}.{item.name}" for item in node.body

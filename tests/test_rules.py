@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,24 @@ async def test_a_quoted_name_is_listed_as_typed(client: AppClient, clips: Clips)
     assert [task["filename"] for task in listed] == ['my "best" take.mp4']
 
 
+async def test_escaped_line_breaks_in_a_name_go(client: AppClient, clips: Clips) -> None:
+    """A name typed with a line break arrives as %0D%0A (or %0a): decoded, then dropped
+    with the other control characters, so it never reaches a header or the log as one."""
+    content = clips.small().read_bytes()
+    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="video"; '
+            f'filename="two%0D%0Alines%0a.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
+    body += content + f"\r\n--{BOUNDARY}--\r\n".encode()
+    response = await client.post("/videos/upload", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert response.status == 201, await response.text()
+    task = await response.json()
+    assert task["filename"] == "twolines.mp4"
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "COMPLETED", done["error"]
+    disposition = (await client.get(done["download_url"])).headers["Content-Disposition"]
+    assert "twolines-240p.mp4" in disposition and "%0" not in disposition
+
+
 async def test_a_file_in_the_wrong_field_is_named(client: AppClient, clips: Clips,
                                                   settings: Settings) -> None:
     with clips.small().open("rb") as video:
@@ -75,8 +94,10 @@ async def test_card_texts_come_with_the_task(client: AppClient, clips: Clips) ->
     assert f'<span class="size">{texts["size"]}</span>' in page
 
 
-async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips: Clips) -> None:
-    """640x360 asked for at 1080: never upscaled, and never called 1080p."""
+async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips: Clips,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """640x360 asked for at 1080: never upscaled, and never called 1080p, not even in the log."""
+    caplog.set_level(logging.INFO, logger="video_async")
     task = await upload_ok(client, clips.make("wide.mp4", size="640x360"), resolution="1080")
     kept = "kept at 360p: the source is smaller"
     assert task["display"]["resolution"] == kept  # known from the probe, before the transcode
@@ -88,6 +109,9 @@ async def test_a_smaller_source_is_named_by_what_it_is(client: AppClient, clips:
     assert 'filename="wide-360p.mp4"' in response.headers["Content-Disposition"]
     page = await (await client.get("/")).text()
     assert kept in page
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(line.endswith("bytes, 360p (asked for 1080p)") for line in logged), logged
+    assert any(done["id"] in line and line.endswith(": 640x360 (360p)") for line in logged), logged
 
 
 async def test_output_duration_is_what_a_player_reads(client: AppClient, clips: Clips) -> None:

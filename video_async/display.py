@@ -59,15 +59,51 @@ def status_line(task: Task, queue_position: int | None) -> str:
     if task.state == "FAILED":
         reason = task.error or "Failed."
         if task.retries:
-            times = {1: "once", 2: "twice"}.get(task.retries, f"{task.retries} times")
-            return f"Retried {times}, failed again: {reason}"
+            # the server's own clock: what a person at its desk, or its log, would read
+            at = f" at {task.retried_at.astimezone():%H:%M}" if task.retried_at else ""
+            return f"Retried{at} ({ordinal(task.retries)} retry), failed again: {reason}"
         return reason
+    if task.state == "COMPLETED":
+        return cut_short(task)
+    return ""
+
+
+def ordinal(number: int) -> str:
+    """1 -> "1st", 2 -> "2nd", 11 -> "11th", 23 -> "23rd"."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def cut_short(task: Task) -> str:
+    """A note for an output clearly shorter than its source: ffmpeg keeps what it can
+    decode of a file cut short or damaged part way, and exits as if all went well."""
+    made = task.output.duration if task.output else None
+    source = task.media.duration if task.media else None
+    if not made or not source:
+        return ""
+    missing = source - made
+    # half a second and a tenth at least: an encode may well drop a last frame or two
+    if missing <= 0.5 or missing <= source / 10:
+        return ""
+    return (f"Only {made:.1f} s of {source:.1f} s could be read: the rest of the file is "
+            "missing or damaged.")
+
+
+def detail(task: Task) -> str:
+    """ffmpeg's own line under the plain sentence: why a task failed, or why its output is short."""
+    if task.state == "FAILED" and task.error_detail:
+        return f"ffmpeg said: {task.error_detail}"
+    if task.output and task.output.source_warning and cut_short(task):
+        return f"ffmpeg said: {task.output.source_warning}"
     return ""
 
 
 def resolution(task: Task) -> str:
     """"720p", or "kept at 360p: the source is smaller" for a 360p clip asked for at 1080:
-    named by what it is (or will be), since a video is never upscaled."""
+    named by what it is (or will be), since a video is never upscaled. A FAILED task
+    has no output and will have none, so it shows what was asked."""
+    if task.state == "FAILED":
+        return f"{task.resolution}p"
     if task.output:
         short = task.output.short_side
     elif task.media:
@@ -88,5 +124,5 @@ def card_texts(task: Task, queue_position: int | None) -> dict[str, str]:
         "duration": clock(duration) if duration else "",
         "output": f"→ {human_size(task.output.size)}" if task.output else "",
         "status": status_line(task, queue_position),
-        "detail": f"ffmpeg said: {task.error_detail}" if task.error_detail else "",
+        "detail": detail(task),
     }

@@ -289,9 +289,11 @@ def parse_progress(line: str) -> float | None:
 
 
 async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resolution: int,
-                    on_progress: Callable[[float], None], stall_timeout: float = 120.0) -> None:
+                    on_progress: Callable[[float], None], stall_timeout: float = 120.0) -> str:
     """Encode source into target; on_progress gets output seconds as ffmpeg reports them.
 
+    Returns what ffmpeg complained of while it still finished ("" if nothing): a file
+    cut short or damaged part way makes an output of what could be read, and exit 0.
     Stalled if the output position does not move forward for stall_timeout seconds.
     """
     args = transcode_args(ffmpeg, source, target, output_size(media, resolution),
@@ -299,6 +301,7 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
     code, err = await _run_streaming(args, on_progress, stall_timeout)
     if code != 0:
         raise FFmpegError(*explain(err, f"ffmpeg could not transcode this video (exit status {code})."))
+    return explain(err, "")[1]
 
 
 async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -> None:
@@ -382,7 +385,8 @@ async def _run_to_end(args: Sequence[str], timeout: float) -> tuple[int, str, st
             async with asyncio.timeout(timeout):
                 out, err = await proc.communicate()
         except TimeoutError:
-            raise FFmpegError(f"ffmpeg did not finish within {timeout:g} s") from None
+            raise FFmpegError(f"Reading the file took longer than {timeout:g} s, so it was given "
+                              "up: the file may be damaged, or the server too busy.") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
@@ -431,17 +435,18 @@ async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], Non
     return code, "\n".join(stderr_tail)
 
 
-_NOISE = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\]\s*")
+# ffmpeg 7+ may put two prefixes on a line: "[vist#0:0/h264 @ 0x..] [dec:h264 @ 0x..] ..."
+_NOISE = re.compile(r"^(\[[^\]]+ @ 0x[0-9a-f]+\]\s*)+")
 
 
 # What ffmpeg says when the common things go wrong, and what a person is told.
 PLAIN_REASONS = (
     ("No space left on device", "The server's disk is full, so the video could not be written."),
     ("no decoder found", "The video is in a format (codec) this server cannot decode."),
-    ("unknown codec", "The video is in a format (codec) this server cannot decode."),
     ("moov atom not found", "The file is cut short: the end, where an MP4 or MOV keeps its "
                             "index, is missing. Was the upload or the recording interrupted?"),
-    ("partial file", "The file is cut short, so part of the video is missing."),
+    ("partial file", "The file is cut short: too little of the video is there to make "
+                     "anything from."),
     ("received no packets", "No picture could be decoded from the video: its data is "
                             "damaged or missing."),
     ("Invalid data found when processing input", "The file's data is damaged, so ffmpeg "

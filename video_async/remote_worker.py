@@ -43,7 +43,7 @@ def outcome_json(outcome: worker.Done | worker.Failed) -> dict[str, Any]:
         return {"failed": outcome.reason, "detail": outcome.detail}
     output = outcome.output
     return {"output": {"size": output.size, "width": output.width, "height": output.height,
-                       "duration": output.duration},
+                       "duration": output.duration, "source_warning": output.source_warning},
             "thumbnail": outcome.thumbnail is not None}
 
 

@@ -55,6 +55,9 @@ class Output:
     width: int
     height: int
     duration: float | None  # seconds
+    # what ffmpeg complained of while it still finished: a file cut short or damaged
+    # part way gives an output of what could be read, and this line says why
+    source_warning: str | None = None
 
     @property
     def short_side(self) -> int:
@@ -76,6 +79,7 @@ class Task:
     error: str | None = None  # a sentence for a person
     error_detail: str | None = None  # what ffmpeg itself said, if it said anything
     retries: int = 0  # how often a person asked to run it again after a failure
+    retried_at: datetime | None = None  # when the last of those retries was asked for
     created_at: datetime = field(default_factory=utc_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -101,6 +105,7 @@ class Task:
             "error": self.error,
             "error_detail": self.error_detail,
             "retries": self.retries,
+            "retried_at": _iso(self.retried_at),
             "size": self.size,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
@@ -247,6 +252,7 @@ class TaskStore:
     def retry(self, task: Task) -> None:
         """FAILED -> QUEUED because a person asked: counted, so a failure again shows it."""
         task.retries += 1
+        task.retried_at = utc_now()
         self.requeue(task)
 
     def requeue(self, task: Task) -> None:

@@ -118,9 +118,9 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
             # a tasks.json from before probing was kept has no media: probe now
             media = media or await ffmpeg.probe(ffmpeg_path, source)
             duration = media.duration or 0.0
-            await ffmpeg.transcode(ffmpeg_path, source, partial, media, resolution,
-                                   lambda seconds: progress(seconds, duration),
-                                   settings.stall_timeout)
+            warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, resolution,
+                                             lambda seconds: progress(seconds, duration),
+                                             settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
             length = await ffmpeg.output_duration(final) or encoded or None
@@ -132,8 +132,13 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
             raise  # cancelled (DELETE, shutdown): the task did not fail
         return Failed(*_failure(task_id, exc, settings))
     width, height = ffmpeg.output_size(media, resolution)
-    log.info("job %s completed in %.1f s", task_id, loop.time() - started)
-    return Done(Output(size=stat.st_size, width=width, height=height, duration=length), thumbnail)
+    # what was made, which for a small source is less than what was asked
+    log.info("job %s completed in %.1f s: %dx%d (%dp)", task_id, loop.time() - started,
+             width, height, min(width, height))
+    if warning:
+        log.info("job %s: ffmpeg finished, but said: %s", task_id, warning)
+    return Done(Output(size=stat.st_size, width=width, height=height, duration=length,
+                       source_warning=warning or None), thumbnail)
 
 
 def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str]:

@@ -54,6 +54,24 @@ class Clips:
                          vcodec=("-c:v", "libx264", "-preset", "ultrafast", "-crf", "35"))
 
 
+def faststart(clips: Clips, seconds: float = 2) -> Path:
+    """The index (moov) first: ffmpeg can describe the file from its first kilobytes."""
+    return clips.make(f"faststart-{seconds:g}s.mp4", seconds=seconds,
+                      extra=("-movflags", "+faststart"))
+
+
+def noise_in_samples(source: Path, target: Path, start: float = 0.0) -> Path:
+    """source with its samples (the mdat box's contents) overwritten by noise from `start`
+    (a fraction of them) on. The length stays the same, so the index at the front still
+    matches and ffmpeg opens the file; what it then decodes is garbage."""
+    data = source.read_bytes()
+    mdat = data.index(b"mdat") + 4
+    assert data.index(b"moov") < mdat, "the index must come first"
+    begin = mdat + int((len(data) - mdat) * start)
+    target.write_bytes(data[:begin] + bytes((i * 151 + 7) % 251 for i in range(len(data) - begin)))
+    return target
+
+
 def pad_to(source: Path, target: Path, size: int) -> Path:
     """Copy an MP4 and append a 'free' box so the file is exactly `size` bytes and still valid."""
     data = source.read_bytes()

@@ -165,4 +165,7 @@ async def queue(request: web.Request, task: Task) -> None:
     """Add a checked upload's task to the store, and return once that is on disk too."""
     request.app[STORE].add(task)
     await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
-    log.info("task %s queued: %r, %d bytes, %sp", task.id, task.filename, task.size, task.resolution)
+    # the resolution it will be made at: a small source is never upscaled
+    made = min(ffmpeg.output_size(task.media, task.resolution)) if task.media else task.resolution
+    asked = "" if made >= task.resolution else f" (asked for {task.resolution}p)"
+    log.info("task %s queued: %r, %d bytes, %dp%s", task.id, task.filename, task.size, made, asked)
