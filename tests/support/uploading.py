@@ -42,8 +42,8 @@ async def upload_ok(http: Http, path: Path, resolution: str = "720",
     return task
 
 
-async def get_json(http: Http, path: str) -> Any:
-    response = await http.get(path)
+async def get_json(http: Http, path: str, headers: dict[str, str] | None = None) -> Any:
+    response = await http.get(path, headers=headers)
     assert response.status == 200, await response.text()
     return await response.json()
 
@@ -54,10 +54,12 @@ async def list_tasks(http: Http) -> list[dict[str, Any]]:
 
 
 async def wait_for_state(http: Http, task_id: str, *states: str, min_progress: int = 0,
-                         timeout: float = 60) -> dict[str, Any]:
-    """The task, once it is in one of states (with at least min_progress percent done)."""
+                         timeout: float = 60, headers: dict[str, str] | None = None
+                         ) -> dict[str, Any]:
+    """The task, once it is in one of states (with at least min_progress percent done);
+    headers go with each look (the token's, say)."""
     async def current() -> dict[str, Any] | None:
-        task = await get_json(http, f"/tasks/{task_id}")
+        task = await get_json(http, f"/tasks/{task_id}", headers)
         return task if task["state"] in states and task["progress"] >= min_progress else None
     reached: dict[str, Any] = await wait_until(current, timeout, f"task {task_id} to reach {states}")
     return reached
