@@ -23,11 +23,11 @@ from .support.clips import Clips, hanging_ffmpeg
 from .support.failing import failed_task
 from .support.internals import Settings
 from .support.servers import MakeClient, Server, running_server
-from .support.uploading import AppClient, list_tasks, upload, upload_ok, wait_for_state
+from .support.uploading import (BROWSER_ACCEPT, AppClient, form_upload, list_tasks, upload,
+                                upload_ok, wait_for_state)
 
 EVIL = "http://evil.example"
 REACT = "http://localhost:3000"  # the original front end, on its own origin
-BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 def new_token() -> str:
@@ -73,12 +73,6 @@ async def test_other_host_names_are_refused_on_loopback(make_client: MakeClient,
 
 # -- the same-origin rule for changes -------------------------------------------------
 
-async def form_upload(client: AppClient, clip: Path, headers: dict[str, str]
-                      ) -> aiohttp.ClientResponse:
-    """The page's upload form without JavaScript: a browser's plain form post."""
-    return await upload(client, clip, "480", headers={"Accept": BROWSER_ACCEPT, **headers})
-
-
 CROSS_SITE = {
     "origin": {"Origin": EVIL},
     "referer only": {"Referer": f"{EVIL}/cute-cats.html"},
@@ -103,7 +97,7 @@ async def test_cross_site_changes_are_refused(make_client: MakeClient, clips: Cl
     form = {"Accept": BROWSER_ACCEPT, **headers}
     attempts: dict[str, Callable[[], Awaitable[aiohttp.ClientResponse]]] = {
         "upload": lambda: upload(client, clips.small(), "480", headers=headers),
-        "form upload": lambda: form_upload(client, clips.small(), headers),
+        "form upload": lambda: form_upload(client, clips.small(), "480", headers),
         "delete": lambda: client.delete(task_url, headers=headers),
         "form delete": lambda: client.post(f"{task_url}/delete", headers=headers,
                                            allow_redirects=False),
@@ -148,7 +142,7 @@ async def test_same_site_curl_and_cors_origins_may_change(make_client: MakeClien
         deleted = await client.delete(f"/tasks/{task['id']}", headers=headers)
         assert deleted.status == 200, name
 
-        posted = await form_upload(client, clips.small(), headers)
+        posted = await form_upload(client, clips.small(), "480", headers)
         assert posted.status == 200 and posted.url.path == "/", name  # 303 to the page, followed
         (task,) = await (await client.get("/tasks")).json()
         await wait_for_state(client, task["id"], "FAILED")

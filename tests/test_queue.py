@@ -10,23 +10,14 @@ from pathlib import Path
 
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
-from .support.processes import ffmpeg_pids
-from .support.queue import Redis, start_worker, workers_ready
+from .support.processes import ffmpeg_gone, ffmpeg_pids
+from .support.queue import Redis, jobs_queued, start_worker, workers_ready
 from .support.servers import start_server, stopping
-from .support.uploading import (Http, delete, download, get_json, list_tasks, transcoding,
+from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
 from .support.waiting import in_snapshot, wait_until
 
 HEARTBEAT = ("--queue-heartbeat", "1")  # a dead worker's job runs elsewhere within seconds
-
-
-async def no_ffmpeg(data_dir: Path) -> bool:
-    return ffmpeg_pids(data_dir) == []
-
-
-async def queued_in_redis(session: Http, count: int) -> bool:
-    health = await get_json(session, "/healthz")
-    return bool(health["queue"]["reachable"]) and health["queue"]["jobs_queued"] == count
 
 
 async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis: Redis) -> None:
@@ -73,7 +64,7 @@ async def test_a_killed_workers_job_runs_on_another(tmp_path: Path, clips: Clips
         assert ffmpeg_pids(data_dir) != []
         await doomed.kill()
         # its ffmpeg dies with it: nothing goes on writing into the shared folder
-        await wait_until(lambda: no_ffmpeg(data_dir), 10, "the killed worker's ffmpeg to go")
+        await wait_until(lambda: ffmpeg_gone(data_dir), 10, "the killed worker's ffmpeg to go")
         rescuer = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT,
                                      name="rescuer")
         async with stopping(rescuer):
@@ -91,11 +82,11 @@ async def test_jobs_lost_with_redis_are_queued_again(tmp_path: Path, clips: Clip
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
     async with stopping(server), server.session() as session:
         tasks = [await upload_ok(session, clips.small(), "480") for _ in range(2)]
-        await wait_until(lambda: queued_in_redis(session, 2), 10, "two jobs in Redis")
+        await wait_until(lambda: jobs_queued(session, 2), 10, "two jobs in Redis")
         await redis.restart_empty()
         # Nobody has run them yet, and Redis no longer knows them: the server queues them
         # again, and a worker started now finds them.
-        await wait_until(lambda: queued_in_redis(session, 2), 15, "the jobs queued again")
+        await wait_until(lambda: jobs_queued(session, 2), 15, "the jobs queued again")
         worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
         async with stopping(worker):
             for task in tasks:
@@ -120,7 +111,7 @@ async def test_a_running_job_survives_redis_restarted_empty(tmp_path: Path, clip
         await redis.restart_empty()
         done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
         assert done["state"] == "COMPLETED", done
-        await wait_until(lambda: no_ffmpeg(data_dir), 10, "every ffmpeg to end")
+        await wait_until(lambda: ffmpeg_gone(data_dir), 10, "every ffmpeg to end")
         assert files_in(data_dir / "outputs") == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
         assert partials(data_dir) == []
         assert files_in(data_dir / "uploads") == [f"{task['id']}.mp4"]
@@ -275,9 +266,9 @@ async def test_delete_of_a_waiting_task_takes_its_job_off_the_queue(
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
     async with stopping(server), server.session() as session:
         gone_task = await upload_ok(session, clips.small(), "480")
-        await wait_until(lambda: queued_in_redis(session, 1), 10, "the job in Redis")
+        await wait_until(lambda: jobs_queued(session, 1), 10, "the job in Redis")
         await delete(session, gone_task["id"])
-        await wait_until(lambda: queued_in_redis(session, 0), 10, "the job off the queue")
+        await wait_until(lambda: jobs_queued(session, 0), 10, "the job off the queue")
         worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
         async with stopping(worker):
             kept = await upload_ok(session, clips.small(), "480")

@@ -129,7 +129,7 @@ async def test_cancel_leaves_no_bytes(browser: Browser, client: AppClient, setti
         await wait_until(removed, 20, "the server to remove the upload's bytes")
 
         async def forgotten() -> bool:
-            return await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+            return bool(await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]")
         await wait_until(forgotten, 20, "the page to forget the cancelled upload")
     assert (await get_json(client, "/healthz"))["unfinished_uploads"]["count"] == 0
     await expect(page.locator("#announcer")).to_contain_text("cancelled")

@@ -17,6 +17,8 @@ from .waiting import wait_until
 
 AppClient = TestClient[aiohttp.web.Request, aiohttp.web.Application]
 Http = AppClient | aiohttp.ClientSession
+# What a browser asks for when it follows a link or posts a form: the server answers a page.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 async def upload(http: Http, path: Path, resolution: str | None = "720", filename: str | None = None,
@@ -31,6 +33,13 @@ async def upload(http: Http, path: Path, resolution: str | None = "720", filenam
         response = await http.post("/videos/upload", data=form, headers=headers)
         await response.read()  # the whole answer, so a real session's connection is free again
         return response
+
+
+async def form_upload(http: Http, path: Path, resolution: str | None = "720",
+                      headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    """The page's upload form without JavaScript: a browser's plain form post (a 303 to
+    the page on success, which the client follows unless told not to)."""
+    return await upload(http, path, resolution, headers={"Accept": BROWSER_ACCEPT, **(headers or {})})
 
 
 async def upload_ok(http: Http, path: Path, resolution: str = "720",
