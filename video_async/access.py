@@ -108,7 +108,7 @@ def _may_change(request: web.Request, allowed: frozenset[Origin]) -> bool:
     if fetch_site == "cross-site":
         # Only a front end listed with --cors-origin lives on another site by right.
         return _origin_of(source) in allowed
-    return True  # same-origin, none (typed by the visitor), same-site checked above, or no header
+    return True  # same-origin, none (typed by the visitor), or same-site from an allowed origin
 
 
 def _origin_of(source: str) -> Origin | None:
@@ -119,9 +119,9 @@ def _origin_of(source: str) -> Origin | None:
     except ValueError:
         return None
     # "null" (a sandboxed frame, a file: page) has no host and is nobody we know.
-    if not url.absolute or not url.host or url.scheme not in DEFAULT_PORTS:
+    if not url.absolute or not url.host:
         return None
-    return url.scheme, url.host.rstrip(".").lower(), port or DEFAULT_PORTS[url.scheme]
+    return url.scheme, url.host.rstrip(".").lower(), port or DEFAULT_PORTS.get(url.scheme, 0)
 
 
 def _from_here(source: str, host: str | None, allowed: frozenset[Origin]) -> bool:
@@ -140,7 +140,7 @@ def _from_here(source: str, host: str | None, allowed: frozenset[Origin]) -> boo
     written = host.rpartition("]")[2] if host.startswith("[") else host
     _, colon, number = written.rpartition(":")
     try:
-        host_port = int(number) if colon else DEFAULT_PORTS[scheme]
+        host_port = int(number) if colon else DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         return False
     return (name, port) == (host_name(host), host_port)
