@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
-from .support.browser import card
-from .support.checks import files_in
-from .support.clips import Clips
+from .support.browser import card, completed_card, upload_in_page
+from .support.checks import assert_error, files_in
+from .support.clips import Clips, hanging_ffmpeg
+from .support.failing import failed_task
 from .support.internals import Settings
-from .support.servers import MakeClient, Server, start_server
-from .support.uploading import AppClient, upload, wait_for_state
-from .support.waiting import wait_until
+from .support.servers import MakeClient, Server, running_server
+from .support.uploading import (BROWSER_ACCEPT, AppClient, form_upload, list_tasks, upload,
+                                upload_ok, wait_for_state)
 
 EVIL = "http://evil.example"
 REACT = "http://localhost:3000"  # the original front end, on its own origin
-BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 def new_token() -> str:
@@ -76,39 +73,31 @@ async def test_other_host_names_are_refused_on_loopback(make_client: MakeClient,
 
 # -- the same-origin rule for changes -------------------------------------------------
 
-async def failed_task(client: AppClient, clips: Clips) -> dict[str, Any]:
-    """A FAILED task, whose upload is still on disk: every job fails under job_timeout=0.001."""
-    response = await upload(client, clips.small(), "480")
-    assert response.status == 201, await response.text()
-    return await wait_for_state(client, (await response.json())["id"], "FAILED")
-
-
-async def form_upload(client: AppClient, clip: Path, headers: dict[str, str]
-                      ) -> aiohttp.ClientResponse:
-    """The page's upload form without JavaScript: a browser's plain form post."""
-    return await upload(client, clip, "480", headers={"Accept": BROWSER_ACCEPT, **headers})
-
-
 CROSS_SITE = {
     "origin": {"Origin": EVIL},
     "referer only": {"Referer": f"{EVIL}/cute-cats.html"},
     "opaque origin": {"Origin": "null"},  # a sandboxed frame or a file: page
     "origin wins over referer": {"Origin": EVIL, "Referer": "http://127.0.0.1/"},
+    # a page that hides both (Referrer-Policy, a form's rel=noreferrer): the browser still says
+    "fetch metadata only, cross-site": {"Sec-Fetch-Site": "cross-site"},
+    "fetch metadata only, same-site": {"Sec-Fetch-Site": "same-site"},
+    "same-site, another origin": {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:3001"},
 }
 
 
 @pytest.mark.parametrize("headers", CROSS_SITE.values(), ids=CROSS_SITE.keys())
 async def test_cross_site_changes_are_refused(make_client: MakeClient, clips: Clips,
-                                              settings: Settings, headers: dict[str, str]) -> None:
-    client = await make_client(job_timeout=0.001, cors_origins=(REACT,))
-    task = await failed_task(client, clips)
+                                              settings: Settings, tmp_path: Path,
+                                              headers: dict[str, str]) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)), cors_origins=(REACT,))
+    task = (await failed_task(client, clips, settings.layout.uploads_dir)).task
     before = (files_in(settings.layout.uploads_dir), files_in(settings.layout.outputs_dir),
               await (await client.get("/tasks")).json())
     task_url = f"/tasks/{task['id']}"
     form = {"Accept": BROWSER_ACCEPT, **headers}
     attempts: dict[str, Callable[[], Awaitable[aiohttp.ClientResponse]]] = {
         "upload": lambda: upload(client, clips.small(), "480", headers=headers),
-        "form upload": lambda: form_upload(client, clips.small(), headers),
+        "form upload": lambda: form_upload(client, clips.small(), "480", headers),
         "delete": lambda: client.delete(task_url, headers=headers),
         "form delete": lambda: client.post(f"{task_url}/delete", headers=headers,
                                            allow_redirects=False),
@@ -132,7 +121,12 @@ def allowed_sources(client: AppClient) -> dict[str, dict[str, str]]:
     own = f"http://127.0.0.1:{client.server.port}"
     return {"no origin (curl)": {}, "own page": {"Origin": own},
             "own page, referer only": {"Referer": f"{own}/"},
-            "cors origin": {"Origin": REACT}, "cors origin, referer only": {"Referer": f"{REACT}/app"}}
+            "cors origin": {"Origin": REACT}, "cors origin, referer only": {"Referer": f"{REACT}/app"},
+            "own page, fetch metadata": {"Origin": own, "Sec-Fetch-Site": "same-origin"},
+            "same-origin, no origin": {"Sec-Fetch-Site": "same-origin"},
+            "typed by the visitor": {"Sec-Fetch-Site": "none"},
+            "cors origin, same-site": {"Origin": REACT, "Sec-Fetch-Site": "same-site"},
+            "cors origin, cross-site": {"Origin": REACT, "Sec-Fetch-Site": "cross-site"}}
 
 
 async def test_same_site_curl_and_cors_origins_may_change(make_client: MakeClient, clips: Clips,
@@ -148,7 +142,7 @@ async def test_same_site_curl_and_cors_origins_may_change(make_client: MakeClien
         deleted = await client.delete(f"/tasks/{task['id']}", headers=headers)
         assert deleted.status == 200, name
 
-        posted = await form_upload(client, clips.small(), headers)
+        posted = await form_upload(client, clips.small(), "480", headers)
         assert posted.status == 200 and posted.url.path == "/", name  # 303 to the page, followed
         (task,) = await (await client.get("/tasks")).json()
         await wait_for_state(client, task["id"], "FAILED")
@@ -161,6 +155,31 @@ async def test_same_site_curl_and_cors_origins_may_change(make_client: MakeClien
         assert form_delete.status == 303, name
         assert await (await client.get("/tasks")).json() == []
     assert files_in(settings.layout.uploads_dir) == files_in(settings.layout.outputs_dir) == []
+
+
+async def test_default_ports_name_the_same_origin(make_client: MakeClient, clips: Clips) -> None:
+    """A port the scheme would use anyway may be written on either side, or left out."""
+    client = await make_client(allowed_hosts=("proxy.example",))
+    same = [{"Host": "localhost", "Origin": "http://localhost:80"},
+            {"Host": "localhost:80", "Origin": "http://localhost"},
+            {"Host": "proxy.example:443", "Origin": "https://proxy.example"},
+            {"Host": "proxy.example", "Origin": "https://proxy.example:443"},
+            {"Host": "proxy.example", "Referer": "https://proxy.example:443/"},
+            {"Host": "[::1]", "Origin": "http://[::1]:80"}]
+    for headers in same:
+        task = await upload_ok(client, clips.small(), "480")
+        deleted = await client.delete(f"/tasks/{task['id']}", headers=headers)
+        assert deleted.status == 200, (headers, await deleted.text())
+    task = await upload_ok(client, clips.small(), "480")
+    other = [{"Host": "localhost", "Origin": "http://localhost:8080"},
+             {"Host": "localhost:8080", "Origin": "http://localhost"},
+             {"Host": "proxy.example:443", "Origin": "http://proxy.example"},  # 80, not 443
+             {"Host": "proxy.example", "Origin": "http://proxy.example:443"},
+             {"Host": "localhost:80", "Origin": "https://localhost"}]
+    for headers in other:
+        refused = await client.delete(f"/tasks/{task['id']}", headers=headers)
+        await assert_error(refused, 403, "cross_site")
+    assert [t["id"] for t in await list_tasks(client)] == [task["id"]]
 
 
 async def test_react_client_with_cors_origin(make_client: MakeClient, clips: Clips,
@@ -269,7 +288,7 @@ async def test_healthz_shows_counts_only_without_the_token(make_client: MakeClie
     created = await upload(client, clips.small(), "480", filename="holiday.mp4",
                            headers=bearer(token))
     task_id = (await created.json())["id"]
-    await wait_for_state_with(client, token, task_id, "COMPLETED")
+    await wait_for_state(client, task_id, "COMPLETED", headers=bearer(token))
 
     full = await client.get("/healthz", headers=bearer(token))
     assert "left-behind.mp4" in await full.text() and "ffmpeg" in await full.json()
@@ -281,54 +300,21 @@ async def test_healthz_shows_counts_only_without_the_token(make_client: MakeClie
     health = await counts.json()
     assert health["status"] == "ok" and health["tasks"]["COMPLETED"] == 1
     assert health["uploads_in_progress"] == 0 and health["jobs_running"] == 0
-
-
-async def wait_for_state_with(client: AppClient, token: str, task_id: str, state: str
-                              ) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        task: dict[str, Any] = await (await client.get(f"/tasks/{task_id}",
-                                                       headers=bearer(token))).json()
-        return task if task["state"] == state else None
-    found: dict[str, Any] = await wait_until(reached, 60, f"{task_id} to reach {state}")
-    return found
+    assert health["mode"] == "in-process" and health["queue"] is None
 
 
 # -- the real program -----------------------------------------------------------------
 
-@asynccontextmanager
-async def running(data_dir: Path, *flags: str) -> AsyncIterator[Server]:
-    server = await start_server(data_dir, *flags)
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-async def in_output(server: Server, pattern: str) -> re.Match[str]:
-    async def found() -> re.Match[str] | None:
-        return re.search(pattern, server.output(), re.MULTILINE)
-    match: re.Match[str] = await wait_until(found, 10, f"{pattern!r} in the server's output")
-    return match
-
-
 async def printed_link(server: Server) -> str:
     """The page link with its token, as start-up prints it for this machine."""
-    found = await in_output(server, rf"^\s+(http://127\.0\.0\.1:{server.port}/\?token=[\w.~-]+)$")
+    found = await server.printed(rf"^\s+(http://127\.0\.0\.1:{server.port}/\?token=[\w.~-]+)$")
     return found.group(1)
-
-
-async def upload_from_page(page: Page, clip: Path) -> Any:
-    await page.locator("#video-input").set_input_files(clip)
-    await page.locator("#upload-form button[type=submit]").click()
-    task = card(page, clip.name)
-    await expect(task).to_have_attribute("data-state", "COMPLETED", timeout=60_000)
-    return task
 
 
 async def test_reachable_server_prints_its_link_and_lets_in_only_with_the_token(
         browser: Browser, clips: Clips, tmp_path: Path) -> None:
     """Bound to every interface (as on a LAN), but contacted through 127.0.0.1 only."""
-    async with running(tmp_path / "data", "--host", "0.0.0.0") as server:
+    async with running_server(tmp_path / "data", "--host", "0.0.0.0") as server:
         link = await printed_link(server)
         token = link.rpartition("=")[2]
         async with aiohttp.ClientSession() as session:
@@ -357,21 +343,22 @@ async def test_reachable_server_prints_its_link_and_lets_in_only_with_the_token(
         assert await page.evaluate("document.cookie") == ""  # no script can read it
         clip = tmp_path / "beach.mp4"
         clip.write_bytes(clips.small().read_bytes())
-        task = await upload_from_page(page, clip)
+        await upload_in_page(page, clip)
+        task = await completed_card(page, clip.name)
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         await task.locator("form.delete button").click()
         await expect(task).to_have_count(0)
         assert problems == []
 
         # the token reaches the output in the printed links only, never in the access log
-        await in_output(server, r"GET /\?token=")  # the access log's line for the link
+        await server.printed(r"GET /\?token=")  # the access log's line for the link
         lines = [line for line in server.output().splitlines() if token in line]
         assert lines and all(line.strip().startswith("http://") for line in lines), lines
 
 
 async def test_token_on_loopback_and_bearer_for_scripts(clips: Clips, tmp_path: Path) -> None:
     token = "-" + new_token()  # one that begins with '-', as a random one sometimes does
-    async with running(tmp_path / "data", f"--token={token}") as server:
+    async with running_server(tmp_path / "data", f"--token={token}") as server:
         assert await printed_link(server) == f"{server.url}/?token={token}"
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.url}/tasks") as refused:
@@ -387,7 +374,7 @@ async def test_token_on_loopback_and_bearer_for_scripts(clips: Clips, tmp_path: 
 
 
 async def test_no_token_warns_loudly(tmp_path: Path) -> None:
-    async with running(tmp_path / "data", "--host", "0.0.0.0", "--no-token") as server:
+    async with running_server(tmp_path / "data", "--host", "0.0.0.0", "--no-token") as server:
         assert "NO TOKEN" in server.output() and "anyone" in server.output()
         assert "?token=" not in server.output()
         async with aiohttp.ClientSession() as session, \
@@ -398,11 +385,12 @@ async def test_no_token_warns_loudly(tmp_path: Path) -> None:
 async def test_page_on_loopback_needs_no_token(browser: Browser, clips: Clips,
                                                tmp_path: Path) -> None:
     """Nothing changes on loopback: the page uploads, deletes, and posts its plain forms."""
-    async with running(tmp_path / "data") as server:
+    async with running_server(tmp_path / "data") as server:
         assert "token" not in server.output()
         page = await (await browser.new_context()).new_page()
         await page.goto(f"{server.url}/")
-        task = await upload_from_page(page, clips.small())
+        await upload_in_page(page, clips.small())
+        task = await completed_card(page, clips.small().name)
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
         async with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
             await task.locator("form.delete button").click()
@@ -410,8 +398,7 @@ async def test_page_on_loopback_needs_no_token(browser: Browser, clips: Clips,
 
         plain = await (await browser.new_context(java_script_enabled=False)).new_page()
         await plain.goto(f"{server.url}/")
-        await plain.locator("#video-input").set_input_files(clips.small())
-        await plain.locator("#upload-form button[type=submit]").click()
+        await upload_in_page(plain, clips.small())
         await expect(plain).to_have_url(f"{server.url}/")
         await expect(card(plain, clips.small().name)).to_have_count(1)
         await plain.locator("li.task form.delete button").click()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from .support.browser import card, open_page
+from .support.browser import card, open_page, upload_in_page
 from .support.checks import files_in
 from .support.clips import Clips, hanging_ffmpeg, pad_to, realtime_ffmpeg
 from .support.failing import failed_task, queue_held
@@ -54,9 +54,7 @@ async def test_upload_watch_preview_and_download(browser: Browser, make_client: 
         await cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
                                                             "downloadThroughput": -1,
                                                             "uploadThroughput": 8 * 1024 * 1024})
-        await page.locator("input[name=resolution][value='480']").check()
-        await page.locator("#video-input").set_input_files(video)
-        await page.locator("#upload-form button[type=submit]").click()
+        await upload_in_page(page, video, "480")
         row = page.locator("#uploads li.upload")
         await expect(row).to_be_visible()
         await expect(row.locator(".name")).to_have_text("holiday.mp4")
@@ -117,8 +115,7 @@ async def test_two_uploads_at_once_and_cancel(browser: Browser, client: AppClien
     await cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
                                                         "downloadThroughput": -1,
                                                         "uploadThroughput": 1024 * 1024})
-    await page.locator("#video-input").set_input_files([first, second])
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, [first, second])
     rows = page.locator("#uploads li.upload")
     await expect(rows).to_have_count(2)
     await expect(rows.nth(0).locator(".speed")).to_have_text(re.compile(r"MB/s$"))
@@ -149,8 +146,7 @@ async def test_html_in_a_name_is_shown_as_text(browser: Browser, client: AppClie
     page, problems = await open_page(browser, client)
     dialogs: list[str] = []
     page.on("dialog", lambda d: dialogs.append(d.message))
-    await page.locator("#video-input").set_input_files(clip)
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, clip)
     task = page.locator("li.task").first
     await expect(task.locator(".name")).to_have_text(name)
     await expect(task).to_have_attribute("data-state", "COMPLETED", timeout=60_000)
@@ -172,12 +168,10 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
             if "/videos/upload" in r.url or "/files" in r.url else None)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
-    await page.locator("#video-input").set_input_files(notes)
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, notes)
     await expect(page.locator("#upload-error")).to_contain_text("choose an .mp4, .mov or .webm file")
     big = pad_to(clips.small(), tmp_path / "big.mov", 2 * 1024 * 1024)
-    await page.locator("#video-input").set_input_files(big)
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, big)
     await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MB")
     assert requests == [] and problems == []
     assert await page.locator("li.task").count() == 0
@@ -185,11 +179,9 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
     await page.locator("#upload-error .dismiss").click()
     await expect(page.locator("#upload-error")).to_be_hidden()
     # ...and one left on screen goes once a later upload goes through
-    await page.locator("#video-input").set_input_files(notes)
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, notes)
     await expect(page.locator("#upload-error")).to_be_visible()
-    await page.locator("#video-input").set_input_files(clips.small())
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, clips.small())
     await expect(page.locator("li.task")).to_have_count(1)
     await expect(page.locator("#upload-error")).to_be_hidden()
 
@@ -200,8 +192,7 @@ async def test_a_name_with_quotes_is_shown_as_typed(browser: Browser, client: Ap
     named = tmp_path / 'my "best" take.mp4'
     named.write_bytes(clips.small().read_bytes())
     page, problems = await open_page(browser, client)
-    await page.locator("#video-input").set_input_files(named)
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, named)
     await expect(page.locator("li.task .name")).to_have_text('my "best" take.mp4')
     [task] = await list_tasks(client)
     assert task["filename"] == 'my "best" take.mp4'
@@ -266,9 +257,7 @@ async def test_heartbeat_and_offline_notice(browser: Browser, client: AppClient)
 
 async def test_page_works_without_javascript(browser: Browser, client: AppClient, clips: Clips) -> None:
     page, _ = await open_page(browser, client, java_script_enabled=False)
-    await page.locator("#video-input").set_input_files(clips.small())
-    await page.locator("input[name=resolution][value='480']").check()
-    await page.locator("#upload-form button[type=submit]").click()
+    await upload_in_page(page, clips.small(), "480")
     await page.wait_for_url(str(client.make_url("/")))
     await expect(page.locator("li.task .name")).to_have_text("small.mp4")
     [task] = await list_tasks(client)

@@ -43,10 +43,27 @@ async def test_queue_full(make_client: MakeClient, settings: Settings, clips: Cl
         waiting = [await upload_ok(client, clips.small(), "480") for _ in range(2)]
         response = await upload(client, clips.small())
         await assert_error(response, 503, "queue_full")
+        assert "2 uploads in progress or waiting" in (await response.json())["error"]["message"]
         assert int(response.headers["Retry-After"]) > 0
         assert len(files_in(settings.layout.uploads_dir)) == 3
         await client.delete(f"/tasks/{waiting[0]['id']}")
         await upload_ok(client, clips.small())  # room again
+
+
+async def test_queue_full_counts_uploads_in_progress(make_client: MakeClient, settings: Settings,
+                                                     clips: Clips) -> None:
+    """Nothing queued yet, one upload still streaming: it counts, and the message says so."""
+    client = await make_client(max_queued=1)
+    _, first = await open_upload(*address(client), PART_HEAD + clips.small().read_bytes())
+    await wait_until(lambda: uploads_in_progress(client, 1), 10, "the first upload to start")
+    response = await upload(client, clips.small())
+    await assert_error(response, 503, "queue_full")
+    message = (await response.json())["error"]["message"]
+    assert "1 upload in progress or waiting" in message, message
+    assert "1 videos" not in message and "1 uploads" not in message
+    await hang_up(first)
+    await wait_until(lambda: uploads_in_progress(client, 0), 10, "the first upload to end")
+    await assert_nothing_left(client, settings)
 
 
 # -- 507 -----------------------------------------------------------------------------

@@ -4,42 +4,20 @@ real Redis; every process on this machine, sharing one data dir."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
-from .support.processes import ffmpeg_pids
-from .support.queue import Redis, Worker, start_worker, workers_ready
-from .support.servers import Server, start_server
-from .support.uploading import (Http, delete, download, get_json, list_tasks, transcoding,
+from .support.processes import ffmpeg_gone, ffmpeg_pids
+from .support.queue import Redis, jobs_queued, start_worker, workers_ready
+from .support.servers import start_server, stopping
+from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
 from .support.waiting import in_snapshot, wait_until
 
 HEARTBEAT = ("--queue-heartbeat", "1")  # a dead worker's job runs elsewhere within seconds
-
-
-async def no_ffmpeg(data_dir: Path) -> bool:
-    return ffmpeg_pids(data_dir) == []
-
-
-async def queued_in_redis(session: Http, count: int) -> bool:
-    health = await get_json(session, "/healthz")
-    return bool(health["queue"]["reachable"]) and health["queue"]["jobs_queued"] == count
-
-
-@contextlib.asynccontextmanager
-async def running(*processes: Server | Worker) -> AsyncIterator[None]:
-    """Stops every process on the way out, whatever happened."""
-    try:
-        yield
-    finally:
-        for process in processes:
-            if process.proc.returncode is None:
-                await process.stop()
 
 
 async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis: Redis) -> None:
@@ -49,7 +27,7 @@ async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis
     slow = str(realtime_ffmpeg(tmp_path))
     first = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="first")
     second = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="second")
-    async with running(server, first, second), server.session() as session:
+    async with stopping(server, first, second), server.session() as session:
         workers = await workers_ready(session, 2)
         assert {worker["pid"] for worker in workers} == {first.proc.pid, second.proc.pid}
         health = await get_json(session, "/healthz")
@@ -79,17 +57,17 @@ async def test_a_killed_workers_job_runs_on_another(tmp_path: Path, clips: Clips
     # 12 s of video at its own speed: still running when its worker is killed
     slow = str(realtime_ffmpeg(tmp_path))
     doomed = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT, name="doomed")
-    async with running(server, doomed), server.session() as session:
+    async with stopping(server, doomed), server.session() as session:
         await workers_ready(session, 1)
         task = await upload_ok(session, clips.long(), "480")
         await transcoding(session, task["id"])
         assert ffmpeg_pids(data_dir) != []
         await doomed.kill()
         # its ffmpeg dies with it: nothing goes on writing into the shared folder
-        await wait_until(lambda: no_ffmpeg(data_dir), 10, "the killed worker's ffmpeg to go")
+        await wait_until(lambda: ffmpeg_gone(data_dir), 10, "the killed worker's ffmpeg to go")
         rescuer = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT,
                                      name="rescuer")
-        async with running(rescuer):
+        async with stopping(rescuer):
             done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
             assert done["state"] == "COMPLETED", done
             assert rescuer.completed(task["id"]) == 1
@@ -102,20 +80,60 @@ async def test_jobs_lost_with_redis_are_queued_again(tmp_path: Path, clips: Clip
                                                      redis: Redis) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
-    async with running(server), server.session() as session:
+    async with stopping(server), server.session() as session:
         tasks = [await upload_ok(session, clips.small(), "480") for _ in range(2)]
-        await wait_until(lambda: queued_in_redis(session, 2), 10, "two jobs in Redis")
+        await wait_until(lambda: jobs_queued(session, 2), 10, "two jobs in Redis")
         await redis.restart_empty()
         # Nobody has run them yet, and Redis no longer knows them: the server queues them
         # again, and a worker started now finds them.
-        await wait_until(lambda: queued_in_redis(session, 2), 15, "the jobs queued again")
+        await wait_until(lambda: jobs_queued(session, 2), 15, "the jobs queued again")
         worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
-        async with running(worker):
+        async with stopping(worker):
             for task in tasks:
                 done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
                 assert done["state"] == "COMPLETED", done
                 assert worker.completed(task["id"]) == 1
         assert "queued again" in server.output()
+
+
+async def test_a_running_job_survives_redis_restarted_empty(tmp_path: Path, clips: Clips,
+                                                           redis: Redis) -> None:
+    """Redis loses the job while a worker is mid-transcode: one finished output all the same."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    slow = str(realtime_ffmpeg(tmp_path))  # 12 s of video at its own speed: still running
+    worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
+    async with stopping(server, worker), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.long(), "480")
+        await transcoding(session, task["id"])
+        assert partials(data_dir) != []  # mid-job: its output half written
+        await redis.restart_empty()
+        done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
+        assert done["state"] == "COMPLETED", done
+        await wait_until(lambda: ffmpeg_gone(data_dir), 10, "every ffmpeg to end")
+        assert files_in(data_dir / "outputs") == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
+        assert partials(data_dir) == []
+        assert files_in(data_dir / "uploads") == [f"{task['id']}.mp4"]
+        assert_web_ready(data_dir / "outputs" / f"{task['id']}.mp4")
+        assert [t["id"] for t in await list_tasks(session)] == [task["id"]]
+        assert worker.proc.returncode is None  # the worker rode it out
+
+
+async def test_the_mode_and_the_queue_state_show_without_the_token(tmp_path: Path,
+                                                                   redis: Redis) -> None:
+    """A monitor without the token sees that Redis stopped answering, and nothing more of it."""
+    server = await start_server(tmp_path / "data", "--queue", redis.url, "--token", "t0ken-x")
+    async with stopping(server), server.session() as session:
+        async def queue_seen(reachable: bool) -> dict[str, object] | None:
+            health: dict[str, object] = await get_json(session, "/healthz")
+            return health if health["queue"] == {"reachable": reachable} else None
+        health = await wait_until(lambda: queue_seen(True), 10, "the queue reachable")
+        assert health["mode"] == "queue"
+        text = await (await session.get("/healthz")).text()
+        assert str(redis.port) not in text and "127.0.0.1" not in text and "redis" not in text
+        await redis.kill()
+        await wait_until(lambda: queue_seen(False), 10, "/healthz to say Redis is unreachable")
 
 
 async def test_a_killed_server_loses_and_repeats_nothing(tmp_path: Path, clips: Clips,
@@ -125,7 +143,7 @@ async def test_a_killed_server_loses_and_repeats_nothing(tmp_path: Path, clips: 
     server = await start_server(data_dir, *flags)
     slow = str(realtime_ffmpeg(tmp_path))
     worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
-    async with running(server, worker):
+    async with stopping(server, worker):
         async with server.session() as session:
             await workers_ready(session, 1)
             running_task = await upload_ok(session, clips.long(), "480")
@@ -134,7 +152,7 @@ async def test_a_killed_server_loses_and_repeats_nothing(tmp_path: Path, clips: 
             await in_snapshot(data_dir, waiting_task["id"], "QUEUED")
         await server.kill()
         server = await start_server(data_dir, *flags)
-        async with running(server), server.session() as session:
+        async with stopping(server), server.session() as session:
             ids = sorted([running_task["id"], waiting_task["id"]])
             assert sorted(t["id"] for t in await list_tasks(session)) == ids
             for task_id in ids:
@@ -152,7 +170,7 @@ async def test_delete_stops_the_job_on_its_worker(tmp_path: Path, clips: Clips,
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
     slow = str(realtime_ffmpeg(tmp_path))  # 12 s of video at its own speed: still running
     worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
-    async with running(server, worker), server.session() as session:
+    async with stopping(server, worker), server.session() as session:
         await workers_ready(session, 1)
         task = await upload_ok(session, clips.long(), "480")
         await transcoding(session, task["id"])
@@ -174,7 +192,7 @@ async def test_an_idle_worker_picks_up_at_once(tmp_path: Path, clips: Clips,
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
     slow = str(realtime_ffmpeg(tmp_path))  # still PROCESSING when looked at
     worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
-    async with running(server, worker), server.session() as session:
+    async with stopping(server, worker), server.session() as session:
         await workers_ready(session, 1)
         task = await upload_ok(session, clips.long(), "480")
         started = await wait_for_state(session, task["id"], "PROCESSING", "COMPLETED")
@@ -188,7 +206,7 @@ async def test_uploads_wait_while_redis_is_down(tmp_path: Path, clips: Clips,
                                                 redis: Redis) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
-    async with running(server), server.session() as session:
+    async with stopping(server), server.session() as session:
         await redis.kill()
         response = await upload(session, clips.small(), "480")
         assert response.status == 201, await response.text()
@@ -201,7 +219,7 @@ async def test_uploads_wait_while_redis_is_down(tmp_path: Path, clips: Clips,
         assert (await get_json(session, f"/tasks/{task['id']}"))["state"] == "QUEUED"
         await redis.start()
         worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
-        async with running(worker):
+        async with stopping(worker):
             done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
             assert done["state"] == "COMPLETED", done
 
@@ -223,14 +241,14 @@ async def test_the_worker_says_plainly_when_the_queue_extra_is_missing(tmp_path:
 async def test_retry_runs_a_new_job(tmp_path: Path, clips: Clips, redis: Redis) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
-    async with running(server), server.session() as session:
+    async with stopping(server), server.session() as session:
         # damaged on disk while no worker is there to take it, as a real failure would be
         task = await upload_ok(session, clips.small(), "480")
         source = data_dir / "uploads" / f"{task['id']}.mp4"
         good = source.read_bytes()
         source.write_bytes(good[:40])
         worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
-        async with running(worker):
+        async with stopping(worker):
             failed = await wait_for_state(session, task["id"], "FAILED", "COMPLETED")
             assert failed["state"] == "FAILED" and failed["error"], failed
             source.write_bytes(good)
@@ -246,13 +264,13 @@ async def test_delete_of_a_waiting_task_takes_its_job_off_the_queue(
         tmp_path: Path, clips: Clips, redis: Redis) -> None:
     data_dir = tmp_path / "data"
     server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
-    async with running(server), server.session() as session:
+    async with stopping(server), server.session() as session:
         gone_task = await upload_ok(session, clips.small(), "480")
-        await wait_until(lambda: queued_in_redis(session, 1), 10, "the job in Redis")
+        await wait_until(lambda: jobs_queued(session, 1), 10, "the job in Redis")
         await delete(session, gone_task["id"])
-        await wait_until(lambda: queued_in_redis(session, 0), 10, "the job off the queue")
+        await wait_until(lambda: jobs_queued(session, 0), 10, "the job off the queue")
         worker = await start_worker(data_dir, redis.url, *HEARTBEAT)
-        async with running(worker):
+        async with stopping(worker):
             kept = await upload_ok(session, clips.small(), "480")
             done = await wait_for_state(session, kept["id"], "COMPLETED", "FAILED")
             assert done["state"] == "COMPLETED", done

@@ -8,7 +8,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, Request, expect
 
-from .support.browser import card, open_page
+from .support.browser import card, open_page, upload_in_page
 from .support.checks import files_in
 from .support.clips import Clips, pad_to
 from .support.internals import MIB, Settings
@@ -36,12 +36,6 @@ def patch_offsets(page: Page) -> list[int]:
             offsets.append(int(request.headers["upload-offset"]))
     page.on("request", seen)
     return offsets
-
-
-async def start(page: Page, video: Path) -> None:
-    await page.locator("input[name=resolution][value='480']").check()
-    await page.locator("#video-input").set_input_files(video)
-    await page.locator("#upload-form button[type=submit]").click()
 
 
 async def some_stored(settings: Settings, at_least: int) -> None:
@@ -75,7 +69,7 @@ async def test_dropped_connection_resumes(browser: Browser, client: AppClient, s
     async with Relay(*address(client), rate=MIB) as relay:  # a slow uplink that can drop
         page, problems = await open_page(browser, client, url=relay.url + "/")
         offsets = patch_offsets(page)
-        await start(page, video)
+        await upload_in_page(page, video, "480")
         await some_stored(settings, 2 * MIB)
         await relay.cut()  # offline
         row = page.locator("#uploads li.upload")
@@ -103,7 +97,7 @@ async def test_reload_then_pick_the_same_file(browser: Browser, client: AppClien
     async with Relay(*address(client), rate=MIB) as relay:
         page, problems = await open_page(browser, client, url=relay.url + "/")
         offsets = patch_offsets(page)
-        await start(page, video)
+        await upload_in_page(page, video, "480")
         await some_stored(settings, 2 * MIB)
         await page.reload()
         row = page.locator("#uploads li.upload")
@@ -113,8 +107,7 @@ async def test_reload_then_pick_the_same_file(browser: Browser, client: AppClien
         assert held["count"] == 1 and held["bytes"] >= 2 * MIB
         await expect(page.locator('[data-field="unfinished"]')).to_contain_text("1 (")
         relay.restore(rate=64 * MIB)
-        await page.locator("#video-input").set_input_files(video)  # the same file
-        await page.locator("#upload-form button[type=submit]").click()
+        await upload_in_page(page, video)  # the same file
         await completed(page, client, settings, video)
     assert offsets[0] == 0 and offsets[-1] >= 2 * MIB  # resumed, not restarted
     assert problems == []
@@ -125,7 +118,7 @@ async def test_cancel_leaves_no_bytes(browser: Browser, client: AppClient, setti
     video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
     async with Relay(*address(client), rate=MIB) as relay:
         page, problems = await open_page(browser, client, url=relay.url + "/")
-        await start(page, video)
+        await upload_in_page(page, video, "480")
         await some_stored(settings, MIB)
         await page.locator("#uploads li.upload button.cancel").click()
         await expect(page.locator("#uploads li.upload")).to_have_count(0)
@@ -136,7 +129,7 @@ async def test_cancel_leaves_no_bytes(browser: Browser, client: AppClient, setti
         await wait_until(removed, 20, "the server to remove the upload's bytes")
 
         async def forgotten() -> bool:
-            return await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+            return bool(await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]")
         await wait_until(forgotten, 20, "the page to forget the cancelled upload")
     assert (await get_json(client, "/healthz"))["unfinished_uploads"]["count"] == 0
     await expect(page.locator("#announcer")).to_contain_text("cancelled")
@@ -153,7 +146,7 @@ async def test_server_killed_mid_upload(browser: Browser, clips: Clips, tmp_path
     async with Relay("127.0.0.1", server.port, rate=MIB) as relay:
         page, problems = await open_page(browser, None, url=relay.url + "/")
         offsets = patch_offsets(page)
-        await start(page, video)
+        await upload_in_page(page, video, "480")
 
         async def some_on_disk() -> bool:
             return any(path.stat().st_size >= 2 * MIB for path in (data_dir / "uploads").glob("*.tus"))

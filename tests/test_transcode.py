@@ -12,7 +12,7 @@ from .support.checks import files_in
 from .support.clips import Clips, assert_web_ready, describe, hanging_ffmpeg, run_ffmpeg, video_size
 from .support.internals import Settings
 from .support.servers import MakeClient
-from .support.uploading import AppClient, upload, upload_ok, wait_for_state
+from .support.uploading import AppClient, form_upload, upload, upload_ok, wait_for_state
 
 
 async def transcode(client: AppClient, clip: Path, resolution: str, tmp_path: Path,
@@ -125,8 +125,7 @@ async def test_download_before_completion_is_409(make_client: MakeClient, clips:
 
 
 async def test_plain_form_post_redirects_to_the_page(client: AppClient, clips: Clips) -> None:
-    response = await upload(client, clips.small(), "480",
-                            headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},)
+    response = await form_upload(client, clips.small(), "480")
     assert response.status == 200 and response.url.path == "/"  # followed the 303
     assert response.history[0].status == 303
     assert "small.mp4" in await response.text()

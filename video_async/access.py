@@ -6,8 +6,11 @@
 - `same_origin`: a request that changes something (any method but GET, HEAD and
   OPTIONS, so every route present and future) is refused when its `Origin`, or
   its `Referer` if no `Origin` is sent, names another site. That stops another
-  site's form or script from uploading, deleting or retrying. A client that sends
-  neither header is not a browser acting for a visitor of some page: it passes.
+  site's form or script from uploading, deleting or retrying. Browsers also say
+  where a request comes from in `Sec-Fetch-Site`, even when a page has them leave
+  out `Referer`: `cross-site` and `same-site` then pass only with an `Origin` (or
+  `Referer`) that is allowed. A client that sends none of these headers is not a
+  browser acting for a visitor of some page: it passes.
 - `token_check`: when the settings carry a token, every request but /healthz must
   bring it, as the cookie that visiting the printed `/?token=...` link sets, or as
   `Authorization: Bearer ...`.
@@ -75,35 +78,72 @@ def host_check(settings: Settings) -> Middleware:
 
 def same_origin(settings: Settings) -> Middleware:
     """Changes come only from this server's own pages, allowed front ends, or non-browsers."""
-    allowed = frozenset(origin.rstrip("/") for origin in settings.cors_origins)
+    allowed = frozenset(filter(None, (_origin_of(origin) for origin in settings.cors_origins)))
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method not in SAFE_METHODS:
-            source = request.headers.get("Origin") or request.headers.get("Referer")
-            if source and not _from_here(source, request.headers.get("Host"), allowed):
-                raise ApiError(403, "cross_site",
-                               "Another site's page tried to change something here, and only "
-                               "this server's own page (or a front end allowed with "
-                               "--cors-origin) may. Nothing was changed.")
+        if request.method not in SAFE_METHODS and not _may_change(request, allowed):
+            raise ApiError(403, "cross_site",
+                           "Another site's page tried to change something here, and only "
+                           "this server's own page (or a front end allowed with "
+                           "--cors-origin) may. Nothing was changed.")
         return await handler(request)
 
     return middleware
 
 
-def _from_here(source: str, host: str | None, allowed: frozenset[str]) -> bool:
-    """Does an Origin or Referer value name this server, or an allowed front end?"""
+Origin = tuple[str, str, int]  # scheme, host name, port (the scheme's default if not written)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _may_change(request: web.Request, allowed: frozenset[Origin]) -> bool:
+    headers = request.headers
+    source = headers.get("Origin") or headers.get("Referer")
+    fetch_site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    if not source:
+        # A browser sent by another page that hid where it came from is nobody we know.
+        return fetch_site not in ("cross-site", "same-site")
+    if not _from_here(source, headers.get("Host"), allowed):
+        return False
+    if fetch_site == "cross-site":
+        # Only a front end listed with --cors-origin lives on another site by right.
+        return _origin_of(source) in allowed
+    return True  # same-origin, none (typed by the visitor), or same-site from an allowed origin
+
+
+def _origin_of(source: str) -> Origin | None:
+    """An Origin or Referer value as (scheme, host, port), with the default port filled in."""
     try:
         url = URL(source)
+        port = url.port
+    except ValueError:
+        return None
+    # "null" (a sandboxed frame, a file: page) has no host and is nobody we know.
+    if not url.absolute or not url.host:
+        return None
+    return url.scheme, url.host.rstrip(".").lower(), port or DEFAULT_PORTS.get(url.scheme, 0)
+
+
+def _from_here(source: str, host: str | None, allowed: frozenset[Origin]) -> bool:
+    """Does an Origin or Referer value name this server, or an allowed front end?"""
+    origin = _origin_of(source)
+    if origin is None:
+        return False
+    if origin in allowed:
+        return True
+    if host is None:
+        return False
+    # Browsers write Host as the authority of the URL they requested, leaving out the
+    # scheme's default port, which is then the port of the Origin's own scheme;
+    # a proxy may write that port out. Either way, the same place.
+    scheme, name, port = origin
+    written = host.rpartition("]")[2] if host.startswith("[") else host
+    _, colon, number = written.rpartition(":")
+    try:
+        host_port = int(number) if colon else DEFAULT_PORTS.get(scheme, 0)
     except ValueError:
         return False
-    # "null" (a sandboxed frame, a file: page) has no host and is nobody we know.
-    if not url.absolute or not url.raw_authority:
-        return False
-    if f"{url.scheme}://{url.raw_authority}" in allowed:
-        return True
-    # Browsers write Host exactly as the authority of the URL they requested.
-    return host is not None and url.raw_authority.lower() == host.lower()
+    return (name, port) == (host_name(host), host_port)
 
 
 def cookie_name(settings: Settings) -> str:

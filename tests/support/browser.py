@@ -9,10 +9,11 @@ import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from .uploading import AppClient
 
@@ -55,3 +56,18 @@ async def open_page(browser: Browser, client: AppClient | None, url: str | None 
         url = str(client.make_url("/"))
     await page.goto(url)
     return page, problems
+
+
+async def upload_in_page(page: Page, files: Path | list[Path], resolution: str | None = None) -> None:
+    """Pick files (and a resolution) in the page's upload form and submit it, as a visitor does."""
+    if resolution is not None:
+        await page.locator(f"input[name=resolution][value='{resolution}']").check()
+    await page.locator("#video-input").set_input_files(files)
+    await page.locator("#upload-form button[type=submit]").click()
+
+
+async def completed_card(page: Page, name: str, timeout: float = 60_000) -> Any:
+    """The card of this file name, once the page shows it COMPLETED."""
+    task = card(page, name)
+    await expect(task).to_have_attribute("data-state", "COMPLETED", timeout=timeout)
+    return task

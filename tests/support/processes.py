@@ -27,6 +27,11 @@ def ffmpeg_pids(folder: Path) -> list[int]:
     return [pid for pid, argv in _live() if b"ffmpeg" in argv[0] and any(mark in arg for arg in argv)]
 
 
+async def ffmpeg_gone(folder: Path) -> bool:
+    """No ffmpeg of ours left running: a condition for wait_until."""
+    return ffmpeg_pids(folder) == []
+
+
 def pids_of(program: Path) -> list[int]:
     """Running processes of a program (such as a stand-in ffmpeg, run by its interpreter)."""
     mark = str(program).encode()

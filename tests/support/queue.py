@@ -84,6 +84,12 @@ async def start_worker(data_dir: Path, queue: str, *flags: str, name: str = "wor
     return Worker(proc, log)
 
 
+async def jobs_queued(http: Http, count: int) -> bool:
+    """The server reaches Redis, and sees `count` jobs waiting there: a condition for wait_until."""
+    health = await get_json(http, "/healthz")
+    return bool(health["queue"]["reachable"]) and health["queue"]["jobs_queued"] == count
+
+
 async def workers_ready(http: Http, count: int) -> list[dict[str, object]]:
     """The workers as the server's /healthz lists them, once `count` have registered."""
     async def registered() -> list[dict[str, object]] | None:

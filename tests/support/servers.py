@@ -4,10 +4,12 @@ real program, `python -m video_async`, as a process of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,24 @@ class Program:
         async with asyncio.timeout(20):
             return await self.proc.wait()
 
+    async def printed(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        """The first match of a (multi-line) pattern in the output, once it is there."""
+        async def found() -> re.Match[str] | None:
+            return re.search(pattern, self.output(), re.MULTILINE)
+        match: re.Match[str] = await wait_until(found, timeout, f"{pattern!r} in the output")
+        return match
+
+
+@contextlib.asynccontextmanager
+async def stopping(*programs: Program) -> AsyncIterator[None]:
+    """Stops every program still running on the way out, whatever happened inside."""
+    try:
+        yield
+    finally:
+        for program in programs:
+            if program.proc.returncode is None:
+                await program.stop()
+
 
 class Server(Program):
     """`python -m video_async` on a free port."""
@@ -85,6 +105,14 @@ async def start_server(data_dir: Path, *flags: str, python: str = sys.executable
             return False
     await wait_until(listening, 20, "the server to listen")
     return server
+
+
+@contextlib.asynccontextmanager
+async def running_server(data_dir: Path, *flags: str) -> AsyncIterator[Server]:
+    """start_server() for the length of the block, stopped on the way out."""
+    server = await start_server(data_dir, *flags)
+    async with stopping(server):
+        yield server
 
 
 async def refused_start(data_dir: Path, *flags: str) -> str:

@@ -17,6 +17,8 @@ from .waiting import wait_until
 
 AppClient = TestClient[aiohttp.web.Request, aiohttp.web.Application]
 Http = AppClient | aiohttp.ClientSession
+# What a browser asks for when it follows a link or posts a form: the server answers a page.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 async def upload(http: Http, path: Path, resolution: str | None = "720", filename: str | None = None,
@@ -33,6 +35,13 @@ async def upload(http: Http, path: Path, resolution: str | None = "720", filenam
         return response
 
 
+async def form_upload(http: Http, path: Path, resolution: str | None = "720",
+                      headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    """The page's upload form without JavaScript: a browser's plain form post (a 303 to
+    the page on success, which the client follows unless told not to)."""
+    return await upload(http, path, resolution, headers={"Accept": BROWSER_ACCEPT, **(headers or {})})
+
+
 async def upload_ok(http: Http, path: Path, resolution: str = "720",
                     filename: str | None = None) -> dict[str, Any]:
     """An upload that must be accepted: its task."""
@@ -42,8 +51,8 @@ async def upload_ok(http: Http, path: Path, resolution: str = "720",
     return task
 
 
-async def get_json(http: Http, path: str) -> Any:
-    response = await http.get(path)
+async def get_json(http: Http, path: str, headers: dict[str, str] | None = None) -> Any:
+    response = await http.get(path, headers=headers)
     assert response.status == 200, await response.text()
     return await response.json()
 
@@ -54,10 +63,12 @@ async def list_tasks(http: Http) -> list[dict[str, Any]]:
 
 
 async def wait_for_state(http: Http, task_id: str, *states: str, min_progress: int = 0,
-                         timeout: float = 60) -> dict[str, Any]:
-    """The task, once it is in one of states (with at least min_progress percent done)."""
+                         timeout: float = 60, headers: dict[str, str] | None = None
+                         ) -> dict[str, Any]:
+    """The task, once it is in one of states (with at least min_progress percent done);
+    headers go with each look (the token's, say)."""
     async def current() -> dict[str, Any] | None:
-        task = await get_json(http, f"/tasks/{task_id}")
+        task = await get_json(http, f"/tasks/{task_id}", headers)
         return task if task["state"] in states and task["progress"] >= min_progress else None
     reached: dict[str, Any] = await wait_until(current, timeout, f"task {task_id} to reach {states}")
     return reached

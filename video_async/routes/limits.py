@@ -76,13 +76,18 @@ async def admitted(request: web.Request, settings: Settings,
     # uploads in progress count too: each may become a queued task a moment later
     if request.app[STORE].queued_count() + active >= settings.max_queued:
         raise ApiError(503, "queue_full",
-                       f"{settings.max_queued} videos are already waiting; try again later.",
+                       f"The server already holds {_uploads(settings.max_queued)} in progress "
+                       f"or waiting to be transcoded, as many as it allows; try again later.",
                        headers={"Retry-After": str(RETRY_QUEUE_FULL)})
     counter.active += 1
     try:
         yield
     finally:
         counter.active -= 1
+
+
+def _uploads(count: int) -> str:
+    return f"{count} upload" if count == 1 else f"{count} uploads"
 
 
 async def watched(request: web.Request, settings: Settings,

@@ -21,7 +21,7 @@ EMPTY_TASK = Task(id="", filename="", resolution=DEFAULT_RESOLUTION, source_path
                   size=0).to_json()
 # What /healthz shows to a caller without the token, when one is required.
 COUNTS_ONLY = ("status", "tasks", "uploads_in_progress", "unfinished_uploads", "jobs_running",
-               "event_loop_lag_ms")
+               "event_loop_lag_ms", "mode")
 
 
 def load_page() -> jinja2.Template:
@@ -50,8 +50,8 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
         "persist": app[SETTINGS].persist,
         # finished files that no task refers to, found at start-up: kept, for a person to look at
         "unreferenced_files": app[RECOVERY].unreferenced,
-        # "single": transcodes run in this process; "queue": on the queue's workers
-        "mode": "queue" if app[SETTINGS].queue else "single",
+        # "in-process": transcodes run in this process; "queue": on the queue's workers
+        "mode": "queue" if app[SETTINGS].queue else "in-process",
         "queue": app[QUEUE].to_json() if QUEUE in app else None,
     }
 
@@ -65,7 +65,10 @@ def _unfinished_text(count: int, held: int) -> str:
 async def healthz(request: web.Request) -> web.Response:
     health = heartbeat(request.app)
     if not access.has_token(request):  # open to monitors, so nothing that names a file or task
-        health = {key: health[key] for key in COUNTS_ONLY}
+        counts = {key: health[key] for key in COUNTS_ONLY}
+        # whether Redis answers, so a monitor sees a stalled queue; never its address or workers
+        counts["queue"] = {"reachable": health["queue"]["reachable"]} if health["queue"] else None
+        health = counts
     return web.json_response(health, headers={"Cache-Control": "no-store"})
 
 
