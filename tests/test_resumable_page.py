@@ -12,7 +12,7 @@ from .support.browser import card, open_page
 from .support.checks import files_in
 from .support.clips import Clips, pad_to
 from .support.internals import MIB, Settings
-from .support.network import Relay
+from .support.network import FlakyGateway, LostAnswer, Relay
 from .support.raw import address
 from .support.servers import start_server
 from .support.uploading import AppClient, get_json, list_tasks, wait_for_state
@@ -175,3 +175,47 @@ async def test_server_killed_mid_upload(browser: Browser, clips: Clips, tmp_path
     assert offsets[0] == 0 and offsets[-1] >= 2 * MIB  # went on, did not start again
     assert offline_noise(problems) == []
     assert "Traceback" not in server.output()
+
+
+async def test_a_proxy_error_is_waited_out(browser: Browser, client: AppClient,
+                                           settings: Settings, clips: Clips,
+                                           tmp_path: Path) -> None:
+    """A 502 from a proxy (or a 504, a 500, the server's own 408 after a silent PATCH) is
+    not the server's verdict on the upload: the page asks where it got to and goes on."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    page, problems = await open_page(browser, client)
+    offsets = patch_offsets(page)
+    gateway = FlakyGateway(502)
+    await gateway.install(page)
+    await start(page, video)
+    row = page.locator("#uploads li.upload")
+    await expect(row.locator(".note")).to_have_text("Connection lost: retrying…")
+    assert gateway.answered and await page.locator("#upload-error").is_hidden()
+    gateway.go_on()
+    await completed(page, client, settings, video)
+    assert offsets == [0, 0]  # the one the proxy failed, then the one that went through
+    assert await page.locator("#upload-error").is_hidden()
+    assert len(await list_tasks(client)) == 1
+    assert [text for text in problems if "502" not in text] == []
+
+
+async def test_lost_answer_to_the_last_patch(browser: Browser, client: AppClient,
+                                             settings: Settings, clips: Clips,
+                                             tmp_path: Path) -> None:
+    """Every byte arrived and the task was made, but the answer never came back: the page
+    learns from HEAD that the upload is complete, and neither errs nor uploads it again."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    page, problems = await open_page(browser, client)
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.method)
+            if "/files" in request.url else None)
+    lost = LostAnswer(video.read_bytes())
+    await lost.install(page)
+    await start(page, video)
+    await completed(page, client, settings, video)
+    assert lost.statuses == [204]  # the server took it all, and the page never heard
+    assert sent.count("POST") == 1 and sent.count("PATCH") == 1
+    assert "HEAD" in sent  # it asked, after the connection broke
+    assert await page.locator("#upload-error").is_hidden()
+    assert len(await list_tasks(client)) == 1
+    assert offline_noise(problems) == []
