@@ -33,10 +33,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import receive
+from .. import keys, receive
 from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError
-from ..keys import RESUMABLE, SETTINGS, STORE
+from ..keys import RESUMABLE, SETTINGS
 from ..resumable import Upload
 from ..store import TASK_ID, Task, new_task_id
 from . import intake, limits
@@ -296,7 +296,7 @@ async def _current(request: web.Request) -> Upload | Done:
     while True:
         upload = uploads.get(upload_id) if TASK_ID.match(upload_id) else None
         if upload is None:
-            task = request.app[STORE].get(upload_id) if TASK_ID.match(upload_id) else None
+            task = request.app[keys.STORE].get(upload_id) if TASK_ID.match(upload_id) else None
             if task is not None:
                 return Done(id=task.id, length=task.size)
             if await uploads.ended(upload_id):
