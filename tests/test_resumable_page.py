@@ -1,4 +1,5 @@
-"""The page's resumable uploads in a real Chromium: a dropped connection, a reload, Cancel."""
+"""The page's resumable uploads in a real Chromium: a dropped connection, a reload, Cancel,
+answers to wait out and answers that end an upload, an answer lost on its way back."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page, Request, expect
 
 from .support.browser import card, open_page
@@ -177,15 +179,18 @@ async def test_server_killed_mid_upload(browser: Browser, clips: Clips, tmp_path
     assert "Traceback" not in server.output()
 
 
-async def test_a_proxy_error_is_waited_out(browser: Browser, client: AppClient,
-                                           settings: Settings, clips: Clips,
-                                           tmp_path: Path) -> None:
-    """A 502 from a proxy (or a 504, a 500, the server's own 408 after a silent PATCH) is
-    not the server's verdict on the upload: the page asks where it got to and goes on."""
+@pytest.mark.parametrize(("status", "code"), [(502, ""), (408, "idle_timeout"),
+                                             (400, "client_disconnected")])
+async def test_a_lost_connection_answer_is_waited_out(
+        browser: Browser, client: AppClient, settings: Settings, clips: Clips,
+        tmp_path: Path, status: int, code: str) -> None:
+    """A proxy's 502 (or 504), the server's 408 after a silent PATCH, its 400 for a body
+    cut short: not the server's verdict on the upload. The page asks where it got to
+    and goes on."""
     video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
     page, problems = await open_page(browser, client)
     offsets = patch_offsets(page)
-    gateway = FlakyGateway(502)
+    gateway = FlakyGateway(status, code)
     await gateway.install(page)
     await start(page, video)
     row = page.locator("#uploads li.upload")
@@ -196,7 +201,25 @@ async def test_a_proxy_error_is_waited_out(browser: Browser, client: AppClient,
     assert offsets == [0, 0]  # the one the proxy failed, then the one that went through
     assert await page.locator("#upload-error").is_hidden()
     assert len(await list_tasks(client)) == 1
-    assert [text for text in problems if "502" not in text] == []
+    assert [text for text in problems if str(status) not in text] == []
+
+
+async def test_a_refusal_ends_the_upload(browser: Browser, client: AppClient,
+                                         settings: Settings, clips: Clips,
+                                         tmp_path: Path) -> None:
+    """Another 4xx is the server's last word: no retry, its message shown."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    page, problems = await open_page(browser, client)
+    offsets = patch_offsets(page)
+    gateway = FlakyGateway(415, "not_offset_stream")
+    await gateway.install(page)
+    await start(page, video)
+    await expect(page.locator("#upload-error")).to_contain_text(
+        '"holiday.mp4": A not_offset_stream error.')
+    await expect(page.locator("#uploads li.upload")).to_have_count(0)
+    assert offsets == [0]
+    assert await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+    assert [text for text in problems if "415" not in text] == []
 
 
 async def test_lost_answer_to_the_last_patch(browser: Browser, client: AppClient,

@@ -15,8 +15,8 @@ later cannot fall back to nothing after a power cut.
 
 An upload expires `upload_expiry` seconds after its last byte (or its creation):
 its files go, and the space it had reserved on the disk goes back to the guard.
-Ended uploads (expired, terminated) are remembered for another `upload_expiry`,
-across restarts too (in one small file, ENDED_FILE), so a client that asks
+Ended uploads (expired, terminated) are remembered for another `upload_expiry`
+(an hour at least), across restarts too (in one small file, ENDED_FILE), so a client that asks
 after one hears 410 Gone rather than 404.
 
 In memory, a dict held by `ResumableUploads`; as with the task store, no method
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 REMEMBER_ENDED = 10_000  # ended upload ids kept for 410 answers (about 50 bytes each on disk)
 ENDED_FILE = "resumable-ended.json"  # in the data dir: {upload id: when it ended}
+REMEMBER_ENDED_FOR = 3600.0  # seconds at least, however short the expiry: a client may be slow to ask
 SWEEP_EVERY = 60.0  # seconds between looks for expired uploads, at most
 
 
@@ -101,7 +102,7 @@ class ResumableUploads:
         """Expired or terminated (recently enough to remember), before or after a restart."""
         async with self._ended_file():
             when = self._ended.get(upload_id)
-        return when is not None and when + self.expiry > time.time()
+        return when is not None and when + _remembered_for(self.expiry) > time.time()
 
     def count(self) -> int:
         return len(self._uploads)
@@ -224,9 +225,13 @@ def _pruned(ended: OrderedDict[str, float], expiry: float,
     """Forget the ids that ended over an expiry period ago, and the oldest past the cap."""
     moment = time.time() if now is None else now
     while ended and (len(ended) > REMEMBER_ENDED
-                     or next(iter(ended.values())) + expiry <= moment):
+                     or next(iter(ended.values())) + _remembered_for(expiry) <= moment):
         ended.popitem(last=False)
     return ended
+
+
+def _remembered_for(expiry: float) -> float:
+    return max(expiry, REMEMBER_ENDED_FOR)
 
 
 def _load_ended(layout: DataLayout) -> OrderedDict[str, float]:

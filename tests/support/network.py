@@ -100,10 +100,12 @@ class Relay:
 class FlakyGateway:
     """A proxy in front of /files/ that answers the page's first PATCH itself with
     `status` (it never reaches the server), then holds the page's next request there
-    until `go_on()`, so a test can see how the page shows the failure."""
+    until `go_on()`, so a test can see how the page shows the failure. Without a JSON
+    error `code`, the answer is a proxy's HTML page."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, code: str = "") -> None:
         self.status = status
+        self.code = code
         self.answered = False
         self._go_on = asyncio.Event()
 
@@ -116,8 +118,12 @@ class FlakyGateway:
     async def _handle(self, route: Route) -> None:
         if route.request.method == "PATCH" and not self.answered:
             self.answered = True
-            await route.fulfill(status=self.status, content_type="text/html",
-                                body=f"<h1>{self.status} from a proxy</h1>")
+            if self.code:  # as the server words its errors
+                error = {"error": {"code": self.code, "message": f"A {self.code} error."}}
+                await route.fulfill(status=self.status, json=error)
+            else:
+                await route.fulfill(status=self.status, content_type="text/html",
+                                    body=f"<h1>{self.status} from a proxy</h1>")
             return
         await self._go_on.wait()
         await route.continue_()
