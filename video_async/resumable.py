@@ -16,11 +16,12 @@ later cannot fall back to nothing after a power cut.
 An upload expires `upload_expiry` seconds after its last byte (or its creation):
 its files go, and the space it had reserved on the disk goes back to the guard.
 Ended uploads (expired, terminated) are remembered for another `upload_expiry`
-(an hour at least), across restarts too (in one small file, ENDED_FILE), so a client that asks
-after one hears 410 Gone rather than 404.
+(an hour at least), across restarts too (in one small file, ENDED_FILE), so a
+client that asks after one hears 410 Gone rather than 404.
 
 In memory, a dict held by `ResumableUploads`; as with the task store, no method
-awaits in the middle of a change, so it needs no lock.
+awaits in the middle of a change, so it needs no lock. The ended ids are the
+exception: each change is written to disk before the next, under a lock.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 REMEMBER_ENDED = 10_000  # ended upload ids kept for 410 answers (about 50 bytes each on disk)
 ENDED_FILE = "resumable-ended.json"  # in the data dir: {upload id: when it ended}
-REMEMBER_ENDED_FOR = 3600.0  # seconds at least, however short the expiry: a client may be slow to ask
+REMEMBER_ENDED_FOR = 3600.0  # seconds at least, however short the expiry: clients ask late
 SWEEP_EVERY = 60.0  # seconds between looks for expired uploads, at most
 
 
@@ -146,7 +147,7 @@ class ResumableUploads:
         async with self._ended_file() as ended:
             ended[upload.id] = time.time()
             await asyncio.to_thread(_save_ended, self.layout, dict(_pruned(ended, self.expiry)))
-        await asyncio.to_thread(self.delete_files, upload.id)
+        await asyncio.to_thread(self.delete_files, upload.id)  # even if that could not be saved
         log.info("resumable upload %s removed (%s): %d of %d bytes had arrived",
                  upload.id, why, upload.offset, upload.length)
 
@@ -249,12 +250,20 @@ def _load_ended(layout: DataLayout) -> OrderedDict[str, float]:
 
 
 def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
-    """Blocking: written whole under a temporary name, flushed, renamed, folder flushed."""
+    """Blocking: written whole under a temporary name, flushed, renamed, folder flushed.
+
+    A failure (a full disk) is logged, not raised: removing an upload, which frees
+    space, must not depend on it, and a lost entry only turns a 410 into a 404.
+    """
     target = layout.data_dir / ENDED_FILE
     partial = target.with_name(target.name + ".partial")
-    _write_flushed(partial, json.dumps(ended).encode())
-    os.replace(partial, target)
-    _flush_folder(target.parent)
+    try:
+        _write_flushed(partial, json.dumps(ended).encode())
+        os.replace(partial, target)
+        _flush_folder(target.parent)
+    except OSError as exc:
+        log.error("could not write %s (%s): ended uploads may answer 404 after a restart",
+                  ENDED_FILE, exc)
 
 
 def _read(info: Path, upload_id: str) -> Upload | None:
