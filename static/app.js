@@ -86,15 +86,29 @@ function startUploads(files) {
 const TUS = { "Tus-Resumable": "1.0.0" };
 const SAVED_KEY = "video_async.uploads";
 const RETRY_MS = [1000, 2000, 4000, 8000, 15000]; // then every 15 s, until Cancel
+// Answers worth waiting out: the connection went quiet or broke on its way (408, and a
+// proxy's 502/504), a busy or briefly failing server, a full disk that may get room.
+// Any other 4xx (404, 410, 413, 415, 422, ...) is the server's last word on this upload.
+const LOST = [408, 502, 504];
+const BUSY = [409, 423, 429, 500, 503, 507];
 const interruptedRows = new Map(); // upload URL -> its "Interrupted" row
 const jobs = new Set(); // the uploads this page is sending
 
 class NetworkError extends Error {}
 class Cancelled extends Error {}
 class Refused extends Error {
-  constructor(status, message) {
+  constructor(status, message, code = "") {
     super(message);
     this.status = status;
+    this.code = code; // the JSON error's code, when the server sent one
+  }
+
+  get lost() { // the connection failed, not the upload
+    return LOST.includes(this.status) || (this.status === 400 && this.code === "client_disconnected");
+  }
+
+  get transient() {
+    return this.lost || BUSY.includes(this.status);
   }
 }
 
@@ -130,11 +144,16 @@ function base64(text) {
 }
 
 async function refusedBy(response) {
-  let message = `HTTP ${response.status}`;
+  return refusedWith(response.status, await response.text().catch(() => ""));
+}
+
+function refusedWith(status, text) {
   try {
-    message = (await response.json()).error.message;
-  } catch (_) { /* not our JSON: keep the status */ }
-  return new Refused(response.status, message);
+    const { error } = JSON.parse(text);
+    return new Refused(status, error.message, error.code);
+  } catch (_) {
+    return new Refused(status, `HTTP ${status}`); // not our JSON (a proxy's page): keep the status
+  }
 }
 
 async function tusFetch(url, options) {
@@ -161,7 +180,7 @@ async function createUpload(file, resolution) {
 
 async function serverOffset(url) {
   const response = await tusFetch(url, { method: "HEAD", cache: "no-store" });
-  if (response.status !== 200) throw new Refused(response.status, "");
+  if (response.status !== 200) throw new Refused(response.status, `HTTP ${response.status}`);
   return Number(response.headers.get("Upload-Offset"));
 }
 
@@ -183,7 +202,7 @@ function sendFrom(job, offset) {
     });
     xhr.addEventListener("load", () => {
       if (xhr.status === 204) resolve(Number(xhr.getResponseHeader("Upload-Offset")));
-      else reject(new Refused(xhr.status, messageOf(xhr)));
+      else reject(refusedWith(xhr.status, xhr.responseText));
     });
     xhr.addEventListener("error", () => reject(new NetworkError()));
     xhr.addEventListener("abort", () => reject(new Cancelled()));
@@ -194,14 +213,6 @@ function sendFrom(job, offset) {
     xhr.setRequestHeader("Accept", "application/json");
     xhr.send(job.file.slice(offset));
   });
-}
-
-function messageOf(xhr) {
-  try {
-    return JSON.parse(xhr.responseText).error.message;
-  } catch (_) {
-    return `HTTP ${xhr.status}`;
-  }
 }
 
 function note(job, text) {
@@ -241,9 +252,13 @@ async function run(job) {
         offset = await serverOffset(job.url); // where the server got to, not where we did
       }
       if (job.cancelled) return; // cancelled during one of the awaits above: send nothing
-      offset = await sendFrom(job, offset);
-      job.failures = 0;
-      if (offset < file.size) continue; // the server stopped early: send the rest
+      // Offset at the length: every byte is in, though the answer to the last PATCH
+      // may have been lost on the way; the task exists, under the upload's id.
+      if (offset < file.size) {
+        offset = await sendFrom(job, offset);
+        job.failures = 0;
+        if (offset < file.size) continue; // the server stopped early: send the rest
+      }
       forget(job.url);
       job.row.remove();
       showUploadError("");
@@ -252,8 +267,8 @@ async function run(job) {
       return;
     } catch (error) {
       if (job.cancelled || error instanceof Cancelled) return;
-      if (error instanceof Refused && ![409, 423, 503].includes(error.status)) {
-        // the server said no (a bad file, a full disk, an expired upload): give up
+      if (error instanceof Refused && !error.transient) {
+        // the server said no (a bad file, a file too large, an expired upload): give up
         if (job.url) forget(job.url);
         job.row.remove();
         const reason = error.status === 404 || error.status === 410
@@ -263,7 +278,9 @@ async function run(job) {
       }
       // the connection, or a busy server: wait, then ask where it got to and go on
       job.failures += 1;
-      note(job, error instanceof NetworkError ? "Connection lost: retrying…" : "The server is busy: retrying…");
+      if (error instanceof Refused && error.status === 507) note(job, `${error.message} Retrying…`);
+      else if (error instanceof NetworkError || error.lost) note(job, "Connection lost: retrying…");
+      else note(job, "The server is busy: retrying…");
       await pause(job, RETRY_MS[Math.min(job.failures, RETRY_MS.length) - 1]);
     }
   }
@@ -307,7 +324,11 @@ async function showInterrupted() {
     try {
       offset = await serverOffset(entry.url);
     } catch (error) {
-      if (error instanceof Refused) forget(entry.url); // gone: expired, finished or cancelled
+      if (error instanceof Refused && !error.transient) forget(entry.url); // expired or cancelled
+      continue;
+    }
+    if (offset >= entry.size) { // finished: its task is in the list
+      forget(entry.url);
       continue;
     }
     const row = uploadRow(entry.name);

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from .support.clips import Clips
 from .support.internals import BATCH_SIZE, Settings, create_app, receive
+from .support.tus import created, patch
 from .support.uploading import upload_ok
 from .support.waiting import wait_until
 
@@ -97,3 +98,39 @@ async def test_a_receive_cancelled_twice_still_closes_its_file(tmp_path: Path) -
         return not open_on_path()
     await wait_until(closed, 10, "the upload's file to be closed")
     assert path.stat().st_size == BATCH_SIZE + 1000  # and every byte received written
+
+
+async def test_resumable_upload_is_flushed_before_each_answer(
+        aiohttp_client: Any, settings: Settings, clips: Clips,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tus upload: its two names are on disk before the 201 (else a power cut could take
+    an acknowledged upload, or its offset, back to nothing), and its bytes before the 204."""
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(os, "fsync", recording(events, "fsync", os.fsync))
+    monkeypatch.setattr(os, "fdatasync", recording(events, "fdatasync", os.fdatasync))
+    app = create_app(settings)
+
+    async def answered(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith("/files"):
+            events.append({"call": "answer", "method": request.method, "status": response.status})
+
+    app.on_response_prepare.append(answered)
+    client = await aiohttp_client(app)
+    data = clips.small().read_bytes()
+    cut = len(data) // 2
+
+    url = await created(client, len(data))
+    upload_id = url.rsplit("/", 1)[-1]
+    data_file = settings.layout.resumable(upload_id)
+    folder_inode = settings.layout.uploads_dir.stat().st_ino
+    first = await patch(client, url, 0, data[:cut])
+    assert first.status == 204
+
+    answers = [n for n, event in enumerate(events) if event["call"] == "answer"]
+    assert [events[n]["status"] for n in answers] == [201, 204]
+    before_201, before_204 = events[:answers[0]], events[:answers[1]]
+    names = {data_file.name, settings.layout.resumable_info(upload_id).name}
+    assert any(event["inode"] == folder_inode and names <= event.get("entries", set())
+               for event in before_201), f"no flush of both names before the 201: {before_201}"
+    assert any(event.get("inode") == data_file.stat().st_ino and event["size"] == cut
+               for event in before_204), f"no flush of the bytes before the 204: {before_204}"

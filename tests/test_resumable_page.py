@@ -1,4 +1,5 @@
-"""The page's resumable uploads in a real Chromium: a dropped connection, a reload, Cancel."""
+"""The page's resumable uploads in a real Chromium: a dropped connection, a reload, Cancel,
+answers to wait out and answers that end an upload, an answer lost on its way back."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page, Request, expect
 
 from .support.browser import card, open_page, upload_in_page
 from .support.checks import files_in
 from .support.clips import Clips, pad_to
 from .support.internals import MIB, Settings
-from .support.network import Relay
+from .support.network import FlakyGateway, LostAnswer, Relay
 from .support.raw import address
 from .support.servers import start_server
 from .support.uploading import AppClient, get_json, list_tasks, wait_for_state
@@ -168,3 +170,68 @@ async def test_server_killed_mid_upload(browser: Browser, clips: Clips, tmp_path
     assert offsets[0] == 0 and offsets[-1] >= 2 * MIB  # went on, did not start again
     assert offline_noise(problems) == []
     assert "Traceback" not in server.output()
+
+
+@pytest.mark.parametrize(("status", "code"), [(502, ""), (408, "idle_timeout"),
+                                             (400, "client_disconnected")])
+async def test_a_lost_connection_answer_is_waited_out(
+        browser: Browser, client: AppClient, settings: Settings, clips: Clips,
+        tmp_path: Path, status: int, code: str) -> None:
+    """A proxy's 502 (or 504), the server's 408 after a silent PATCH, its 400 for a body
+    cut short: not the server's verdict on the upload. The page asks where it got to
+    and goes on."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    page, problems = await open_page(browser, client)
+    offsets = patch_offsets(page)
+    gateway = FlakyGateway(status, code)
+    await gateway.install(page)
+    await start(page, video)
+    row = page.locator("#uploads li.upload")
+    await expect(row.locator(".note")).to_have_text("Connection lost: retrying…")
+    assert gateway.answered and await page.locator("#upload-error").is_hidden()
+    gateway.go_on()
+    await completed(page, client, settings, video)
+    assert offsets == [0, 0]  # the one the proxy failed, then the one that went through
+    assert await page.locator("#upload-error").is_hidden()
+    assert len(await list_tasks(client)) == 1
+    assert [text for text in problems if str(status) not in text] == []
+
+
+async def test_a_refusal_ends_the_upload(browser: Browser, client: AppClient,
+                                         settings: Settings, clips: Clips,
+                                         tmp_path: Path) -> None:
+    """Another 4xx is the server's last word: no retry, its message shown."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    page, problems = await open_page(browser, client)
+    offsets = patch_offsets(page)
+    gateway = FlakyGateway(415, "not_offset_stream")
+    await gateway.install(page)
+    await start(page, video)
+    await expect(page.locator("#upload-error")).to_contain_text(
+        '"holiday.mp4": A not_offset_stream error.')
+    await expect(page.locator("#uploads li.upload")).to_have_count(0)
+    assert offsets == [0]
+    assert await page.evaluate("() => localStorage.getItem('video_async.uploads')") == "[]"
+    assert [text for text in problems if "415" not in text] == []
+
+
+async def test_lost_answer_to_the_last_patch(browser: Browser, client: AppClient,
+                                             settings: Settings, clips: Clips,
+                                             tmp_path: Path) -> None:
+    """Every byte arrived and the task was made, but the answer never came back: the page
+    learns from HEAD that the upload is complete, and neither errs nor uploads it again."""
+    video = pad_to(clips.small(), tmp_path / "holiday.mp4", SIZE)
+    page, problems = await open_page(browser, client)
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.method)
+            if "/files" in request.url else None)
+    lost = LostAnswer(video.read_bytes())
+    await lost.install(page)
+    await start(page, video)
+    await completed(page, client, settings, video)
+    assert lost.statuses == [204]  # the server took it all, and the page never heard
+    assert sent.count("POST") == 1 and sent.count("PATCH") == 1
+    assert "HEAD" in sent  # it asked, after the connection broke
+    assert await page.locator("#upload-error").is_hidden()
+    assert len(await list_tasks(client)) == 1
+    assert offline_noise(problems) == []

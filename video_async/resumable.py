@@ -9,13 +9,19 @@ so a restarted server, even after SIGKILL, knows every upload as it was. The
 sidecar is written under a temporary name, flushed and renamed before the
 creation is answered, so a sidecar that exists is whole.
 
+Its bytes' file is made, empty, with the sidecar, before the sidecar's durable
+rename: the one flush of the folder keeps both names, so an offset acknowledged
+later cannot fall back to nothing after a power cut.
+
 An upload expires `upload_expiry` seconds after its last byte (or its creation):
 its files go, and the space it had reserved on the disk goes back to the guard.
-Ended uploads (expired, terminated) are remembered for a while, so a client that
-asks after one hears 410 Gone rather than 404.
+Ended uploads (expired, terminated) are remembered for another `upload_expiry`
+(an hour at least), across restarts too (in one small file, ENDED_FILE), so a
+client that asks after one hears 410 Gone rather than 404.
 
 In memory, a dict held by `ResumableUploads`; as with the task store, no method
-awaits in the middle of a change, so it needs no lock.
+awaits in the middle of a change, so it needs no lock. The ended ids are the
+exception: each change is written to disk before the next, under a lock.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,9 @@ from .receive import rename
 
 log = logging.getLogger(__name__)
 
-REMEMBER_ENDED = 10_000  # ended upload ids kept for 410 answers (32 bytes each)
+REMEMBER_ENDED = 10_000  # ended upload ids kept for 410 answers (about 50 bytes each on disk)
+ENDED_FILE = "resumable-ended.json"  # in the data dir: {upload id: when it ended}
+REMEMBER_ENDED_FOR = 3600.0  # seconds at least, however short the expiry: clients ask late
 SWEEP_EVERY = 60.0  # seconds between looks for expired uploads, at most
 
 
@@ -80,16 +89,21 @@ class ResumableUploads:
         self.layout = layout
         self.expiry = expiry
         self._uploads: dict[str, Upload] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        # id -> when it ended, oldest first; read from disk when first needed
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        self._ended_loaded = False
+        self._ended_lock: asyncio.Lock | None = None  # made on the loop, when first needed
 
     # -- looking ----------------------------------------------------------------------
 
     def get(self, upload_id: str) -> Upload | None:
         return self._uploads.get(upload_id)
 
-    def ended(self, upload_id: str) -> bool:
-        """Expired or terminated (recently enough to remember)."""
-        return upload_id in self._ended
+    async def ended(self, upload_id: str) -> bool:
+        """Expired or terminated (recently enough to remember), before or after a restart."""
+        async with self._ended_file():
+            when = self._ended.get(upload_id)
+        return when is not None and when + _remembered_for(self.expiry) > time.time()
 
     def count(self) -> int:
         return len(self._uploads)
@@ -113,9 +127,11 @@ class ResumableUploads:
         self._uploads = {upload.id: upload for upload in uploads}
 
     async def create(self, upload: Upload) -> None:
-        """Write its sidecar, flushed and durably renamed into place, then list it."""
+        """Make its (empty) bytes' file and its sidecar, flushed; rename the sidecar into
+        place and flush the folder, which keeps both names; then list it."""
         partial = self.layout.partial_resumable_info(upload.id)
-        await asyncio.to_thread(_write_flushed, partial, json.dumps(upload.sidecar()).encode())
+        await asyncio.to_thread(_create_files, self.layout.resumable(upload.id), partial,
+                                json.dumps(upload.sidecar()).encode())
         await rename(partial, self.layout.resumable_info(upload.id))
         self._uploads[upload.id] = upload
 
@@ -126,10 +142,12 @@ class ResumableUploads:
     async def remove(self, upload: Upload, why: str) -> None:
         """End an upload and delete its files (terminated, expired or refused)."""
         self._uploads.pop(upload.id, None)
-        self._ended[upload.id] = None
-        while len(self._ended) > REMEMBER_ENDED:
-            self._ended.popitem(last=False)
-        await asyncio.to_thread(self.delete_files, upload.id)
+        # Written down before its files go: were the server to stop in between, start-up
+        # finds an ended id with files, and removes them.
+        async with self._ended_file() as ended:
+            ended[upload.id] = time.time()
+            await asyncio.to_thread(_save_ended, self.layout, dict(_pruned(ended, self.expiry)))
+        await asyncio.to_thread(self.delete_files, upload.id)  # even if that could not be saved
         log.info("resumable upload %s removed (%s): %d of %d bytes had arrived",
                  upload.id, why, upload.offset, upload.length)
 
@@ -138,6 +156,19 @@ class ResumableUploads:
         removed at start-up as partial, a sidecar without bytes is an upload at 0."""
         for path in (self.layout.resumable(upload_id), self.layout.resumable_info(upload_id)):
             path.unlink(missing_ok=True)
+
+    @contextlib.asynccontextmanager
+    async def _ended_file(self) -> AsyncIterator[OrderedDict[str, float]]:
+        """The ended ids, read from disk the first time, one change at a time: a change
+        and its writing to disk happen under the lock, so an older list never overwrites
+        a newer one."""
+        if self._ended_lock is None:
+            self._ended_lock = asyncio.Lock()
+        async with self._ended_lock:
+            if not self._ended_loaded:
+                self._ended = await asyncio.to_thread(_load_ended, self.layout)
+                self._ended_loaded = True
+            yield self._ended
 
     async def sweep(self) -> None:
         for upload in self.expired():
@@ -157,16 +188,21 @@ class ResumableUploads:
 def scan(layout: DataLayout, expiry: float, finished: set[str]) -> Scan:
     """The unfinished uploads in uploads/ (blocking; start-up only).
 
-    Removed: expired uploads, bytes without a sidecar (their creation was never
-    answered), and the leftovers of uploads whose task exists (ids in `finished`).
+    Removed: expired uploads (their ids written down as ended), bytes without a
+    sidecar (their creation was never answered), the leftovers of uploads whose
+    task exists (ids in `finished`) and of ended ones.
     """
     now = time.time()
     found = Scan(live=[], removed=[])
+    ended = _load_ended(layout)
+    before = dict(ended)
+    doomed: list[Path] = []
     ids = sorted({upload_id for path in layout.uploads_dir.iterdir()
                   if (upload_id := layout.resumable_id(path))})
     for upload_id in ids:
         data, info = layout.resumable(upload_id), layout.resumable_info(upload_id)
-        upload = None if upload_id in finished else _read(info, upload_id)
+        gone = upload_id in finished or upload_id in ended
+        upload = None if gone else _read(info, upload_id)
         if upload is not None:
             stat = _stat(data)
             upload.offset = stat.st_size if stat else 0
@@ -174,11 +210,60 @@ def scan(layout: DataLayout, expiry: float, finished: set[str]) -> Scan:
             if upload.offset <= upload.length and upload.expires(expiry) > now:
                 found.live.append(upload)
                 continue
-        for path in (data, info):
-            if path.exists():
-                path.unlink()
-                found.removed.append(layout.relative(path))
+            ended[upload_id] = now
+        doomed.extend(path for path in (data, info) if path.exists())
+    _pruned(ended, expiry, now)
+    if ended != before:  # written down before the files go, as remove() does
+        _save_ended(layout, ended)
+    for path in doomed:
+        path.unlink()
+        found.removed.append(layout.relative(path))
     return found
+
+
+def _pruned(ended: OrderedDict[str, float], expiry: float,
+            now: float | None = None) -> OrderedDict[str, float]:
+    """Forget the ids that ended over an expiry period ago, and the oldest past the cap."""
+    moment = time.time() if now is None else now
+    while ended and (len(ended) > REMEMBER_ENDED
+                     or next(iter(ended.values())) + _remembered_for(expiry) <= moment):
+        ended.popitem(last=False)
+    return ended
+
+
+def _remembered_for(expiry: float) -> float:
+    return max(expiry, REMEMBER_ENDED_FOR)
+
+
+def _load_ended(layout: DataLayout) -> OrderedDict[str, float]:
+    """Blocking. A missing or unreadable file is an empty list: at worst a client hears
+    404 instead of 410 for an upload it cannot have back anyway."""
+    try:
+        said = json.loads((layout.data_dir / ENDED_FILE).read_text())
+        pairs = sorted((float(when), str(upload_id)) for upload_id, when in said.items())
+    except FileNotFoundError:
+        return OrderedDict()
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        log.warning("%s is unreadable (%s); ended uploads will answer 404", ENDED_FILE, exc)
+        return OrderedDict()
+    return OrderedDict((upload_id, when) for when, upload_id in pairs)
+
+
+def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
+    """Blocking: written whole under a temporary name, flushed, renamed, folder flushed.
+
+    A failure (a full disk) is logged, not raised: removing an upload, which frees
+    space, must not depend on it, and a lost entry only turns a 410 into a 404.
+    """
+    target = layout.data_dir / ENDED_FILE
+    partial = target.with_name(target.name + ".partial")
+    try:
+        _write_flushed(partial, json.dumps(ended).encode())
+        os.replace(partial, target)
+        _flush_folder(target.parent)
+    except OSError as exc:
+        log.error("could not write %s (%s): ended uploads may answer 404 after a restart",
+                  ENDED_FILE, exc)
 
 
 def _read(info: Path, upload_id: str) -> Upload | None:
@@ -199,6 +284,20 @@ def _stat(path: Path) -> os.stat_result | None:
     with contextlib.suppress(FileNotFoundError):
         return path.stat()
     return None
+
+
+def _create_files(data: Path, info: Path, sidecar: bytes) -> None:
+    """Blocking: an upload's empty bytes' file, and its sidecar under its partial name."""
+    data.touch()
+    _write_flushed(info, sidecar)
+
+
+def _flush_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_flushed(path: Path, data: bytes) -> None:

@@ -1,5 +1,5 @@
-"""A network between a browser and the server that a test controls: slow uploads, and a
-connection that drops.
+"""A network between a browser and the server that a test controls: slow uploads, a
+connection that drops, a proxy that fails a request, an answer lost on its way.
 
 Chromium's own offline switch (DevTools network emulation) lets a request already
 under way finish, and the server never sees a connection go; this relay really drops
@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Self
+
+from playwright.async_api import Page, Route
 
 PIECE = 64 * 1024
 
@@ -93,3 +95,58 @@ class Relay:
                 await sink.drain()
                 if paced:  # pacing, not waiting for anything: the link's bandwidth
                     await asyncio.sleep(len(data) / self.rate)
+
+
+class FlakyGateway:
+    """A proxy in front of /files/ that answers the page's first PATCH itself with
+    `status` (it never reaches the server), then holds the page's next request there
+    until `go_on()`, so a test can see how the page shows the failure. Without a JSON
+    error `code`, the answer is a proxy's HTML page."""
+
+    def __init__(self, status: int, code: str = "") -> None:
+        self.status = status
+        self.code = code
+        self.answered = False
+        self._go_on = asyncio.Event()
+
+    async def install(self, page: Page) -> None:
+        await page.route("**/files/*", self._handle)
+
+    def go_on(self) -> None:
+        self._go_on.set()
+
+    async def _handle(self, route: Route) -> None:
+        if route.request.method == "PATCH" and not self.answered:
+            self.answered = True
+            if self.code:  # as the server words its errors
+                error = {"error": {"code": self.code, "message": f"A {self.code} error."}}
+                await route.fulfill(status=self.status, json=error)
+            else:
+                await route.fulfill(status=self.status, content_type="text/html",
+                                    body=f"<h1>{self.status} from a proxy</h1>")
+            return
+        await self._go_on.wait()
+        await route.continue_()
+
+
+class LostAnswer:
+    """The page's first PATCH reaches the server, and the server's answer is lost on its
+    way back: the connection is reset instead. Playwright sends the request itself, with
+    the file's bytes from the offset the page asked for (a browser does not hand over a
+    file's bytes to an interceptor reliably)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.statuses: list[int] = []  # what the server answered, before it was lost
+
+    async def install(self, page: Page) -> None:
+        await page.route("**/files/*", self._handle, times=1)
+
+    async def _handle(self, route: Route) -> None:
+        if route.request.method != "PATCH":
+            await route.continue_()
+            return
+        offset = int(route.request.headers["upload-offset"])
+        response = await route.fetch(post_data=self.data[offset:])
+        self.statuses.append(response.status)
+        await route.abort("connectionreset")

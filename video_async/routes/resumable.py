@@ -12,7 +12,10 @@ survives a crash. Bytes that arrived before a client went away are kept.
 
 At the last byte the file is judged as the multipart route judges it
 (routes/intake.py) and its task is queued under the upload's own id: the
-upload URL /files/<id> names the task /tasks/<id>.
+upload URL /files/<id> names the task /tasks/<id>. From then on, while its
+task exists, the upload answers as complete (HEAD: its offset is its length),
+so a client that lost the answer to its last PATCH concludes it is done
+rather than uploading it again.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
 from aiohttp import web
 
-from .. import receive
+from .. import keys, receive
 from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError
 from ..keys import RESUMABLE, SETTINGS
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 PREFIX = "/files"
+TASKS = "/tasks"
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
@@ -108,6 +113,10 @@ async def create(request: web.Request) -> web.Response:
 async def head(request: web.Request) -> web.Response:
     _check_version(request)
     upload = await _current(request)
+    if isinstance(upload, Done):
+        return web.Response(status=200, headers={
+            "Upload-Offset": str(upload.length), "Upload-Length": str(upload.length),
+            "Cache-Control": "no-store"})
     headers = {
         "Upload-Offset": str(upload.offset),
         "Upload-Length": str(upload.length),
@@ -125,6 +134,12 @@ async def patch(request: web.Request) -> web.Response:
     _check_content_type(request)
     offset = _header_int(request, "Upload-Offset")
     upload = await _current(request)
+    if isinstance(upload, Done):
+        if offset == upload.length and not _has_body(request):  # nothing left to send
+            return web.Response(status=204, headers={"Upload-Offset": str(upload.length)})
+        raise ApiError(409, "offset_mismatch", f"This upload is complete, all {upload.length} "
+                       f"bytes; its task is {TASKS}/{upload.id}.",
+                       headers={"Upload-Offset": str(upload.length)})
     if upload.finishing or offset != upload.offset:
         raise ApiError(409, "offset_mismatch",
                        f"This upload is at byte {upload.offset}, not {offset}: ask with HEAD "
@@ -139,9 +154,9 @@ async def patch(request: web.Request) -> web.Response:
 async def terminate(request: web.Request) -> web.Response:
     _check_version(request)
     upload = await _current(request)
-    if upload.finishing:
+    if isinstance(upload, Done) or upload.finishing:
         raise ApiError(409, "finishing", "Every byte of this upload is in and its task is "
-                       "being made; delete the task instead.")
+                       "made or being made; delete the task instead.")
     await request.app[RESUMABLE].remove(upload, "terminated")
     return web.Response(status=204)
 
@@ -261,8 +276,16 @@ async def _finish(request: web.Request, upload: Upload, settings: Settings) -> N
 
 # -- reading the protocol's headers ------------------------------------------------------
 
-async def _current(request: web.Request) -> Upload:
-    """The upload the path names, with no other request writing to it: 404 or 410 if gone.
+@dataclass(frozen=True)
+class Done:
+    """An upload that reached its last byte: its task exists now, under the same id."""
+    id: str
+    length: int
+
+
+async def _current(request: web.Request) -> Upload | Done:
+    """The upload the path names, with no other request writing to it: 404 or 410 if gone,
+    Done if finished and its task is still there.
 
     A request still receiving for it belongs to a client that has moved on (it asks
     again only after losing that connection): it is stopped, and what it received
@@ -273,7 +296,10 @@ async def _current(request: web.Request) -> Upload:
     while True:
         upload = uploads.get(upload_id) if TASK_ID.match(upload_id) else None
         if upload is None:
-            if uploads.ended(upload_id):
+            task = request.app[keys.STORE].get(upload_id) if TASK_ID.match(upload_id) else None
+            if task is not None:
+                return Done(id=task.id, length=task.size)
+            if await uploads.ended(upload_id):
                 raise ApiError(410, "upload_gone", "This upload expired or was terminated; "
                                "start a new one.")
             raise ApiError(404, "not_found", "No such upload.")
