@@ -12,6 +12,7 @@ ever becomes a path:
     outputs/<id>.mp4            the finished video
     outputs/<id>.jpg            its thumbnail
     tasks.json                  the snapshot of the task store (and tasks.json.lock)
+    resumable-ended.json        resumable uploads that ended (terminated, expired), for 410s
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class DataLayout:
         self.outputs_dir = data_dir / "outputs"
         self.snapshot_path = data_dir / "tasks.json"
         self.lock_path = data_dir / "tasks.json.lock"
+        self.ended_uploads_path = data_dir / "resumable-ended.json"
 
     def partial_upload(self, task_id: str) -> Path:
         return self.uploads_dir / f"{task_id}.partial"

@@ -16,8 +16,9 @@ later cannot fall back to nothing after a power cut.
 An upload expires `upload_expiry` seconds after its last byte (or its creation):
 its files go, and the space it had reserved on the disk goes back to the guard.
 Ended uploads (expired, terminated) are remembered for another `upload_expiry`
-(an hour at least), across restarts too (in one small file, ENDED_FILE), so a
-client that asks after one hears 410 Gone rather than 404.
+(an hour at least), across restarts too (in one small file,
+`DataLayout.ended_uploads_path`), so a client that asks after one hears 410 Gone
+rather than 404.
 
 In memory, a dict held by `ResumableUploads`; as with the task store, no method
 awaits in the middle of a change, so it needs no lock. The ended ids are the
@@ -45,7 +46,6 @@ from .receive import rename
 log = logging.getLogger(__name__)
 
 REMEMBER_ENDED = 10_000  # ended upload ids kept for 410 answers (about 50 bytes each on disk)
-ENDED_FILE = "resumable-ended.json"  # in the data dir: {upload id: when it ended}
 REMEMBER_ENDED_FOR = 3600.0  # seconds at least, however short the expiry: clients ask late
 SWEEP_EVERY = 60.0  # seconds between looks for expired uploads, at most
 
@@ -239,12 +239,13 @@ def _load_ended(layout: DataLayout) -> OrderedDict[str, float]:
     """Blocking. A missing or unreadable file is an empty list: at worst a client hears
     404 instead of 410 for an upload it cannot have back anyway."""
     try:
-        said = json.loads((layout.data_dir / ENDED_FILE).read_text())
+        said = json.loads(layout.ended_uploads_path.read_text())
         pairs = sorted((float(when), str(upload_id)) for upload_id, when in said.items())
     except FileNotFoundError:
         return OrderedDict()
     except (OSError, ValueError, AttributeError, TypeError) as exc:
-        log.warning("%s is unreadable (%s); ended uploads will answer 404", ENDED_FILE, exc)
+        log.warning("%s is unreadable (%s); ended uploads will answer 404",
+                    layout.ended_uploads_path.name, exc)
         return OrderedDict()
     return OrderedDict((upload_id, when) for when, upload_id in pairs)
 
@@ -255,7 +256,7 @@ def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
     A failure (a full disk) is logged, not raised: removing an upload, which frees
     space, must not depend on it, and a lost entry only turns a 410 into a 404.
     """
-    target = layout.data_dir / ENDED_FILE
+    target = layout.ended_uploads_path
     partial = target.with_name(target.name + ".partial")
     try:
         _write_flushed(partial, json.dumps(ended).encode())
@@ -263,7 +264,7 @@ def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
         _flush_folder(target.parent)
     except OSError as exc:
         log.error("could not write %s (%s): ended uploads may answer 404 after a restart",
-                  ENDED_FILE, exc)
+                  target.name, exc)
 
 
 def _read(info: Path, upload_id: str) -> Upload | None:
