@@ -185,7 +185,7 @@ async def test_a_lost_connection_answer_is_waited_out(
     offsets = patch_offsets(page)
     gateway = FlakyGateway(status, code)
     await gateway.install(page)
-    await start(page, video)
+    await upload_in_page(page, video, "480")
     row = page.locator("#uploads li.upload")
     await expect(row.locator(".note")).to_have_text("Connection lost: retrying…")
     assert gateway.answered and await page.locator("#upload-error").is_hidden()
@@ -206,7 +206,7 @@ async def test_a_refusal_ends_the_upload(browser: Browser, client: AppClient,
     offsets = patch_offsets(page)
     gateway = FlakyGateway(415, "not_offset_stream")
     await gateway.install(page)
-    await start(page, video)
+    await upload_in_page(page, video, "480")
     await expect(page.locator("#upload-error")).to_contain_text(
         '"holiday.mp4": A not_offset_stream error.')
     await expect(page.locator("#uploads li.upload")).to_have_count(0)
@@ -227,7 +227,7 @@ async def test_lost_answer_to_the_last_patch(browser: Browser, client: AppClient
             if "/files" in request.url else None)
     lost = LostAnswer(video.read_bytes())
     await lost.install(page)
-    await start(page, video)
+    await upload_in_page(page, video, "480")
     await completed(page, client, settings, video)
     assert lost.statuses == [204]  # the server took it all, and the page never heard
     assert sent.count("POST") == 1 and sent.count("PATCH") == 1

@@ -12,7 +12,7 @@ from .support.checks import files_in
 from .support.clips import Clips, assert_web_ready, describe, hanging_ffmpeg, run_ffmpeg, video_size
 from .support.internals import Settings
 from .support.servers import MakeClient
-from .support.uploading import AppClient, form_upload, upload, upload_ok, wait_for_state
+from .support.uploading import AppClient, form_upload, upload_ok, wait_for_state
 
 
 async def transcode(client: AppClient, clip: Path, resolution: str, tmp_path: Path,
