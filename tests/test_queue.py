@@ -11,7 +11,7 @@ from pathlib import Path
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
 from .support.processes import ffmpeg_gone, ffmpeg_pids
-from .support.queue import Redis, jobs_queued, start_worker, workers_ready
+from .support.queue import Redis, a_job_mid_transcode, jobs_queued, start_worker, workers_ready
 from .support.servers import start_server, stopping
 from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
@@ -99,14 +99,8 @@ async def test_jobs_lost_with_redis_are_queued_again(tmp_path: Path, clips: Clip
 async def test_a_running_job_survives_redis_restarted_empty(tmp_path: Path, clips: Clips,
                                                            redis: Redis) -> None:
     """Redis loses the job while a worker is mid-transcode: one finished output all the same."""
-    data_dir = tmp_path / "data"
-    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
-    slow = str(realtime_ffmpeg(tmp_path))  # 12 s of video at its own speed: still running
-    worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
-    async with stopping(server, worker), server.session() as session:
-        await workers_ready(session, 1)
-        task = await upload_ok(session, clips.long(), "480")
-        await transcoding(session, task["id"])
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        session, task, worker, data_dir = job.session, job.task, job.worker, job.server.data_dir
         assert partials(data_dir) != []  # mid-job: its output half written
         await redis.restart_empty()
         done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
@@ -166,14 +160,8 @@ async def test_a_killed_server_loses_and_repeats_nothing(tmp_path: Path, clips: 
 
 async def test_delete_stops_the_job_on_its_worker(tmp_path: Path, clips: Clips,
                                                   redis: Redis) -> None:
-    data_dir = tmp_path / "data"
-    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
-    slow = str(realtime_ffmpeg(tmp_path))  # 12 s of video at its own speed: still running
-    worker = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT)
-    async with stopping(server, worker), server.session() as session:
-        await workers_ready(session, 1)
-        task = await upload_ok(session, clips.long(), "480")
-        await transcoding(session, task["id"])
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        session, task, worker, data_dir = job.session, job.task, job.worker, job.server.data_dir
         assert ffmpeg_pids(data_dir) != [] and partials(data_dir) != []
         await delete(session, task["id"])
         # the answer came once the worker had stopped its ffmpeg and removed its files

@@ -9,9 +9,8 @@ import pytest
 
 from .support.clips import Clips
 from .support.internals import RESOLUTIONS, SOURCE_EXTENSIONS, DataLayout, Settings
+from .support.raw import post_named
 from .support.uploading import AppClient, upload_ok, wait_for_state
-
-BOUNDARY = "rules-boundary"
 
 
 def test_flags_default_to_the_settings_defaults() -> None:
@@ -44,12 +43,7 @@ async def test_the_page_offers_what_the_server_accepts(client: AppClient) -> Non
 
 async def test_a_quoted_name_is_listed_as_typed(client: AppClient, clips: Clips) -> None:
     """Browsers and curl send '"' in a file name as %22 (HTML's form encoding)."""
-    content = clips.small().read_bytes()
-    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="video"; '
-            f'filename="my %22best%22 take.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
-    body += content + f"\r\n--{BOUNDARY}--\r\n".encode()
-    response = await client.post("/videos/upload", data=body, headers={
-        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    response = await post_named(client, clips.small().read_bytes(), "my %22best%22 take.mp4")
     assert response.status == 201, await response.text()
     assert (await response.json())["filename"] == 'my "best" take.mp4'
     listed = await (await client.get("/tasks")).json()
@@ -59,12 +53,7 @@ async def test_a_quoted_name_is_listed_as_typed(client: AppClient, clips: Clips)
 async def test_escaped_line_breaks_in_a_name_go(client: AppClient, clips: Clips) -> None:
     """A name typed with a line break arrives as %0D%0A (or %0a): decoded, then dropped
     with the other control characters, so it never reaches a header or the log as one."""
-    content = clips.small().read_bytes()
-    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="video"; '
-            f'filename="two%0D%0Alines%0a.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
-    body += content + f"\r\n--{BOUNDARY}--\r\n".encode()
-    response = await client.post("/videos/upload", data=body, headers={
-        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    response = await post_named(client, clips.small().read_bytes(), "two%0D%0Alines%0a.mp4")
     assert response.status == 201, await response.text()
     task = await response.json()
     assert task["filename"] == "twolines.mp4"

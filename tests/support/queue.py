@@ -7,15 +7,21 @@ restart empties it, as a Redis without a disk would be after a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
-from .servers import Program, free_port
-from .uploading import Http, get_json
+from .clips import Clips, realtime_ffmpeg
+from .servers import Program, Server, free_port, start_server, stopping
+from .uploading import Http, get_json, transcoding, upload_ok
 from .waiting import wait_until
 
 
@@ -97,3 +103,27 @@ async def workers_ready(http: Http, count: int) -> list[dict[str, object]]:
         return workers if len(workers) == count else None
     ready: list[dict[str, object]] = await wait_until(registered, 30, f"{count} workers")
     return ready
+
+
+@dataclass
+class JobOnWorker:
+    server: Server
+    worker: Worker
+    session: aiohttp.ClientSession  # the server's
+    task: dict[str, Any]  # as GET /tasks/{id} showed it, PROCESSING
+
+
+@contextlib.asynccontextmanager
+async def a_job_mid_transcode(folder: Path, redis: Redis, clips: Clips,
+                              *flags: str) -> AsyncIterator[JobOnWorker]:
+    """A web process and one worker on `redis`, sharing folder/data, and a task of
+    clips.long() whose transcode is running on that worker (at the video's own speed, so
+    it still runs for about 12 s)."""
+    data_dir = folder / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *flags)
+    slow = realtime_ffmpeg(folder)
+    worker = await start_worker(data_dir, redis.url, "--ffmpeg", str(slow), *flags)
+    async with stopping(server, worker), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.long(), "480")
+        yield JobOnWorker(server, worker, session, await transcoding(session, task["id"]))

@@ -72,6 +72,12 @@ async def post_raw(client: AppClient, body: bytes, boundary: str = BOUNDARY) -> 
                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
 
+async def post_named(client: AppClient, video: bytes, filename: str) -> aiohttp.ClientResponse:
+    """An upload whose file name goes out exactly as given, escapes and all."""
+    head = PART_HEAD.replace(b'filename="a.mp4"', f'filename="{filename}"'.encode())
+    return await post_raw(client, head + video + f"\r\n--{BOUNDARY}--\r\n".encode())
+
+
 class EndlessUpload:
     """A chunked multipart upload (no Content-Length): a real clip, then zeros until `until` bytes.
 
