@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,21 @@ async def test_upload_is_flushed_before_the_answer(aiohttp_client: Any, settings
                for event in before), f"no flush of the uploads folder before the 201: {before}"
 
 
-async def test_a_receive_cancelled_twice_still_closes_its_file(tmp_path: Path) -> None:
+async def test_a_receive_cancelled_twice_still_closes_its_file(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Cancelled once (the client went away), then again while it waits for its last
     write (the server shutting down): the file is closed all the same."""
     path = tmp_path / "upload.partial"
     arrived = asyncio.Event()
+    # The last write's flush waits until the test lets it go, so the second cancel
+    # lands while the clean-up is still waiting for it, however fast the machine.
+    flush_may_go = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        flush_may_go.wait(30)
+        real_fdatasync(fd)
+    monkeypatch.setattr(os, "fdatasync", held_fdatasync)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield bytes(BATCH_SIZE + 1000)  # a whole batch, handed to a thread, and a bit more
@@ -93,6 +104,7 @@ async def test_a_receive_cancelled_twice_still_closes_its_file(tmp_path: Path) -
     receiving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await receiving
+    flush_may_go.set()
 
     async def closed() -> bool:
         return not open_on_path()
