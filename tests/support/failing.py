@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .clips import Clips
-from .uploading import Http, delete, upload_ok, wait_for_state
+from .uploading import Http, delete, transcoding, upload_ok, wait_for_state
 
 
 @contextlib.asynccontextmanager
@@ -24,7 +24,10 @@ async def queue_held(http: Http, clips: Clips) -> AsyncIterator[dict[str, Any]]:
     when no transcode ran before on it, realtime_ffmpeg() (12 s for clips.long()) otherwise.
     """
     blocker = await upload_ok(http, clips.long(), "480")
-    yield await wait_for_state(http, blocker["id"], "PROCESSING")
+    # Its ffmpeg reporting progress, not only the task PROCESSING: deleted before its
+    # ffmpeg had started, the blocker would leave hanging_ffmpeg's one hang to the next
+    # transcode, the very one the caller waits for.
+    yield await transcoding(http, blocker["id"])
     await delete(http, blocker["id"])
 
 
