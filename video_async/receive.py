@@ -135,7 +135,7 @@ async def _result(future: Future[T]) -> T:
 
 async def rename(source: Path, target: Path) -> None:
     """os.replace, then flush the directory, so the new name survives a power cut too."""
-    await asyncio.get_running_loop().run_in_executor(None, _rename_durably, source, target)
+    await asyncio.get_running_loop().run_in_executor(None, rename_durably, source, target)
 
 
 def _open(path: Path, offset: int) -> int:
@@ -183,7 +183,8 @@ def _close_after(fd: int, *pending: Future[None] | None) -> None:
     os.close(fd)
 
 
-def _rename_durably(source: Path, target: Path) -> None:
+def rename_durably(source: Path, target: Path) -> None:
+    """Blocking: what `rename` does, for code already in a thread."""
     os.replace(source, target)
     folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

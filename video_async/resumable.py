@@ -41,7 +41,7 @@ from typing import Any
 
 from .config import RESOLUTIONS
 from .layout import DataLayout
-from .receive import rename
+from .receive import rename, rename_durably
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,7 @@ def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
     partial = target.with_name(target.name + ".partial")
     try:
         _write_flushed(partial, json.dumps(ended).encode())
-        os.replace(partial, target)
-        _flush_folder(target.parent)
+        rename_durably(partial, target)
     except OSError as exc:
         log.error("could not write %s (%s): ended uploads may answer 404 after a restart",
                   target.name, exc)
@@ -291,14 +290,6 @@ def _create_files(data: Path, info: Path, sidecar: bytes) -> None:
     """Blocking: an upload's empty bytes' file, and its sidecar under its partial name."""
     data.touch()
     _write_flushed(info, sidecar)
-
-
-def _flush_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_flushed(path: Path, data: bytes) -> None:

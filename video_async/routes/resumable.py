@@ -33,10 +33,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import keys, receive
+from .. import receive
 from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError
-from ..keys import RESUMABLE, SETTINGS
+from ..keys import RESUMABLE, SETTINGS, STORE
 from ..resumable import Upload
 from ..store import TASK_ID, Task, new_task_id
 from . import intake, limits
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 PREFIX = "/files"
-TASKS = "/tasks"
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
@@ -138,7 +137,7 @@ async def patch(request: web.Request) -> web.Response:
         if offset == upload.length and not _has_body(request):  # nothing left to send
             return web.Response(status=204, headers={"Upload-Offset": str(upload.length)})
         raise ApiError(409, "offset_mismatch", f"This upload is complete, all {upload.length} "
-                       f"bytes; its task is {TASKS}/{upload.id}.",
+                       f"bytes; its task is /tasks/{upload.id}.",
                        headers={"Upload-Offset": str(upload.length)})
     if upload.finishing or offset != upload.offset:
         raise ApiError(409, "offset_mismatch",
@@ -296,7 +295,7 @@ async def _current(request: web.Request) -> Upload | Done:
     while True:
         upload = uploads.get(upload_id) if TASK_ID.match(upload_id) else None
         if upload is None:
-            task = request.app[keys.STORE].get(upload_id) if TASK_ID.match(upload_id) else None
+            task = request.app[STORE].get(upload_id) if TASK_ID.match(upload_id) else None
             if task is not None:
                 return Done(id=task.id, length=task.size)
             if await uploads.ended(upload_id):
