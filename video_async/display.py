@@ -104,15 +104,20 @@ def resolution(task: Task) -> str:
     has no output and will have none, so it shows what was asked."""
     if task.state == "FAILED":
         return f"{task.resolution}p"
-    if task.output:
-        short = task.output.short_side
-    elif task.media:
-        short = min(output_size(task.media, task.resolution))
-    else:
-        short = task.resolution
+    short = made_at(task)
     if short < task.resolution:
         return f"kept at {short}p: the source is smaller"
     return f"{task.resolution}p"
+
+
+def made_at(task: Task) -> int:
+    """The short side of its output, as made or as it will be made: what was asked,
+    or less for a smaller source."""
+    if task.output:
+        return task.output.short_side
+    if task.media:
+        return min(output_size(task.media, task.resolution))
+    return task.resolution
 
 
 def card_texts(task: Task, queue_position: int | None) -> dict[str, str]:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .. import ffmpeg, receive
 from ..config import MIB, RESOLUTIONS, Settings
-from ..display import one_of
+from ..display import made_at, one_of
 from ..errors import ApiError
 from ..keys import FFMPEG, SETTINGS, SNAPSHOT, STORE
 from ..layout import SOURCE_EXTENSIONS
@@ -165,7 +165,6 @@ async def queue(request: web.Request, task: Task) -> None:
     """Add a checked upload's task to the store, and return once that is on disk too."""
     request.app[STORE].add(task)
     await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
-    # the resolution it will be made at: a small source is never upscaled
-    made = min(ffmpeg.output_size(task.media, task.resolution)) if task.media else task.resolution
+    made = made_at(task)  # a small source is never upscaled
     asked = "" if made >= task.resolution else f" (asked for {task.resolution}p)"
     log.info("task %s queued: %r, %d bytes, %dp%s", task.id, task.filename, task.size, made, asked)
