@@ -55,6 +55,16 @@ class Part:
         """A multipart inside the multipart (a form never sends one)."""
         return self.content_type.partition("/")[0].strip().lower() == "multipart"
 
+    def __aiter__(self) -> Part:
+        return self
+
+    async def __anext__(self) -> bytes | memoryview:
+        """`async for chunk in part`: read_chunk until the part's data ends."""
+        chunk = await self.read_chunk()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
     async def read_chunk(self) -> bytes | memoryview:
         """The part's next bytes, as they arrived; empty once its data has ended.
 

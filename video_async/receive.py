@@ -8,23 +8,32 @@ an upload acknowledged after `receive` returns survives a power cut, not just
 a crash of the process. `rename(partial, final)` does the same for the file's
 name: the directory is flushed too.
 
-The loop never touches the disk: each upload has two threads of its own.
-Chunks are copied into a batch buffer, and one thread writes a batch while
-the loop fills the next. The copy looks like waste, but it is what keeps the
-loop cheap: the two buffers are used again and again, and each chunk is
-freed as soon as it is copied, so the next chunk the socket reads lands in
-memory the process already has. Handing the chunks themselves to the thread
-kept a few megabytes of them alive at a time, and the socket's next reads
-came in fresh pages: page faults on the loop, dearer than the copy.
+The loop never touches the disk, and an upload in flight costs little, however
+many there are: one small pool of threads (DISK_THREADS) writes for all of
+them, and an upload's bytes wait in a batch sized to its pace.
+- A slow upload (a phone on a mobile link) sends a few kilobytes at a time. Its
+  batch is the list of chunks as they arrived, written with one `pwritev` once
+  SLOW_BATCH bytes are there: no copy, and a few tens of KiB held per upload.
+- A fast one fills SLOW_BATCH within FAST_FILL seconds. Its bytes are then
+  copied into a 1 MiB buffer, and one thread writes a full buffer while the
+  loop fills the next. The copy looks like waste, but it is what keeps the
+  loop cheap: the buffers are taken from a shared stock and used again and
+  again, and each chunk is freed as soon as it is copied, so the next chunk
+  the socket reads lands in memory the process already has. Holding the
+  chunks themselves kept megabytes of them alive, and the socket's next reads
+  came in fresh pages: page faults on the loop, dearer than the copy.
+A write is handed to the pool and not waited for: the loop only looks whether
+the previous one has ended before it hands over the next, so an upload whose
+disk keeps up never makes a thread wake the loop.
 
 Waiting for 200 MB to reach the disk at the end would take a good part of
 the time it took to receive them, so the disk starts early: every few
-megabytes the other thread asks the kernel to start writing out what is
-written so far (posix_fadvise DONTNEED, which does not wait), and the one
-fdatasync at the end has only the last few megabytes left.
-Flushing with fdatasync every few megabytes instead did the same job, but
-each one is a journal commit and a cache flush of the device: under three
-uploads it slowed the loop's other requests more (docs/upload-path.md).
+megabytes a thread asks the kernel to start writing out what is written so
+far (posix_fadvise DONTNEED, which does not wait), and the one fdatasync at
+the end has only the last few megabytes left. Flushing with fdatasync every
+few megabytes instead did the same job, but each one is a journal commit and
+a cache flush of the device: under three uploads it slowed the loop's other
+requests more (docs/upload-path.md).
 """
 
 from __future__ import annotations
@@ -32,99 +41,215 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-from collections.abc import AsyncIterable
+import threading
+from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+Chunk = bytes | bytearray | memoryview
 
-# Each hand-off to a thread costs the loop CPU, so chunks are gathered into batches;
-# one batch is written while the next one fills, so an upload holds two.
-# Batches of 4 MiB measured no cheaper than 1 MiB, and would hold 8 MiB per upload.
+# The threads that write every upload's bytes. Writes to the page cache are short
+# and the loop never waits for one to start, so a few threads serve hundreds of
+# uploads; more would only add threads. Flushes (fdatasync) are the long calls.
+DISK_THREADS = 4
+# A slow upload's batch: written once this much has arrived. Small, because each
+# upload in flight holds one; big enough that a hand-off carries a useful write.
+SLOW_BATCH = 32 * 1024
+# An upload that brings FAST_PROOF bytes before FAST_FILL seconds have passed is fast,
+# and is batched by the MiB. A slow one that was held up (the loop was busy, the link
+# stalled) can bring a few tens of KiB at once: that is not proof enough.
+FAST_FILL = 0.02
+FAST_PROOF = 256 * 1024
+# A fast upload's batch. Each hand-off to a thread costs the loop CPU; batches of
+# 4 MiB measured no cheaper than 1 MiB.
 BATCH_SIZE = 1024 * 1024
 # Start writing out to the device once this much has been written since the last
 # start: the final flush then has at most this much (plus a batch) left to do.
 WRITEOUT_EVERY = 8 * 1024 * 1024
+# 1 MiB buffers kept for the next fast batch, beyond those in use.
+SPARE_BUFFERS = 2 * DISK_THREADS
+# pwritev takes at most IOV_MAX pieces (1024 on Linux); a slow batch has far fewer.
+MAX_PIECES = 512
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_spare_buffers: list[bytearray] = []  # only the loop's thread takes and gives back
+
+
+def disk_pool() -> ThreadPoolExecutor:
+    """The process's disk threads, started with its first upload."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="disk")
+        return _pool
 
 
 class TooLarge(Exception):
     """The stream went past the limit; what was written stays, the caller decides."""
 
 
-async def receive(chunks: AsyncIterable[bytes | memoryview], path: Path, limit: int, offset: int = 0) -> int:
+async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: int = 0,
+                  check_head: Callable[[bytes], None] | None = None, head_size: int = 16) -> int:
     """Write chunks to path starting at offset; return how many, once they are on disk.
 
     Raises TooLarge as soon as offset plus the bytes received pass limit.
+    check_head, if given, is called once with the stream's first head_size bytes
+    (not at all if it ends sooner), and may raise to refuse the stream.
     """
-    # Two threads of its own: one writes while the other starts the write-out.
-    threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="receive")
-    writing: Future[None] | None = None
-    writeout: Future[None] | None = None
+    pool = disk_pool()
+    fd = await _result(pool.submit(_open, path, offset))
+    batches = _Batches(fd, offset, pool, asyncio.get_running_loop().time)
+    closed = False
+    head = b""
     try:
-        fd = await _result(threads.submit(_open, path, offset))
-        try:
-            position = offset
-            # Two batch buffers, in turn: a thread writes one while the loop fills the other.
-            filling, spare = bytearray(BATCH_SIZE), bytearray(BATCH_SIZE)
-            batched = 0
-            since_writeout = 0
-            rest = memoryview(b"")  # what of the current chunk is not in a batch yet
-            async for chunk in chunks:
-                if position + batched + len(chunk) > limit:
-                    raise TooLarge
-                rest = memoryview(chunk)
-                while len(rest) >= BATCH_SIZE - batched:  # the chunk fills the batch
-                    room = BATCH_SIZE - batched
-                    filling[batched:] = rest[:room]
-                    rest, batched = rest[room:], BATCH_SIZE
-                    if writing is not None:
-                        await _result(writing)  # the previous batch is written, or its error raised here
-                    writing = threads.submit(_write, fd, filling, position)
-                    filling, spare = spare, filling  # the one just written is free again
-                    position += BATCH_SIZE
-                    since_writeout += BATCH_SIZE
-                    batched = 0
-                    if since_writeout >= WRITEOUT_EVERY and (writeout is None or writeout.done()):
-                        if writeout is not None:
-                            writeout.result()  # done already: only to raise its error
-                        writeout = threads.submit(_start_writeback, fd)
-                        since_writeout = 0
-                filling[batched : batched + len(rest)] = rest
-                batched += len(rest)
-                rest = memoryview(b"")
-            if writing is not None:
-                await _result(writing)
-            # the last batch and the final flush in one hand-off
-            last, batched = memoryview(filling)[:batched], 0  # handed over: not written again below
-            writing = threads.submit(_write_and_flush, fd, last, position)
-            await _result(writing)
-            return position + len(last) - offset
-        except BaseException:
-            # The stream broke off (the client went away, a check refused it, it was
-            # stopped): the bytes that did arrive are written and flushed all the same,
-            # after the batch before them, so a resumable upload goes on from the last
-            # byte received. (A multipart route removes the file anyway.)
-            if batched or rest:
-                received = bytes(memoryview(filling)[:batched]) + bytes(rest)
-                writing = threads.submit(_write_after, writing, fd, received, position)
-            raise
-        finally:
-            # A thread cannot be stopped mid-call: on any way out, the file is closed
-            # once both have finished (their errors were raised above, or are beside
-            # the point now). The closing is a call of its own, in a thread, so that
-            # it happens even if this coroutine is cancelled again while it waits.
-            await _result(threads.submit(_close_after, fd, writing, writeout))
+        async for chunk in chunks:
+            if batches.end + len(chunk) > limit:
+                raise TooLarge
+            if check_head is not None:  # only until the first bytes are in
+                head += bytes(chunk[: head_size - len(head)])
+                if len(head) == head_size:
+                    check, check_head = check_head, None
+                    check(head)
+            await batches.add(chunk)
+        received = await batches.finish()
+        closed = True
+        return received - offset
+    except BaseException:
+        # The stream broke off (the client went away, a check refused it, it was
+        # stopped): the bytes that did arrive are written and flushed all the same,
+        # after the batch before them, so a resumable upload goes on from the last
+        # byte received. (A multipart route removes the file anyway.)
+        batches.write_what_is_held()
+        raise
     finally:
-        threads.shutdown(wait=False)  # every call has ended: the threads just exit
+        if not closed:
+            # A thread cannot be stopped mid-call: the file is closed once the calls
+            # made for it have ended. The closing is a call of its own, in a thread,
+            # so that it happens even if this coroutine is cancelled again while it waits.
+            await _result(pool.submit(_close_after, fd, batches.writing, batches.writeout))
+
+
+class _Batches:
+    """One upload's file, and the bytes that wait to be written to it.
+
+    Only the loop's thread uses this object; the pool's threads get a file
+    descriptor, the bytes and a position, and end a Future. At most one write
+    is in flight: a new batch goes only once the previous one has ended, so a
+    disk that falls behind slows the upload (the socket stops being read), not
+    the server's memory. A call in the pool may wait for an earlier call of
+    the same upload (the close waits for the last write): the pool takes its
+    calls in the order they came, so an earlier one is already running on
+    another thread, or done, and the wait cannot hold up the pool for good.
+    """
+
+    def __init__(self, fd: int, position: int, pool: ThreadPoolExecutor,
+                 clock: Callable[[], float]) -> None:
+        self.fd = fd
+        self.position = position  # where the next batch goes in the file
+        self.pool = pool
+        self.clock = clock
+        self.pieces: list[Chunk] = []  # a slow batch: the chunks as they came
+        self.buffer: bytearray | None = None  # a fast batch: a 1 MiB buffer being filled
+        self.held = 0  # bytes in the batch
+        self.began = 0.0  # when the batch's first bytes came
+        self.writing: Future[None] | None = None  # the last write handed over
+        self.written_buffer: bytearray | None = None  # its buffer, free again once it ends
+        self.writeout: Future[None] | None = None
+        self.since_writeout = 0
+
+    @property
+    def end(self) -> int:
+        """Where the file will end once what is held is written."""
+        return self.position + self.held
+
+    async def add(self, chunk: Chunk) -> None:
+        if self.buffer is not None:
+            await self._copy(memoryview(chunk))
+            return
+        self._hold(chunk)
+        if self.held < SLOW_BATCH:
+            return
+        if self.clock() - self.began >= FAST_FILL:  # slow: write what is here
+            await self._hand_over(self.pieces)
+        elif self.held >= FAST_PROOF:  # fast: copied into a buffer, a MiB at a time, from now on
+            pieces, self.pieces, self.held = self.pieces, [], 0
+            self.buffer = _spare_buffers.pop() if _spare_buffers else bytearray(BATCH_SIZE)
+            for piece in pieces:
+                await self._copy(memoryview(piece))
+
+    def _hold(self, chunk: Chunk) -> None:
+        if not self.held:
+            self.began = self.clock()
+        self.pieces.append(chunk)
+        self.held += len(chunk)
+
+    async def _copy(self, rest: memoryview) -> None:
+        while rest:
+            if self.buffer is None:  # a buffer was filled: the rest starts the next batch
+                self._hold(rest)
+                return
+            taken = rest[: BATCH_SIZE - self.held]
+            self.buffer[self.held: self.held + len(taken)] = taken
+            self.held += len(taken)
+            rest = rest[len(taken):]
+            if self.held == BATCH_SIZE:
+                await self._hand_over([self.buffer])
+
+    async def _hand_over(self, pieces: Sequence[Chunk]) -> None:
+        """Write the batch in a thread, once the previous write has ended."""
+        await self._previous_ended()
+        self.writing = self.pool.submit(_write, self.fd, pieces, self.position)
+        self.written_buffer, self.buffer, self.pieces = self.buffer, None, []
+        self.position += self.held
+        self.since_writeout += self.held
+        self.held = 0
+        if self.since_writeout >= WRITEOUT_EVERY and (self.writeout is None or self.writeout.done()):
+            if self.writeout is not None:
+                self.writeout.result()  # done already: only to raise its error
+            self.writeout = self.pool.submit(_start_writeback, self.fd)
+            self.since_writeout = 0
+
+    async def _previous_ended(self) -> None:
+        if self.writing is not None:
+            await _result(self.writing)  # its error, if any, is raised here
+        if self.written_buffer is not None:
+            if len(_spare_buffers) < SPARE_BUFFERS:
+                _spare_buffers.append(self.written_buffer)
+            self.written_buffer = None
+
+    async def finish(self) -> int:
+        """Write what is held, flush and close the file; where the file ends, once on disk."""
+        await self._previous_ended()
+        last = self._held_bytes()
+        self.writing = self.pool.submit(_write_flush_close, self.fd, last, self.position, self.writeout)
+        self.written_buffer, self.buffer = self.buffer, None
+        self.position += self.held
+        self.held = 0
+        await self._previous_ended()
+        return self.position
+
+    def write_what_is_held(self) -> None:
+        """After a break in the stream: what arrived is written and flushed after the
+        previous write, in a thread, not waited for here."""
+        if self.held:
+            last = self._held_bytes()
+            self.writing = self.pool.submit(_write_after, self.writing, self.fd, last, self.position)
+            self.buffer, self.pieces, self.held = None, [], 0  # not given back: a thread holds it
+
+    def _held_bytes(self) -> list[Chunk]:
+        if self.buffer is not None:
+            return [memoryview(self.buffer)[: self.held]]
+        return self.pieces
 
 
 async def _result(future: Future[T]) -> T:
     """The result of a call made in a thread.
 
     A call that has already ended costs nothing more; only when it has not
-    does the thread have to wake the loop when it ends. With one batch written
-    while the next one fills, the write has usually ended by then.
+    does the thread have to wake the loop when it ends.
     """
     if not future.done():
         # shielded: a cancelled wait must not cancel a call that has not started yet
@@ -135,7 +260,7 @@ async def _result(future: Future[T]) -> T:
 
 async def rename(source: Path, target: Path) -> None:
     """os.replace, then flush the directory, so the new name survives a power cut too."""
-    await asyncio.get_running_loop().run_in_executor(None, rename_durably, source, target)
+    await _result(disk_pool().submit(rename_durably, source, target))
 
 
 def _open(path: Path, offset: int) -> int:
@@ -148,12 +273,18 @@ def _open(path: Path, offset: int) -> int:
     return fd
 
 
-def _write(fd: int, data: bytes | bytearray | memoryview, position: int) -> None:
-    view = memoryview(data)
-    while view:  # a short write is rare on a regular file, but allowed
-        written = os.pwrite(fd, view, position)
+def _write(fd: int, pieces: Sequence[Chunk], position: int) -> None:
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    first = 0
+    while first < len(views):
+        written = os.pwritev(fd, views[first: first + MAX_PIECES], position)
         position += written
-        view = view[written:]
+        # a short write is rare on a regular file, but allowed: go on after what was written
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 def _start_writeback(fd: int) -> None:
@@ -165,15 +296,24 @@ def _start_writeback(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_and_flush(fd: int, data: bytes | memoryview, position: int) -> None:
-    _write(fd, data, position)
+def _write_flush_close(fd: int, pieces: Sequence[Chunk], position: int,
+                       writeout: Future[None] | None) -> None:
+    try:
+        _write(fd, pieces, position)
+        os.fdatasync(fd)
+    finally:
+        if writeout is not None:
+            concurrent.futures.wait([writeout])
+        os.close(fd)
+
+
+def _write_after(previous: Future[None] | None, fd: int, pieces: Sequence[Chunk], position: int) -> None:
+    if previous is not None:
+        concurrent.futures.wait([previous])
+        if previous.cancelled() or previous.exception() is not None:
+            return  # the file ends before position: what follows cannot be placed
+    _write(fd, pieces, position)
     os.fdatasync(fd)
-
-
-def _write_after(previous: Future[None] | None, fd: int, data: bytes, position: int) -> None:
-    if previous is not None and (previous.cancelled() or previous.exception() is not None):
-        return  # the file ends before position: what follows cannot be placed
-    _write_and_flush(fd, data, position)
 
 
 def _close_after(fd: int, *pending: Future[None] | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import unicodedata
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -98,20 +98,11 @@ def check_signature(head: bytes, expected: str) -> None:
         raise ApiError(415, "type_mismatch", "The file's contents do not match its extension.")
 
 
-async def signature_checked(chunks: AsyncIterable[bytes | memoryview],
-                            kind: str) -> AsyncGenerator[bytes | memoryview, None]:
-    """The chunks, passed on; refused (415) the moment the first bytes show the wrong container.
-
-    A stream that ends before SIGNATURE_SIZE bytes is not judged here: the
-    caller checks the stored file with check_stored_signature.
-    """
-    head = b""
-    async for chunk in chunks:
-        if len(head) < SIGNATURE_SIZE:
-            head += chunk[: SIGNATURE_SIZE - len(head)]
-            if len(head) == SIGNATURE_SIZE:
-                check_signature(head, kind)
-        yield chunk
+def signature_check(kind: str) -> Callable[[bytes], None]:
+    """For receive's check_head: refuses a stream (415) the moment its first
+    SIGNATURE_SIZE bytes show the wrong container. A stream that ends sooner is
+    not judged there: the caller checks the stored file with check_stored_signature."""
+    return lambda head: check_signature(head, kind)
 
 
 async def check_stored_signature(path: Path, kind: str) -> None:

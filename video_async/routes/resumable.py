@@ -23,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -220,12 +218,12 @@ async def _store(request: web.Request, upload: Upload, settings: Settings) -> in
     """Append the body to the upload's file; the upload's offset is its file's length after."""
     path = request.app[SETTINGS].layout.resumable(upload.id)
     start = upload.offset
-    chunks: AsyncGenerator[bytes | memoryview, None] = _body(request, settings)
-    if start == 0:  # its first bytes can be judged as they come, as the multipart route does
-        chunks = intake.signature_checked(chunks, intake.container_kind(upload.filename))
+    # its first bytes are judged as they come, as the multipart route does
+    check = intake.signature_check(intake.container_kind(upload.filename)) if start == 0 else None
     try:
-        async with contextlib.aclosing(chunks):
-            received = await receive.receive(chunks, path, upload.length, start)
+        received = await receive.receive(request.content.iter_chunked(settings.upload_chunk),
+                                         path, upload.length, start, check_head=check,
+                                         head_size=intake.SIGNATURE_SIZE)
     except BaseException:
         # receive keeps what arrived before the stream broke off: the file says how much
         upload.offset = await asyncio.to_thread(_size, path)
@@ -236,11 +234,6 @@ async def _store(request: web.Request, upload: Upload, settings: Settings) -> in
     log.info("PATCH %s: %d bytes at %d, now %d of %d", upload.id, received, start,
              upload.offset, upload.length)
     return received
-
-
-async def _body(request: web.Request, settings: Settings) -> AsyncGenerator[bytes, None]:
-    async for chunk in request.content.iter_chunked(settings.upload_chunk):
-        yield chunk
 
 
 def _size(path: Path) -> int:
