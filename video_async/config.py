@@ -230,7 +230,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description=(
             "Upload videos, transcode them to web-ready MP4 (H.264 + AAC) in the "
             "background with ffmpeg, and watch each task live in the browser. "
-            "Every flag can also be set as VIDEO_ASYNC_<NAME>, e.g. VIDEO_ASYNC_PORT=9000."
+            "Every flag can also be set as VIDEO_ASYNC_<NAME>, e.g. VIDEO_ASYNC_PORT=9000. "
+            "At start the process raises its limit on open files to the hard limit "
+            "(`ulimit -Hn` shows it; LimitNOFILE= in a systemd unit sets it): each upload "
+            "in flight holds a socket and a file."
         ),
     )
 
@@ -258,7 +261,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("max-queued", base.max_queued, int, "queued tasks (counting uploads in progress) beyond "
          "which uploads get 503 with Retry-After (default: %(default)s)")
     flag("max-uploads", base.max_uploads, int, "uploads streaming at once; one more gets 503 at "
-         "once (default: %(default)s)")
+         "once. An upload in flight costs a socket, a file and tens of KiB, no thread "
+         "(default: %(default)s)")
     flag("min-free-mb", base.min_free_bytes // MIB, int, "free disk space, in MiB, that uploads "
          "may never eat into; they get 507 instead (default: %(default)s)")
     flag("upload-idle-timeout", base.upload_idle_timeout, float, "seconds an upload may send "
