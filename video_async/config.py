@@ -7,6 +7,7 @@ directly and get exactly the app they describe.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import os
 import re
@@ -25,6 +26,7 @@ TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # URL- and cookie-safe as th
 PACKAGE_DIR = Path(__file__).parent
 
 
+@functools.lru_cache(maxsize=64)  # asked on every request, of the few names a server is called by
 def is_loopback(host: str) -> bool:
     """True for a name or address of this machine only: localhost, 127.x.x.x, ::1."""
     if host.rstrip(".").lower() == "localhost":

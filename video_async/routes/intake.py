@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .. import ffmpeg, receive
 from ..config import MIB, RESOLUTIONS, Settings
@@ -50,6 +50,13 @@ def display_name(raw: str) -> str:
         stem, dot, ext = name.rpartition(".")
         name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
     return name.strip() or "video"  # the cut may have left a space at the end
+
+
+def media_type(request: web.Request) -> str:
+    """The request's Content-Type without its parameters, lower case. (aiohttp's
+    request.content_type parses the header with the email package: a tenth of the
+    loop's time under hundreds of uploads.)"""
+    return request.headers.get(hdrs.CONTENT_TYPE, "").partition(";")[0].strip().lower()
 
 
 def container_kind(filename: str) -> str:

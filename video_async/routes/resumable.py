@@ -314,7 +314,7 @@ def _check_version(request: web.Request) -> None:
 
 
 def _check_content_type(request: web.Request) -> None:
-    if request.content_type != OFFSET_STREAM:
+    if intake.media_type(request) != OFFSET_STREAM:
         raise ApiError(415, "not_offset_stream",
                        f"Send an upload's bytes as Content-Type: {OFFSET_STREAM}.")
 

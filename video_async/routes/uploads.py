@@ -42,7 +42,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 @routes.post("/videos/upload")
 async def upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    if request.content_type != "multipart/form-data":
+    if intake.media_type(request) != "multipart/form-data":
         raise ApiError(400, "not_multipart",
                          "Send the video as multipart/form-data with a file field named 'video'.")
     # Refuse at once a body that announces it cannot fit, before reading a byte.
