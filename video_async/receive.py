@@ -10,21 +10,20 @@ name: the directory is flushed too.
 
 The loop never touches the disk, and an upload in flight costs little, however
 many there are: one small pool of threads (DISK_THREADS) writes for all of
-them, and an upload's bytes wait in a batch sized to its pace.
-- A slow upload (a phone on a mobile link) sends a few kilobytes at a time. Its
-  batch is the list of chunks as they arrived, written with one `pwritev` once
-  SLOW_BATCH bytes are there: no copy, and a few tens of KiB held per upload.
-- A fast one fills SLOW_BATCH within FAST_FILL seconds. Its bytes are then
-  copied into a 1 MiB buffer, and one thread writes a full buffer while the
-  loop fills the next. The copy looks like waste, but it is what keeps the
-  loop cheap: the buffers are taken from a shared stock and used again and
-  again, and each chunk is freed as soon as it is copied, so the next chunk
-  the socket reads lands in memory the process already has. Holding the
-  chunks themselves kept megabytes of them alive, and the socket's next reads
-  came in fresh pages: page faults on the loop, dearer than the copy.
-A write is handed to the pool and not waited for: the loop only looks whether
-the previous one has ended before it hands over the next, so an upload whose
-disk keeps up never makes a thread wake the loop.
+them, and an upload's bytes wait in a batch sized to its pace. Chunks are
+copied into the batch, and each is freed as soon as it is copied, as a bare
+handler that writes each chunk at once frees it: holding the chunks
+themselves kept the memory the socket reads into scattered and growing.
+- A slow upload (a phone on a mobile link) fills a batch of SLOW_BATCH bytes
+  before it goes to a thread: a few kilobytes held per upload.
+- A fast one (FAST_PROOF bytes within FAST_WINDOW seconds, judged again with
+  every FAST_PROOF bytes) gets 1 MiB batches, one written while the loop
+  fills the next: each hand-off to a thread costs the loop CPU.
+Batch buffers are taken from a shared stock and used again and again, so the
+copy lands in memory the process already has, not in fresh pages that would
+fault on the loop. A write is handed to the pool and not waited for: the loop
+only looks whether the previous one has ended before it hands over the next,
+so an upload whose disk keeps up never makes a thread wake the loop.
 
 Waiting for 200 MB to reach the disk at the end would take a good part of
 the time it took to receive them, so the disk starts early: every few
@@ -42,7 +41,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -54,28 +53,27 @@ Chunk = bytes | bytearray | memoryview
 # and the loop never waits for one to start, so a few threads serve hundreds of
 # uploads; more would only add threads. Flushes (fdatasync) are the long calls.
 DISK_THREADS = 4
-# A slow upload's batch: written once this much has arrived. Small, because each
-# upload in flight holds one; big enough that a hand-off carries a useful write.
-SLOW_BATCH = 32 * 1024
-# An upload that brings FAST_PROOF bytes before FAST_FILL seconds have passed is fast,
-# and is batched by the MiB. A slow one that was held up (the loop was busy, the link
-# stalled) can bring a few tens of KiB at once: that is not proof enough.
-FAST_FILL = 0.02
-FAST_PROOF = 256 * 1024
+# A slow upload's batch. Small, because each upload in flight holds one while it
+# fills; big enough that a hand-off to a thread carries a useful write.
+SLOW_BATCH = 16 * 1024
 # A fast upload's batch. Each hand-off to a thread costs the loop CPU; batches of
 # 4 MiB measured no cheaper than 1 MiB.
 BATCH_SIZE = 1024 * 1024
+# How an upload's pace is judged, again and again: it is fast while each FAST_PROOF
+# bytes of it come within FAST_WINDOW seconds (5 MB/s and more). A slow upload that
+# was held up (the link stalled, the loop was busy) brings a few tens of KiB at
+# once: that proves nothing, since the time is counted from the window's start.
+FAST_PROOF = 256 * 1024
+FAST_WINDOW = 0.05
 # Start writing out to the device once this much has been written since the last
 # start: the final flush then has at most this much (plus a batch) left to do.
 WRITEOUT_EVERY = 8 * 1024 * 1024
-# 1 MiB buffers kept for the next fast batch, beyond those in use.
-SPARE_BUFFERS = 2 * DISK_THREADS
-# pwritev takes at most IOV_MAX pieces (1024 on Linux); a slow batch has far fewer.
-MAX_PIECES = 512
+# Buffers kept for the next batches once written, beyond those in use.
+SPARE_BUFFERS = {SLOW_BATCH: 256, BATCH_SIZE: 2 * DISK_THREADS}
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-_spare_buffers: list[bytearray] = []  # only the loop's thread takes and gives back
+_spare_buffers: dict[int, list[bytearray]] = {size: [] for size in SPARE_BUFFERS}  # the loop's thread only
 
 
 def disk_pool() -> ThreadPoolExecutor:
@@ -133,7 +131,7 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
 
 
 class _Batches:
-    """One upload's file, and the bytes that wait to be written to it.
+    """One upload's file, and the batch of its bytes that waits to be written to it.
 
     Only the loop's thread uses this object; the pool's threads get a file
     descriptor, the bytes and a position, and end a Future. At most one write
@@ -151,10 +149,10 @@ class _Batches:
         self.position = position  # where the next batch goes in the file
         self.pool = pool
         self.clock = clock
-        self.pieces: list[Chunk] = []  # a slow batch: the chunks as they came
-        self.buffer: bytearray | None = None  # a fast batch: a 1 MiB buffer being filled
-        self.held = 0  # bytes in the batch
-        self.began = 0.0  # when the batch's first bytes came
+        self.size = SLOW_BATCH  # of the next batch
+        self.window, self.window_began = 0, clock()  # bytes since the pace was last judged
+        self.buffer: bytearray | None = None  # the batch being filled
+        self.held = 0  # bytes in it
         self.writing: Future[None] | None = None  # the last write handed over
         self.written_buffer: bytearray | None = None  # its buffer, free again once it ends
         self.writeout: Future[None] | None = None
@@ -166,43 +164,35 @@ class _Batches:
         return self.position + self.held
 
     async def add(self, chunk: Chunk) -> None:
-        if self.buffer is not None:
-            await self._copy(memoryview(chunk))
-            return
-        self._hold(chunk)
-        if self.held < SLOW_BATCH:
-            return
-        if self.clock() - self.began >= FAST_FILL:  # slow: write what is here
-            await self._hand_over(self.pieces)
-        elif self.held >= FAST_PROOF:  # fast: copied into a buffer, a MiB at a time, from now on
-            pieces, self.pieces, self.held = self.pieces, [], 0
-            self.buffer = _spare_buffers.pop() if _spare_buffers else bytearray(BATCH_SIZE)
-            for piece in pieces:
-                await self._copy(memoryview(piece))
-
-    def _hold(self, chunk: Chunk) -> None:
-        if not self.held:
-            self.began = self.clock()
-        self.pieces.append(chunk)
-        self.held += len(chunk)
-
-    async def _copy(self, rest: memoryview) -> None:
+        """Copy the chunk into batches, handing each full one to a thread."""
+        self.window += len(chunk)
+        if self.window >= FAST_PROOF:  # time to judge the pace again
+            now = self.clock()
+            size = BATCH_SIZE if now - self.window_began < FAST_WINDOW else SLOW_BATCH
+            self.window, self.window_began = 0, now
+            if size != self.size:
+                self.size = size
+                if self.buffer is not None:  # the batch goes in the size it has
+                    await self._hand_over()
+        rest = memoryview(chunk)
         while rest:
-            if self.buffer is None:  # a buffer was filled: the rest starts the next batch
-                self._hold(rest)
-                return
-            taken = rest[: BATCH_SIZE - self.held]
+            if self.buffer is None:
+                spare = _spare_buffers[self.size]
+                self.buffer = spare.pop() if spare else bytearray(self.size)
+            taken = rest[: len(self.buffer) - self.held]
             self.buffer[self.held: self.held + len(taken)] = taken
             self.held += len(taken)
             rest = rest[len(taken):]
-            if self.held == BATCH_SIZE:
-                await self._hand_over([self.buffer])
+            if self.held == len(self.buffer):
+                await self._hand_over()
 
-    async def _hand_over(self, pieces: Sequence[Chunk]) -> None:
+    async def _hand_over(self) -> None:
         """Write the batch in a thread, once the previous write has ended."""
+        assert self.buffer is not None
         await self._previous_ended()
-        self.writing = self.pool.submit(_write, self.fd, pieces, self.position)
-        self.written_buffer, self.buffer, self.pieces = self.buffer, None, []
+        self.writing = self.pool.submit(_write, self.fd, memoryview(self.buffer)[: self.held],
+                                        self.position)
+        self.written_buffer, self.buffer = self.buffer, None
         self.position += self.held
         self.since_writeout += self.held
         self.held = 0
@@ -216,15 +206,16 @@ class _Batches:
         if self.writing is not None:
             await _result(self.writing)  # its error, if any, is raised here
         if self.written_buffer is not None:
-            if len(_spare_buffers) < SPARE_BUFFERS:
-                _spare_buffers.append(self.written_buffer)
+            spare = _spare_buffers[len(self.written_buffer)]
+            if len(spare) < SPARE_BUFFERS[len(self.written_buffer)]:
+                spare.append(self.written_buffer)
             self.written_buffer = None
 
     async def finish(self) -> int:
         """Write what is held, flush and close the file; where the file ends, once on disk."""
         await self._previous_ended()
-        last = self._held_bytes()
-        self.writing = self.pool.submit(_write_flush_close, self.fd, last, self.position, self.writeout)
+        self.writing = self.pool.submit(_write_flush_close, self.fd, self._held_bytes(),
+                                        self.position, self.writeout)
         self.written_buffer, self.buffer = self.buffer, None
         self.position += self.held
         self.held = 0
@@ -235,14 +226,12 @@ class _Batches:
         """After a break in the stream: what arrived is written and flushed after the
         previous write, in a thread, not waited for here."""
         if self.held:
-            last = self._held_bytes()
-            self.writing = self.pool.submit(_write_after, self.writing, self.fd, last, self.position)
-            self.buffer, self.pieces, self.held = None, [], 0  # not given back: a thread holds it
+            self.writing = self.pool.submit(_write_after, self.writing, self.fd, self._held_bytes(),
+                                            self.position)
+            self.buffer, self.held = None, 0  # not given back: a thread holds it
 
-    def _held_bytes(self) -> list[Chunk]:
-        if self.buffer is not None:
-            return [memoryview(self.buffer)[: self.held]]
-        return self.pieces
+    def _held_bytes(self) -> memoryview:
+        return memoryview(self.buffer or b"")[: self.held]
 
 
 async def _result(future: Future[T]) -> T:
@@ -273,18 +262,12 @@ def _open(path: Path, offset: int) -> int:
     return fd
 
 
-def _write(fd: int, pieces: Sequence[Chunk], position: int) -> None:
-    views = [memoryview(piece).cast("B") for piece in pieces]
-    first = 0
-    while first < len(views):
-        written = os.pwritev(fd, views[first: first + MAX_PIECES], position)
+def _write(fd: int, data: Chunk, position: int) -> None:
+    view = memoryview(data)
+    while view:  # a short write is rare on a regular file, but allowed
+        written = os.pwrite(fd, view, position)
         position += written
-        # a short write is rare on a regular file, but allowed: go on after what was written
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
-            first += 1
-        if written:
-            views[first] = views[first][written:]
+        view = view[written:]
 
 
 def _start_writeback(fd: int) -> None:
@@ -296,10 +279,9 @@ def _start_writeback(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_flush_close(fd: int, pieces: Sequence[Chunk], position: int,
-                       writeout: Future[None] | None) -> None:
+def _write_flush_close(fd: int, data: Chunk, position: int, writeout: Future[None] | None) -> None:
     try:
-        _write(fd, pieces, position)
+        _write(fd, data, position)
         os.fdatasync(fd)
     finally:
         if writeout is not None:
@@ -307,12 +289,12 @@ def _write_flush_close(fd: int, pieces: Sequence[Chunk], position: int,
         os.close(fd)
 
 
-def _write_after(previous: Future[None] | None, fd: int, pieces: Sequence[Chunk], position: int) -> None:
+def _write_after(previous: Future[None] | None, fd: int, data: Chunk, position: int) -> None:
     if previous is not None:
         concurrent.futures.wait([previous])
         if previous.cancelled() or previous.exception() is not None:
             return  # the file ends before position: what follows cannot be placed
-    _write(fd, pieces, position)
+    _write(fd, data, position)
     os.fdatasync(fd)
 
 
