@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import aiofiles.os
 from aiohttp import web
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Every route but the uploads (which stream) reads at most this much body.
 SMALL_BODY = 64 * 1024
+BLOCKING_THREADS = 4
+
 # The page: no inline script, nothing from another host.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                            "img-src 'self' data:; media-src 'self'; object-src 'none'; "
@@ -71,6 +74,11 @@ def create_app(settings: Settings) -> web.Application:
 
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # asyncio.to_thread's pool (tasks.json, the disk's free space, a file's first bytes):
+    # of a fixed size, not one that grows with the machine's cores. Uploads' bytes have
+    # a pool of their own (receive.disk_pool), so neither waits behind the other.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
     layout = settings.layout
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
