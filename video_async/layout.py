@@ -24,9 +24,23 @@ from pathlib import Path
 # its first bytes). The page and the snapshot's path check read this too.
 SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
 
+# What new_task_id makes: the only thing a file name in the data dir is built from.
+TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)$")
 _RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?$")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
+
+
+def checked_id(task_id: str) -> str:
+    """The id itself, if it is one new_task_id could have made; ValueError otherwise.
+
+    Ids also arrive from outside the web process (a queue job read from Redis, a
+    hand-edited tasks.json): checked here, where a path is built from one, no id
+    can ever name a file outside the data dir.
+    """
+    if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+        raise ValueError(f"not a task id: {task_id!r}")
+    return task_id
 
 
 class DataLayout:
@@ -39,29 +53,31 @@ class DataLayout:
         self.ended_uploads_path = data_dir / "resumable-ended.json"
 
     def partial_upload(self, task_id: str) -> Path:
-        return self.uploads_dir / f"{task_id}.partial"
+        return self.uploads_dir / f"{checked_id(task_id)}.partial"
 
     def source(self, task_id: str, extension: str) -> Path:
-        return self.uploads_dir / f"{task_id}{extension}"
+        if extension not in SOURCE_EXTENSIONS:
+            raise ValueError(f"not an accepted extension: {extension!r}")
+        return self.uploads_dir / f"{checked_id(task_id)}{extension}"
 
     def resumable(self, upload_id: str) -> Path:
         """A resumable upload's bytes; its id becomes its task's id."""
-        return self.uploads_dir / f"{upload_id}.tus"
+        return self.uploads_dir / f"{checked_id(upload_id)}.tus"
 
     def resumable_info(self, upload_id: str) -> Path:
-        return self.uploads_dir / f"{upload_id}.tus.json"
+        return self.uploads_dir / f"{checked_id(upload_id)}.tus.json"
 
     def partial_resumable_info(self, upload_id: str) -> Path:
-        return self.uploads_dir / f"{upload_id}.tus.json.partial"
+        return self.uploads_dir / f"{checked_id(upload_id)}.tus.json.partial"
 
     def partial_output(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{task_id}.partial.mp4"
+        return self.outputs_dir / f"{checked_id(task_id)}.partial.mp4"
 
     def output(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{task_id}.mp4"
+        return self.outputs_dir / f"{checked_id(task_id)}.mp4"
 
     def thumbnail(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{task_id}.jpg"
+        return self.outputs_dir / f"{checked_id(task_id)}.jpg"
 
     # -- reading names back ------------------------------------------------------
 
