@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,11 +13,15 @@ from . import access
 from .app import create_app
 from .config import Settings
 from .ffmpeg import FFmpegError
+from .layout import PRIVATE_UMASK
 from .recovery import DataDirInUse
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    # Whatever umask it was started with: what the server, a worker and their ffmpeg
+    # write is for this user only (uploads, outputs, tasks.json, sidecars, the lock).
+    os.umask(PRIVATE_UMASK)
     if args[:1] == ["worker"]:
         _need_queue_extra("video-async worker")
         from .remote_worker import main as run_worker

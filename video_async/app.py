@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiofiles.os
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -74,10 +73,8 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     layout = settings.layout
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
-    if not await aiofiles.os.path.isdir(layout.data_dir):
+    if await asyncio.to_thread(layout.make_private):
         log.info("created the data dir %s", layout.data_dir.resolve())
-    for folder in (layout.uploads_dir, layout.outputs_dir):
-        await aiofiles.os.makedirs(folder, exist_ok=True)
     lock = DataDirLock(layout)
     await asyncio.to_thread(lock.acquire)
     try:

@@ -24,6 +24,11 @@ from pathlib import Path
 # its first bytes). The page and the snapshot's path check read this too.
 SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
 
+# Only the server's own user may read the data: the program runs under this umask, so
+# every file it or its ffmpeg makes is 0600 and every folder 0700.
+PRIVATE_UMASK = 0o077
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
 # What new_task_id makes: the only thing a file name in the data dir is built from.
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)$")
@@ -51,6 +56,26 @@ class DataLayout:
         self.snapshot_path = data_dir / "tasks.json"
         self.lock_path = data_dir / "tasks.json.lock"
         self.ended_uploads_path = data_dir / "resumable-ended.json"
+
+    def make_private(self) -> bool:
+        """Blocking: the data dir and its folders, made if missing, and made private
+        (the folders 0700, the files of the data dir's own 0600) if an older version or
+        another umask made them open. True if the data dir itself was made.
+
+        A data dir that existed keeps its own mode (it may be the folder the server was
+        started in); what it holds is private all the same.
+        """
+        created = not self.data_dir.is_dir()
+        if created:
+            self.data_dir.mkdir(mode=PRIVATE_FOLDER, parents=True)
+            self.data_dir.chmod(PRIVATE_FOLDER)
+        for folder in (self.uploads_dir, self.outputs_dir):
+            folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+            folder.chmod(PRIVATE_FOLDER)
+        for path in (self.snapshot_path, self.lock_path, self.ended_uploads_path):
+            if path.exists():
+                path.chmod(PRIVATE_FILE)
+        return created
 
     def partial_upload(self, task_id: str) -> Path:
         return self.uploads_dir / f"{checked_id(task_id)}.partial"

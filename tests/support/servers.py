@@ -85,14 +85,15 @@ class Server(Program):
 
 
 async def start_server(data_dir: Path, *flags: str, python: str = sys.executable,
-                       cwd: Path | None = None) -> Server:
-    """The program, started by python (this test's own unless given) in cwd, once it listens."""
+                       cwd: Path | None = None, umask: int = -1) -> Server:
+    """The program, started by python (this test's own unless given) in cwd (under umask,
+    if given), once it listens."""
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = await asyncio.create_subprocess_exec(
             python, "-m", "video_async", "--port", str(port), "--data-dir", str(data_dir), *flags,
-            stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+            stdout=out, stderr=subprocess.STDOUT, cwd=cwd, umask=umask)
     server = Server(proc, port, data_dir, log)
 
     async def listening() -> bool:
@@ -108,9 +109,9 @@ async def start_server(data_dir: Path, *flags: str, python: str = sys.executable
 
 
 @contextlib.asynccontextmanager
-async def running_server(data_dir: Path, *flags: str) -> AsyncIterator[Server]:
+async def running_server(data_dir: Path, *flags: str, umask: int = -1) -> AsyncIterator[Server]:
     """start_server() for the length of the block, stopped on the way out."""
-    server = await start_server(data_dir, *flags)
+    server = await start_server(data_dir, *flags, umask=umask)
     async with stopping(server):
         yield server
 
