@@ -23,7 +23,6 @@ from typing import Any
 
 from .display import card_texts
 from .ffmpeg import Media
-from .layout import TASK_ID
 
 
 class State(StrEnum):

@@ -24,6 +24,18 @@ MakeClient = Callable[..., Awaitable[AppClient]]
 Serve = Callable[..., Awaitable[TestServer]]
 
 
+def session_from(address: str, url: str, **options: Any) -> aiohttp.ClientSession:
+    """A client of the server at url whose connections leave from another address of this
+    machine (127.0.0.2, say): to the server, another client, as it would see one on the
+    network, with no header to believe."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    return aiohttp.ClientSession(base_url=url, connector=connector, **options)
+
+
+def url_of(server: TestServer) -> str:
+    return f"http://{server.host}:{server.port}"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
