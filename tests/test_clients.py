@@ -3,6 +3,8 @@ of itself to others (the files it writes, its logs, its redirects, its refusals)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from .support import tus
 from .support.checks import assert_error, assert_nothing_left
 from .support.clips import Clips
 from .support.internals import Settings
-from .support.raw import address, exchange
+from .support.raw import BOUNDARY, address, exchange, hang_up, post_raw
 from .support.servers import MakeClient, Serve, running_server, session_from, url_of
 from .support.uploading import AppClient, Http, get_json, upload_ok, wait_for_state
 from .support.waiting import in_snapshot, wait_until
@@ -176,3 +178,47 @@ async def test_the_token_links_redirect_stays_on_this_site(make_client: MakeClie
     location = headers["location"]
     assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
     assert location.endswith("?keep=1") and TOKEN not in location
+
+
+async def test_headers_sent_a_byte_at_a_time_are_cut_off(make_client: MakeClient) -> None:
+    client = await make_client(header_timeout=1.0, token=TOKEN)
+    reader, writer = await asyncio.open_connection(*address(client))
+
+    async def dribble() -> None:
+        """A header line that never ends, a byte every tenth of a second (pacing, as a
+        slow link would send it, not waiting for anything)."""
+        with contextlib.suppress(ConnectionError):
+            for byte in b"GET /tasks HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 10_000:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    dribbling = asyncio.create_task(dribble())
+    try:
+        async with asyncio.timeout(4):  # the limit, and room for a loaded machine
+            assert await reader.read() == b""  # closed, unanswered
+        assert not dribbling.done()  # while the client was still sending
+    finally:
+        dribbling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dribbling
+        await hang_up(writer)
+    assert loop.time() - started >= 0.9
+
+
+async def test_refusals_the_app_can_shape_are_json(client: AppClient, settings: Settings) -> None:
+    missing = await client.get("/static/nothing-here.js")
+    await assert_error(missing, 404, "not_found")
+    assert missing.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await client.get("/static/app.js")).status == 200
+
+    # a part name with a quote its client did not escape: aiohttp cannot read the header
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="a"; x=y.mp4"\r\n'
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    odd = await post_raw(client, head + b"\x00" * 5000 + f"\r\n--{BOUNDARY}--\r\n".encode())
+    await assert_error(odd, 400, "bad_multipart")
+    message = (await odd.json())["error"]["message"]
+    assert "None" not in message and "Content-Disposition" in message
+    await assert_nothing_left(client, settings)
