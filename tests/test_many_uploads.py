@@ -1,6 +1,6 @@
 """Hundreds of slow uploads at once: the server's threads stay the same few, and each
-upload in flight holds tens of KiB, not megabytes. Counted, not timed: threads and
-RSS from /proc of a real server process, while the uploads are held open mid-body."""
+upload in flight holds kilobytes, not megabytes. Counted, not timed: threads and RSS
+from /proc of a real server process, while the uploads are held open mid-body."""
 
 from __future__ import annotations
 
@@ -57,8 +57,13 @@ async def test_threads_and_memory_do_not_grow_with_uploads(tmp_path: Path, clips
             # both counts once the uploads are open and have sent their first bytes
             assert many["Threads"] <= 16, many
             assert many["Threads"] <= few["Threads"] + 2, (few, many)
+            # Each upload holds one 16 KiB batch; a server that falls behind its sockets (a
+            # busy machine) also has up to about 384 KiB per connection waiting in aiohttp's
+            # buffer (its high-water mark, 128 KiB, plus one 256 KiB read). Megabytes per
+            # upload (two 1 MiB buffers each, before) would be over this bound at any speed.
+            # The figure itself, against a bare handler's, is the benchmark's (item 9).
             per_upload = (many["VmRSS"] - few["VmRSS"]) / (MANY - FEW)
-            assert per_upload <= 128 * KIB, f"{per_upload / KIB:.0f} KiB per upload in flight"
+            assert per_upload <= 512 * KIB, f"{per_upload / KIB:.0f} KiB per upload in flight"
 
             for _, writer in connections:
                 writer.write(video[SENT_FIRST:] + tail)

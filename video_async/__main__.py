@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from . import access
 from .app import create_app
 from .config import Settings
 from .ffmpeg import FFmpegError
+from .layout import PRIVATE_UMASK
 from .recovery import DataDirInUse
 
 
@@ -32,6 +34,9 @@ def raise_open_file_limit() -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     open_files = raise_open_file_limit()
+    # Whatever umask it was started with: what the server, a worker and their ffmpeg
+    # write is for this user only (uploads, outputs, tasks.json, sidecars, the lock).
+    os.umask(PRIVATE_UMASK)
     if args[:1] == ["worker"]:
         _need_queue_extra("video-async worker")
         from .remote_worker import main as run_worker

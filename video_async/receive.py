@@ -253,7 +253,7 @@ async def rename(source: Path, target: Path) -> None:
 
 
 def _open(path: Path, offset: int) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, offset)  # anything past offset is from an attempt that was not acknowledged
     except BaseException:

@@ -13,7 +13,6 @@ task half-updated.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,8 +23,6 @@ from typing import Any
 
 from .display import card_texts
 from .ffmpeg import Media
-
-TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class State(StrEnum):

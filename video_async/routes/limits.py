@@ -1,4 +1,4 @@
-"""The upload route's limits: never flooded, never filled up, never held open by a silent client.
+"""The upload routes' limits: never flooded, never filled up, never held open by a silent client.
 
 `admitted` runs before a byte of the body is read: too many uploads at once or a
 full queue is a 503 with Retry-After, a body that would eat into the disk
@@ -12,6 +12,10 @@ Hundreds of uploads at once must cost the loop little: the watcher is a timer
 that looks at its upload four times a second, not a task of its own, and the
 disk's free space is asked of the kernel (in a thread) at most every
 FREE_SPACE_MAX_AGE seconds for all uploads together.
+
+`hold_room` caps what unfinished resumable uploads may hold room for, per client
+(429) and in all (503), so that one client's unfinished uploads cannot leave the
+disk guard no room for anyone else's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,8 +32,10 @@ from typing import TypeVar
 from aiohttp import web
 
 from ..config import MIB, Settings
+from ..display import human_size
 from ..errors import ApiError
 from ..keys import RESUMABLE, STORE, UPLOADS
+from ..resumable import Reservations, Upload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +83,47 @@ async def check_room(app: web.Application, settings: Settings, incoming: int) ->
     owed = app[RESUMABLE].reserved()
     if await free_bytes(app, settings.data_dir) - owed - incoming < settings.min_free_bytes:
         raise disk_full(settings)
+
+
+def client_of(request: web.Request) -> str:
+    """Whom per-client limits count an upload against: its address (behind a trusted
+    proxy, the one the proxy names)."""
+    return request.remote or ""
+
+
+def hold_room(request: web.Request, settings: Settings, upload: Upload) -> None:
+    """429 if the upload's client, or 503 if all clients together, would hold room for
+    more unfinished resumable uploads, or more missing bytes, than allowed once this
+    one (not active now) holds room for its own.
+
+    No await: call it just before the upload is made active, so that nothing can
+    pass in between.
+    """
+    uploads = request.app[RESUMABLE]
+    owed = upload.length - upload.offset
+    mine = uploads.reservations(upload.client)
+    room = max(settings.max_reserved_per_client_bytes, settings.max_upload_bytes)
+    if mine.count >= settings.max_unfinished_per_client or mine.owed + owed > room:
+        raise ApiError(429, "too_many_unfinished",
+                       f"This client already has {_uploads(mine.count)} unfinished, holding "
+                       f"room for {human_size(mine.owed)} still to come; one client may have "
+                       f"{settings.max_unfinished_per_client} and {human_size(room)}. Finish "
+                       "or cancel one, or wait: an upload that sends nothing for "
+                       f"{settings.reserve_idle:g} s stops holding room.",
+                       headers={"Retry-After": _retry_after(mine, settings)})
+    everyone = uploads.reservations()
+    room = max(settings.max_reserved_bytes, settings.max_upload_bytes)
+    if everyone.count >= settings.max_unfinished or everyone.owed + owed > room:
+        raise ApiError(503, "unfinished_full",
+                       "The server holds as many unfinished resumable uploads as it allows, "
+                       "from all its clients together; try again later.",
+                       headers={"Retry-After": _retry_after(everyone, settings)})
+
+
+def _retry_after(held: Reservations, settings: Settings) -> str:
+    """When the first of these uploads goes idle, if one is not receiving; else a whole idle period."""
+    wait = held.next_idle if held.next_idle is not None else settings.reserve_idle
+    return str(max(1, math.ceil(wait)))
 
 
 @contextlib.asynccontextmanager
