@@ -22,8 +22,8 @@ from aiohttp.typedefs import Middleware
 from . import access, ffmpeg
 from .config import Settings, asset_dir
 from .errors import INTERNAL_ERROR, ApiError
-from .keys import (FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE,
-                   UPLOADS, UploadCounter)
+from .keys import (FFMPEG, LAG, PAGE, PROBES, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT,
+                   STORE, UPLOADS, UploadCounter)
 from .loop_lag import LagMonitor
 from .recovery import DataDirLock, recover
 from .resumable import ResumableUploads
@@ -72,7 +72,9 @@ def create_app(settings: Settings) -> web.Application:
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     layout = settings.layout
+    ffmpeg.watch_children()
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
+    app[PROBES] = asyncio.Semaphore(settings.max_probes)
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     if not await aiofiles.os.path.isdir(layout.data_dir):
         log.info("created the data dir %s", layout.data_dir.resolve())

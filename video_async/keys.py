@@ -1,13 +1,14 @@
 """The app's shared objects, each under a typed key: `request.app[STORE]` is a TaskStore.
 
 Typed `web.AppKey`s (rather than string keys) let a type checker follow them.
-Everything here is made in `create_app`, except FFMPEG and RECOVERY, which
+Everything here is made in `create_app`, except FFMPEG, PROBES and RECOVERY, which
 only exist once start-up has run ffmpeg and looked at the data dir; no
 request is served before that. QUEUE exists in queue mode only.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,5 +53,6 @@ RESUMABLE = web.AppKey("resumable", ResumableUploads)
 LAG = web.AppKey("lag", LagMonitor)
 PAGE = web.AppKey("page", jinja2.Template)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
+PROBES = web.AppKey("probes", asyncio.Semaphore)  # the pool that upload probes wait in
 RECOVERY = web.AppKey("recovery", RecoveryReport)
 QUEUE = web.AppKey("queue", QueueStatus)
