@@ -581,6 +581,8 @@ NO_DECODER = "The video is in a format (codec) this server cannot decode."
 PLAIN_REASONS = (
     ("No space left on device", "The server's disk is full, so the video could not be written."),
     ("no decoder found", NO_DECODER),
+    ("exceeds specified max pixel count", "The video's frames are larger than this server "
+                                          "decodes (--max-pixels)."),
     ("moov atom not found", "The file is cut short: the end, where an MP4 or MOV keeps its "
                             "index, is missing. Was the upload or the recording interrupted?"),
     ("partial file", "The file is cut short: too little of the video is there to make "

@@ -17,6 +17,7 @@ or {"error": "what FFmpeg said"} when the file does not open.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from fractions import Fraction
 from typing import Any
@@ -24,6 +25,10 @@ from typing import Any
 import av
 import av.logging
 from av.video.stream import VideoStream
+
+
+# What FFmpeg logs when a decoder is asked for a picture larger than max_pixels.
+OVER_BUDGET = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 
 
 def _pair(value: Fraction | None) -> list[int] | None:
@@ -45,6 +50,10 @@ def describe(path: str, demuxer: str, max_pixels: int) -> dict[str, Any]:
         except (av.FFmpegError, ValueError, MemoryError) as exc:
             lines = [str(message).strip() for _, _, message in said]
             return {"error": "\n".join([*lines, str(exc)])}
+    # A decoder that refused a picture over the budget leaves its stream without a size;
+    # its size is in what it said (more may follow in the same stream: the first decides).
+    refused = next((match for _, _, message in said
+                    if (match := OVER_BUDGET.search(str(message)))), None)
     with container:
         streams = []
         main_video: VideoStream | None = None
@@ -56,7 +65,10 @@ def describe(path: str, demuxer: str, max_pixels: int) -> dict[str, Any]:
             if isinstance(stream, VideoStream) and stream.codec_context is not None:
                 video = stream.codec_context
                 fact["attached_pic"] = bool(stream.disposition & av.stream.Disposition.attached_pic)
-                fact.update(width=video.width, height=video.height,
+                width, height = video.width, video.height
+                if not (width and height) and refused:
+                    width, height = int(refused.group(1)), int(refused.group(2))
+                fact.update(width=width, height=height,
                             pixel_format=video.format.name if video.format else None,
                             # the container's aspect ratio wins over the codec's, as in ffmpeg's
                             # own transcode (av_guess_sample_aspect_ratio)
