@@ -44,3 +44,8 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def threads_of(pid: int) -> int:
+    """How many threads a process has now."""
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
