@@ -50,7 +50,6 @@ NICENESS = 10
 # The demuxer that reads each accepted container: named, never guessed from the contents,
 # so a manifest or playlist dressed as a video is read as the video it claims to be.
 DEMUXERS = {"bmff": "mov", "ebml": "matroska"}
-OUTPUT_CONTAINER = "bmff"  # what we write (MP4), for the runs that read our own output
 MAX_FRAME_RATE = 1000.0  # frames a second; more is no camera's, only a costly trick
 
 
@@ -70,9 +69,10 @@ class Limits:
         return f"{self.memory_bytes // MIB} MiB"
 
 
-def container_of_source(source: Path) -> str:
-    """The container a stored upload was accepted as, from the extension it is stored under."""
-    return SOURCE_EXTENSIONS[source.suffix.lower()]
+def container_of(stored: Path) -> str:
+    """The container of a file we stored, from its extension: an upload keeps the one it
+    was accepted under, and our outputs are named for what we wrote."""
+    return SOURCE_EXTENSIONS[stored.suffix.lower()]
 
 
 def input_args(path: Path, container: str, limits: Limits) -> list[str]:
@@ -311,7 +311,7 @@ def transcode_args(ffmpeg: str, source: Path, target: Path, size: tuple[int, int
     width, height = size
     args = [
         ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-        *input_args(source, container_of_source(source), limits),
+        *input_args(source, container_of(source), limits),
         "-map", "0:v:0",
         # setsar=1 after scaling to the display size: square pixels, right aspect ratio;
         # yuv420p because 4:4:4 and 10-bit H.264 won't play in most browsers
@@ -366,9 +366,9 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
 
 async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float,
                     limits: Limits) -> None:
-    """One JPEG frame, 320 pixels wide, taken at_seconds into the video (our own MP4)."""
+    """One JPEG frame, 320 pixels wide, taken at_seconds into the video (our own output)."""
     args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-ss", f"{at_seconds:.3f}", *input_args(video, OUTPUT_CONTAINER, limits),
+            "-ss", f"{at_seconds:.3f}", *input_args(video, container_of(video), limits),
             "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", "-f", "image2", str(target)]
     code, _, err = await _run_to_end(args, timeout=PROBE_TIMEOUT, limits=limits)
     if code != 0 or not await aiofiles.os.path.exists(target):

@@ -116,7 +116,7 @@ async def existing_output(settings: Settings, task_id: str) -> worker.Done | Non
     final = layout.output(task_id)
     try:
         stat = await aiofiles.os.stat(final)
-        result = await ffmpeg.probe(final, ffmpeg.OUTPUT_CONTAINER, ffmpeg.Limits.of(settings))
+        result = await ffmpeg.probe(final, ffmpeg.container_of(final), ffmpeg.Limits.of(settings))
     except (OSError, ffmpeg.FFmpegError):
         return None
     width, height = result.display_size

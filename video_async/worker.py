@@ -117,7 +117,7 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
     try:
         async with asyncio.timeout(settings.job_timeout):
             # a tasks.json from before probing was kept has no media: probe now
-            media = media or await ffmpeg.probe(source, ffmpeg.container_of_source(source), limits)
+            media = media or await ffmpeg.probe(source, ffmpeg.container_of(source), limits)
             duration = media.duration or 0.0
             warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, resolution,
                                              lambda seconds: progress(seconds, duration),
