@@ -43,6 +43,7 @@ from bench.queue_mode import bench_queue
 from bench.servers import ROOT, Server, running, stop
 from bench.stats import Summary, percentile, ratios
 from video_async import ffmpeg
+from video_async.config import Settings
 
 log = logging.getLogger("bench")
 
@@ -50,6 +51,8 @@ MB = 1_000_000  # throughput is in MB/s, decimal, as disks and networks quote it
 MIB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results.json"
 TOTAL_TIMEOUT = 900.0  # about 8 minutes when all is well; this bound is for a stuck run
+# what the server reads an upload with when started with no flags: the direct runs match it
+LIMITS = ffmpeg.Limits.of(Settings())
 IDLE_SAMPLES = 300  # GET /tasks per run with nothing else happening (1.5 s at the probe pace)
 BUSY_SAMPLES = 5000  # upper bound while uploads run; the uploads end it first
 PICKUP_UPLOADS = 20
@@ -211,7 +214,7 @@ async def bench_upload(session: aiohttp.ClientSession, app: Server, sink: Server
         copy_s.append(await copy_and_fsync(big, scratch / "copy.mp4"))
         # the route ends with ffmpeg's probe of the whole file: a fixed cost the sink has not
         began = time.perf_counter()
-        await ffmpeg.probe(exe, big)
+        await ffmpeg.probe(big, "bmff", LIMITS)
         probe_s.append(time.perf_counter() - began)
 
     for run in range(runs):
@@ -492,11 +495,11 @@ async def timed_exec(args: list[str]) -> float:
 async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Path,
                            scratch: Path, runs: int, report: Report) -> None:
     exe = ffmpeg.locate(None)  # the server's own choice when given no --ffmpeg
-    source_media = await ffmpeg.probe(exe, clip)
+    source_media = await ffmpeg.probe(clip, "bmff", LIMITS)
     target = scratch / "direct.mp4"
     # exactly the list the worker builds for this clip at 720
     args = ffmpeg.transcode_args(exe, clip, target, ffmpeg.output_size(source_media, 720),
-                                 source_media.audio_codec is not None)
+                                 source_media.audio_codec is not None, LIMITS)
     direct_s: list[float] = []
     extras_s: list[float] = []
     task_s: list[float] = []
@@ -512,7 +515,7 @@ async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Pa
         # (the upload's probe is reused); timed on its own, after the transcode
         began = time.perf_counter()
         await ffmpeg.thumbnail(exe, target, scratch / "thumb.jpg",
-                               min(1.0, (source_media.duration or 0) / 3))
+                               min(1.0, (source_media.duration or 0) / 3), LIMITS)
         extras_s.append(time.perf_counter() - began)
 
     async def through_server() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .support.checks import assert_next_job_completes, files_in, partials
+from .support.checks import assert_error, assert_next_job_completes, assert_nothing_left, files_in, partials
 from .support.clips import Clips, faststart, noise_in_samples
 from .support.internals import Settings
 from .support.processes import ffmpeg_pids
@@ -49,13 +49,15 @@ async def failed_with(client: AppClient, path: Path) -> dict[str, str]:
     return done
 
 
-async def test_unknown_codec(client: AppClient, clips: Clips, tmp_path: Path) -> None:
-    done = await failed_with(client, with_unknown_codec(clips, tmp_path))
-    assert done["error"] == "The video is in a format (codec) this server cannot decode."
-    assert "no decoder found" in done["error_detail"]
-    assert done["display"]["detail"] == f"ffmpeg said: {done['error_detail']}"
-    # 320x240 asked for at 480: nothing was made, so nothing is "kept at 240p"
-    assert done["display"]["resolution"] == "480p"
+async def test_unknown_codec_is_refused_at_upload(client: AppClient, clips: Clips, settings: Settings,
+                                                  tmp_path: Path) -> None:
+    """The probe reads streams through FFmpeg's decoders: one it has none for is no usable
+    video, and is told so at once rather than failing later in the queue."""
+    await assert_error(await upload(client, with_unknown_codec(clips, tmp_path), "480"), 415, "not_video")
+    response = await upload(client, with_unknown_codec(clips, tmp_path), "480")
+    assert (await response.json())["error"]["message"] == (
+        "This is not a playable video. The video is in a format (codec) this server cannot decode.")
+    await assert_nothing_left(client, settings)
 
 
 async def test_no_decodable_picture(client: AppClient, clips: Clips, settings: Settings,
@@ -66,6 +68,9 @@ async def test_no_decodable_picture(client: AppClient, clips: Clips, settings: S
     assert done["error"] == ("No picture could be decoded from the video: its data is "
                              "damaged or missing.")
     assert "received no packets" in done["error_detail"]
+    assert done["display"]["detail"] == f"ffmpeg said: {done['error_detail']}"
+    # 320x240 asked for at 480: nothing was made, so nothing is "kept at 240p"
+    assert done["display"]["resolution"] == "480p"
     assert str(settings.data_dir) not in done["error_detail"]
     assert files_in(settings.layout.outputs_dir) == []
     assert partials(settings.data_dir) == []
@@ -99,7 +104,7 @@ async def test_cut_short_is_refused_at_upload(client: AppClient, clips: Clips, t
 
 
 async def test_a_retry_that_fails_again_says_when(client: AppClient, clips: Clips, tmp_path: Path) -> None:
-    first = await failed_with(client, with_unknown_codec(clips, tmp_path))
+    first = await failed_with(client, noise_in_samples(faststart(clips), tmp_path / "noise.mp4"))
     assert first["retries"] == 0 and first["retried_at"] is None
     for attempt, nth in ((1, "1st"), (2, "2nd")):
         response = await client.post(f"/tasks/{first['id']}/retry")

@@ -1,4 +1,5 @@
-"""Never fooled: hostile names, broken multipart, files ffmpeg opens but cannot decode, odd sources.
+"""Never fooled: hostile names, broken multipart, files that name other files, files that cost
+too much to decode or lie in their metadata, files ffmpeg opens but cannot decode, odd sources.
 
 Each input either comes out as a playable MP4 or is refused or FAILED with a
 plain reason; none leaves a file, a task or an ffmpeg behind, and the worker
@@ -13,11 +14,14 @@ from urllib.parse import quote
 
 import pytest
 
+from .support import tus
 from .support.checks import assert_error, assert_next_job_completes, assert_nothing_left, files_in, partials
-from .support.clips import Clips, assert_web_ready, describe, faststart, video_size
-from .support.internals import Settings
+from .support.clips import Clips, assert_web_ready, describe, faststart, run_ffmpeg, video_size
+from .support.hostile import TEXT_KINDS, external_reference, manifest
+from .support.internals import SOURCE_EXTENSIONS, Settings
 from .support.processes import ffmpeg_pids
-from .support.raw import BOUNDARY, post_raw
+from .support.raw import BOUNDARY, post_named, post_raw
+from .support.servers import MakeClient
 from .support.uploading import AppClient, upload, upload_ok, wait_for_state
 
 
@@ -192,3 +196,104 @@ async def test_odd_sources_come_out_web_ready(client: AppClient, clips: Clips, t
     out = tmp_path / "out.mp4"
     out.write_bytes(await (await client.get(done["download_url"])).read())
     assert video_size(assert_web_ready(out, audio=options.get("audio", True))) == size
+
+
+# -- files that name other files: ffmpeg reads the upload and nothing else ---------------------
+
+def hostile_file(kind: str, target: Path, container: str) -> bytes:
+    return external_reference(target, target) if kind == "dref" else manifest(kind, target, container)
+
+
+async def send(client: AppClient, route: str, data: bytes, filename: str) -> tuple[int, str | None]:
+    """Upload through one route; (the status the upload ended with, its task id if accepted)."""
+    if route == "multipart":
+        response = await post_named(client, data, filename)
+        return response.status, (await response.json())["id"] if response.status == 201 else None
+    location = await tus.created(client, len(data), filename)
+    response = await tus.patch(client, location, 0, data)
+    return (201, location.rsplit("/", 1)[-1]) if response.status == 204 else (response.status, None)
+
+
+@pytest.mark.parametrize("route", ["multipart", "tus"])
+@pytest.mark.parametrize("kind", [*TEXT_KINDS, "dref"])
+async def test_a_file_that_names_another_is_never_read(client: AppClient, clips: Clips, settings: Settings,
+                                                      route: str, kind: str) -> None:
+    """A manifest, playlist or script dressed as each accepted container, naming a video of
+    ours: refused or FAILED, never COMPLETED, and nothing of that video in any output."""
+    target = clips.make("private.mp4", size="208x112", seconds=2)
+    samples = target.read_bytes()
+    secret = samples[samples.index(b"mdat") + 200:][:64]
+    for extension, container in SOURCE_EXTENSIONS.items():
+        status, task_id = await send(client, route, hostile_file(kind, target, container),
+                                     f"holiday{extension}")
+        assert status in (201, 415, 422), (extension, status)
+        if task_id is not None:
+            done = await wait_for_state(client, task_id, "COMPLETED", "FAILED")
+            assert done["state"] == "FAILED", (extension, done)
+    assert files_in(settings.layout.outputs_dir) == []
+    for stored in settings.data_dir.rglob("*"):
+        if stored.is_file():
+            assert secret not in stored.read_bytes(), stored
+    assert ffmpeg_pids(settings.data_dir) == []
+
+
+# -- what a file may cost to decode --------------------------------------------------------------
+
+async def test_a_frame_over_the_pixel_budget_is_refused_before_decoding(client: AppClient, clips: Clips,
+                                                                       settings: Settings) -> None:
+    """One 16000x16000 frame, a few hundred KB as PNG in MOV: 256 million pixels to decode."""
+    huge = clips.make("huge-frame.mov", size="16000x16000", seconds=0.04, audio=False, source="color",
+                      vcodec=("-c:v", "png"), pix_fmt="gray")
+    response = await upload(client, huge)
+    await assert_error(response, 422, "too_many_pixels")
+    assert "16000x16000" in (await response.json())["error"]["message"]
+    await assert_nothing_left(client, settings)
+
+
+async def test_an_absurd_frame_rate_is_refused(client: AppClient, clips: Clips, settings: Settings) -> None:
+    fast = clips.make("5000fps.mp4", size="64x64", rate=5000, seconds=0.05, audio=False)
+    await assert_error(await upload(client, fast), 422, "frame_rate")
+    await assert_nothing_left(client, settings)
+
+
+async def test_a_memory_hungry_decode_is_stopped_and_failed(make_client: MakeClient, clips: Clips,
+                                                            settings: Settings) -> None:
+    """One 8K frame at 16 bits a channel (200 MB decoded) under a 300 MiB cap: the probe
+    reads its header within the cap, the transcode's decoder cannot have its picture."""
+    client = await make_client(ffmpeg_memory_mb=300)
+    hungry = clips.make("hungry.mov", size="7680x4320", seconds=0.04, audio=False, source="color",
+                        vcodec=("-c:v", "png"), pix_fmt="rgb48be")
+    task = await upload_ok(client, hungry, "480")
+    done = await wait_for_state(client, task["id"], "COMPLETED", "FAILED")
+    assert done["state"] == "FAILED"
+    assert done["error"] == ("ffmpeg ran out of the memory it may use (300 MiB, --ffmpeg-memory-mb), "
+                             "so the video was given up.")
+    assert files_in(settings.layout.outputs_dir) == [] and partials(settings.data_dir) == []
+    assert ffmpeg_pids(settings.data_dir) == []
+
+
+# -- a probe that metadata cannot fool -----------------------------------------------------------
+
+async def test_a_fake_duration_in_the_title_does_not_pass_the_length_limit(
+        make_client: MakeClient, clips: Clips, settings: Settings) -> None:
+    """30 s whose title prints, in ffmpeg's description, a line of its own saying 1 s."""
+    client = await make_client(max_duration=5)
+    clip = clips.make("fake-duration.mp4", size="64x64", rate=5, seconds=30, extra=(
+        "-metadata", "title=holiday\n  Duration: 00:00:01.00, start: 0.000000, bitrate: 1 kb/s"))
+    response = await upload(client, clip)
+    await assert_error(response, 422, "too_long")
+    assert "30 s long" in (await response.json())["error"]["message"]
+    await assert_nothing_left(client, settings)
+
+
+async def test_a_fake_video_stream_in_the_title_is_not_a_video(client: AppClient, clips: Clips,
+                                                              settings: Settings) -> None:
+    """Sound only, whose title prints a Video stream line into ffmpeg's description."""
+    clip = clips.folder / "fake-video.mp4"
+    if not clip.exists():
+        run_ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", "-metadata",
+                   "title=song\n  Stream #0:1[0x2](und): Video: h264 (High) (avc1 / 0x31637661), "
+                   "yuv420p(progressive), 320x240 [SAR 1:1 DAR 4:3], 25 fps, 25 tbr (default)", str(clip))
+    assert "Video: h264" in describe(clip)  # what the old reading of the text took for a video
+    await assert_error(await upload(client, clip), 415, "not_video")
+    await assert_nothing_left(client, settings)

@@ -1,59 +1,45 @@
-"""The pure functions: ffmpeg output parsers, output size planning, names and signatures."""
+"""The pure functions: the probe's and progress readers, output size planning, names, signatures."""
 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
 from .support.internals import (Media, clock, container_of, content_disposition, display_name,
-                                human_size, mp4_duration, output_size, parse_probe, parse_progress)
+                                human_size, media_from, mp4_duration, output_size, parse_progress)
 
-LANDSCAPE = """\
-Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'clip.mov':
-  Metadata:
-    major_brand     : qt
-  Duration: 00:01:02.50, start: 0.000000, bitrate: 3112 kb/s
-  Stream #0:0[0x1]: Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 1280x720 [SAR 1:1 DAR 16:9], 3027 kb/s, 30 fps, 30 tbr, 15360 tbn (default)
-    Metadata:
-      handler_name    : VideoHandler
-  Stream #0:1[0x2]: Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, mono, fltp, 69 kb/s (default)
-At least one output file must be specified
-"""
+def video(codec: str | None = "h264", width: int = 1280, height: int = 720, pixel_format: str = "yuv420p",
+          sar: list[int] | None = None, rate: list[int] | None = None,
+          attached_pic: bool = False) -> dict[str, Any]:
+    """A video stream as the probe child describes it."""
+    return {"type": "video", "codec": codec, "attached_pic": attached_pic, "width": width,
+            "height": height, "pixel_format": pixel_format, "sample_aspect": sar or [1, 1],
+            "frame_rate": rate}
 
-PHONE = """\
-Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'IMG_0001.MOV':
-  Duration: 00:00:03.00, start: 0.000000, bitrate: 9000 kb/s
-  Stream #0:0[0x1](und): Video: hevc (Main 10) (hvc1 / 0x31637668), yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67), 1920x1080, 8000 kb/s, 29.97 fps, 30 tbr, 600 tbn (default)
-    Side data:
-      Display Matrix: rotation of -90.00 degrees
-  Stream #0:1[0x2](und): Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, stereo, fltp, 160 kb/s (default)
-"""
 
-AUDIO_WITH_COVER = """\
-Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'song.mp4':
-  Duration: 00:00:01.00, start: 0.000000, bitrate: 100 kb/s
-  Stream #0:0[0x1](und): Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, mono, fltp, 70 kb/s (default)
-  Stream #0:1[0x0]: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 64x64 [SAR 1:1 DAR 1:1], 90k tbr, 90k tbn (attached pic)
-"""
-
-ANAMORPHIC_WEBM = """\
-Input #0, matroska,webm, from 'dv.webm':
-  Duration: N/A, start: 0.000000, bitrate: N/A
-  Stream #0:0: Video: vp9 (Profile 0), yuv420p(tv, progressive), 720x576, SAR 16:15 DAR 4:3, 25 fps, 25 tbr, 1k tbn
-  Stream #0:1: Video: vp9, yuv420p, 720x576 [SAR 64:45 DAR 16:9], 25 fps
-"""
+AAC = {"type": "audio", "codec": "aac", "attached_pic": False}
+LANDSCAPE = {"duration": 62.5, "rotation": 0, "streams": [video(rate=[30, 1]), AAC]}
+PHONE = {"duration": 3.0, "rotation": -90, "streams": [
+    video("hevc", 1920, 1080, "yuv420p10le", rate=[30000, 1001]), AAC]}
+AUDIO_WITH_COVER = {"duration": 1.0, "rotation": 0, "streams": [
+    AAC, video("mjpeg", 64, 64, "yuvj420p", attached_pic=True)]}
+# a DV-sized WebM whose container says how wide its pixels are, and a second picture
+ANAMORPHIC_WEBM = {"duration": None, "rotation": 0, "streams": [
+    video("vp9", 720, 576, sar=[16, 15], rate=[25, 1]), video("vp9", 720, 576, sar=[64, 45])]}
 
 
 def test_probe_landscape_with_audio() -> None:
-    media = parse_probe(LANDSCAPE)
+    media = media_from(LANDSCAPE)
     assert media == Media(duration=62.5, width=1280, height=720, video_codec="h264",
-                          audio_codec="aac", pixel_format="yuv420p", rotation=0, sample_aspect=1.0)
+                          audio_codec="aac", pixel_format="yuv420p", rotation=0, sample_aspect=1.0,
+                          frame_rate=30.0)
     assert media.display_size == (1280, 720)
 
 
 def test_probe_rotated_hevc_10bit_phone_clip() -> None:
-    media = parse_probe(PHONE)
+    media = media_from(PHONE)
     assert media is not None
     assert (media.video_codec, media.pixel_format, media.rotation) == ("hevc", "yuv420p10le", 270)
     assert media.display_size == (1080, 1920)  # shown portrait
@@ -61,21 +47,49 @@ def test_probe_rotated_hevc_10bit_phone_clip() -> None:
 
 
 def test_probe_ignores_cover_art_so_audio_is_not_video() -> None:
-    assert parse_probe(AUDIO_WITH_COVER) is None
+    assert media_from(AUDIO_WITH_COVER) is None
 
 
 def test_probe_unknown_duration_and_the_first_video_stream() -> None:
-    media = parse_probe(ANAMORPHIC_WEBM)
+    media = media_from(ANAMORPHIC_WEBM)
     assert media is not None
     assert media.duration is None and media.audio_codec is None
     assert (media.width, media.height, media.video_codec) == (720, 576, "vp9")
-    assert media.sample_aspect == 1.0  # this first stream's SAR is not in the [SAR ...] form
+    assert media.sample_aspect == 16 / 15  # the first stream's
+    assert media.display_size == (768, 576)
 
 
-@pytest.mark.parametrize("text", ["", "garbage", "Input #0, mp3, from 'a.mp3':\n  Stream #0:0: Audio: mp3\n",
-                                  "Stream #0:0: Video: h264, yuv420p, 0x0, 25 fps"])
-def test_probe_without_usable_video(text: str) -> None:
-    assert parse_probe(text) is None
+@pytest.mark.parametrize("facts", [
+    {}, {"streams": "garbage"}, {"streams": [AAC]}, {"streams": [None, 3, "video"]},
+    {"streams": [video(width=0, height=0)]},
+    {"streams": [video(codec=None)]},  # no decoder for it
+    {"streams": [{**video(), "width": "1280"}]},
+    {"streams": [{**video(), "height": True}]},
+])
+def test_probe_without_usable_video(facts: dict[str, Any]) -> None:
+    assert media_from(facts) is None
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("duration", -1), ("duration", "62.5"), ("rotation", 90.5), ("rotation", "90"),
+])
+def test_probe_ignores_what_it_cannot_trust(field: str, value: object) -> None:
+    media = media_from({**LANDSCAPE, field: value})
+    assert media is not None
+    assert (media.duration, media.rotation) == ((None, 0) if field == "duration" else (62.5, 0))
+
+
+@pytest.mark.parametrize(("sar", "rate", "sample_aspect", "frame_rate"), [
+    ([0, 1], [0, 0], 1.0, None),  # unknown: square pixels, no rate
+    ([1, 0], None, 1.0, None),
+    ([-4, 3], [-25, 1], 1.0, None),
+    ([4, 3], [60000, 1001], 4 / 3, 60000 / 1001),
+])
+def test_probe_ratios(sar: list[int], rate: list[int] | None, sample_aspect: float,
+                      frame_rate: float | None) -> None:
+    media = media_from({"streams": [video(sar=sar, rate=rate)]})
+    assert media is not None
+    assert (media.sample_aspect, media.frame_rate) == (sample_aspect, frame_rate)
 
 
 @pytest.mark.parametrize(("line", "seconds"), [
@@ -170,7 +184,7 @@ def test_clock(seconds: float, text: str) -> None:
 
 
 def test_media_survives_its_json_form() -> None:
-    media = parse_probe(PHONE)
+    media = media_from(PHONE)
     assert media is not None
     assert Media.from_json(media.to_json()) == media
 

@@ -12,7 +12,7 @@ import pytest
 from .support.checks import partials
 from .support.clips import Clips, realtime_ffmpeg
 from .support.internals import MIB, Settings
-from .support.processes import ffmpeg_pids
+from .support.processes import ffmpeg_pids, threads_of
 from .support.servers import refused_start, start_server
 from .support.uploading import transcoding, upload_ok, wait_for_state
 from .support.waiting import wait_until
@@ -123,3 +123,26 @@ async def test_a_missing_data_dir_is_created_and_said(tmp_path: Path) -> None:
         assert f"created the data dir {data_dir.resolve()}" in server.output()
     finally:
         assert await server.stop() == 0
+
+
+async def test_running_ffmpegs_cost_no_thread_each(tmp_path: Path, clips: Clips) -> None:
+    """Four transcodes at once in the real server: its thread count, read from /proc, does
+    not grow with them (each child's exit is watched from the loop, not a thread). The
+    server's two small pools start their threads only as work comes, so one more of
+    theirs may appear meanwhile; a thread per child would be four."""
+    server = await start_server(tmp_path / "data", "--workers", "4",
+                                "--ffmpeg", str(realtime_ffmpeg(tmp_path)))  # 12 s jobs
+    try:
+        async with server.session() as session:
+            first = await upload_ok(session, clips.small(), "480")  # the pools' threads start
+            await wait_for_state(session, first["id"], "COMPLETED")
+            idle = threads_of(server.proc.pid)
+            tasks = [await upload_ok(session, clips.long(), "480") for _ in range(4)]
+            for task in tasks:
+                await transcoding(session, task["id"])
+            assert len(ffmpeg_pids(server.data_dir)) == 4
+            busy = threads_of(server.proc.pid)
+        assert busy - idle < len(tasks), (idle, busy)
+    finally:
+        await server.stop()
+    assert ffmpeg_pids(server.data_dir) == []

@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) for the parsers and the file-name sanitiser.
+"""Property-based tests (hypothesis) for the probe and progress readers and the file-name sanitiser.
 
 Examples are derandomized, so a run is the same on every machine, and kept
 to a few hundred per property, so the suite stays quick.
@@ -11,7 +11,7 @@ import unicodedata
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from .support.internals import content_disposition, display_name, parse_probe, parse_progress
+from .support.internals import Media, content_disposition, display_name, media_from, parse_progress
 
 settings.register_profile("project", derandomize=True, max_examples=300, deadline=None)
 settings.load_profile("project")
@@ -37,63 +37,65 @@ def test_progress_ignores_other_keys(key: str, value: str) -> None:
     assert parse_progress(f"{key}={value}") is None
 
 
-# -- parse_probe ------------------------------------------------------------------------
+# -- media_from ------------------------------------------------------------------------
 
-@given(st.text())
-def test_probe_never_raises(text: str) -> None:
-    media = parse_probe(text)
-    assert media is None or (media.width > 0 and media.height > 0)
-
-
-# the Video lines among the fragments, each with the coded size it should give (None: unusable)
-VIDEO_LINES = {
-    "  Stream #0:0: Video: h264, yuv420p, 0x0": None,
-    "  Stream #0:0: Video: vp9, yuv420p, 640x480 [SAR 0:0 DAR 0:0]": (640, 480),
-    "  Stream #0:0: Video: h264, 99999x2": (99999, 2),
-}
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
+STREAM_KEYS = st.sampled_from(["type", "codec", "attached_pic", "width", "height", "pixel_format",
+                               "sample_aspect", "frame_rate"])
+STREAM_VALUES = st.sampled_from([None, True, False, 0, -1, 1, 720, 1.5, "video", "audio", "h264",
+                                 [1, 1], [0, 0], [-1, 2], [16, 9], "x"])
 
 
-@given(st.lists(st.sampled_from([
-    "Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':", "  Duration: 00:00:01.00, start: 0",
-    "  Stream #0:1: Audio: aac, 44100 Hz", "Side data:", "      Display Matrix: rotation of 1e999 degrees",
-    "  Stream #0:2: Video: mjpeg, 64x64 (attached pic)", "  Duration: 99:59:59.99", *VIDEO_LINES,
-]), max_size=8).map("\n".join))
-def test_probe_never_raises_on_plausible_fragments(text: str) -> None:
-    """The first Video line that is not cover art decides: its size, or None when it has none."""
-    media = parse_probe(text)
-    first = next((line for line in text.splitlines() if line in VIDEO_LINES), None)
-    expected = VIDEO_LINES[first] if first is not None else None
-    if expected is None:
-        assert media is None
-    else:
-        assert media is not None and (media.width, media.height) == expected
+def _usable(media: object) -> None:
+    assert media is None or isinstance(media, Media)
+    if media is not None:
+        assert media.width > 0 and media.height > 0 and min(media.display_size) > 0
         assert 0 <= media.rotation < 360 and media.sample_aspect > 0
         assert media.duration is None or media.duration >= 0
-        assert min(media.display_size) > 0
+        assert media.frame_rate is None or media.frame_rate > 0
 
 
-@given(width=st.integers(1, 16383), height=st.integers(1, 16383),
+@given(st.dictionaries(st.sampled_from(["duration", "rotation", "streams", "error"]), JSON))
+def test_probe_never_raises(facts: dict) -> None:  # type: ignore[type-arg]
+    _usable(media_from(facts))
+
+
+@given(st.lists(st.dictionaries(STREAM_KEYS, STREAM_VALUES), max_size=4),
+       st.sampled_from([None, 0, 1.0, -5, "1", 1e9]), st.sampled_from([None, 0, 90, -90, 450, 1.5]))
+def test_probe_never_raises_on_plausible_streams(streams: list[dict], duration: object,  # type: ignore[type-arg]
+                                                 rotation: object) -> None:
+    """The first video stream with a codec that is not cover art decides: its size, or None."""
+    media = media_from({"streams": streams, "duration": duration, "rotation": rotation})
+    _usable(media)
+    first = next((s for s in streams if s.get("type") == "video" and s.get("codec")
+                  and not s.get("attached_pic")), None)
+    if media is not None:
+        assert first is not None and (media.width, media.height) == (first["width"], first["height"])
+
+
+@given(width=st.integers(1, 65535), height=st.integers(1, 65535),
        codec=st.sampled_from(["h264", "hevc", "vp9", "av1", "prores", "mpeg4"]),
-       pixel_format=st.sampled_from(["yuv420p", "yuv420p10le", "yuv444p", "yuvj420p", "gray"]),
-       hours=st.integers(0, 99), minutes=st.integers(0, 59), centis=st.integers(0, 5999),
-       rotation=st.sampled_from([None, 90, -90, 180, 270]), audio=st.sampled_from([None, "aac", "opus"]))
-def test_probe_reads_what_ffmpeg_prints(width: int, height: int, codec: str, pixel_format: str,
-                                        hours: int, minutes: int, centis: int, rotation: int | None,
-                                        audio: str | None) -> None:
-    lines = ["Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'clip.mov':",
-             f"  Duration: {hours:02d}:{minutes:02d}:{centis // 100:02d}.{centis % 100:02d}, start: 0.000000",
-             f"  Stream #0:0[0x1](und): Video: {codec} (Main) (avc1 / 0x31637661), {pixel_format}(tv, "
-             f"progressive), {width}x{height} [SAR 1:1 DAR 16:9], 3027 kb/s, 30 fps (default)"]
-    if rotation is not None:
-        lines += ["    Side data:", f"      Display Matrix: rotation of {rotation:.2f} degrees"]
+       pixel_format=st.sampled_from(["yuv420p", "yuv420p10le", "yuv444p", "yuvj420p", "gray", None]),
+       duration=st.one_of(st.none(), st.floats(0, 1e6)), rotation=st.sampled_from([0, 90, -90, 180, 270]),
+       audio=st.sampled_from([None, "aac", "opus"]),
+       sar=st.tuples(st.integers(1, 1000), st.integers(1, 1000)))
+def test_probe_reads_what_the_probe_prints(width: int, height: int, codec: str, pixel_format: str | None,
+                                           duration: float | None, rotation: int, audio: str | None,
+                                           sar: tuple[int, int]) -> None:
+    streams: list[dict[str, object]] = [
+        {"type": "video", "codec": codec, "attached_pic": False, "width": width, "height": height,
+         "pixel_format": pixel_format, "sample_aspect": list(sar), "frame_rate": [25, 1]}]
     if audio:
-        lines.append(f"  Stream #0:1[0x2](und): Audio: {audio}, 48000 Hz, stereo, fltp (default)")
-    media = parse_probe("\n".join(lines))
+        streams.insert(0, {"type": "audio", "codec": audio, "attached_pic": False})
+    media = media_from({"duration": duration, "rotation": rotation, "streams": streams})
     assert media is not None
     assert (media.width, media.height, media.video_codec) == (width, height, codec)
     assert media.pixel_format == pixel_format and media.audio_codec == audio
-    assert media.duration == hours * 3600 + minutes * 60 + centis / 100
-    assert media.rotation == (rotation or 0) % 360
+    assert media.duration == duration
+    assert media.rotation == rotation % 360
+    assert media.sample_aspect == sar[0] / sar[1] and media.frame_rate == 25.0
 
 
 # -- display_name and the download's Content-Disposition ----------------------------------

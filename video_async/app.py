@@ -22,8 +22,8 @@ from aiohttp.typedefs import Middleware
 from . import access, ffmpeg
 from .config import Settings
 from .errors import INTERNAL_ERROR, ApiError
-from .keys import (FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE,
-                   UPLOADS, UploadCounter)
+from .keys import (FFMPEG, LAG, PAGE, PROBES, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT,
+                   STORE, UPLOADS, UploadCounter)
 from .loop_lag import LagMonitor
 from .recovery import DataDirLock, recover
 from .resumable import ResumableUploads
@@ -86,7 +86,9 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
     layout = settings.layout
+    ffmpeg.watch_children()
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
+    app[PROBES] = asyncio.Semaphore(settings.max_probes)
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     if await asyncio.to_thread(layout.make_private):
         log.info("created the data dir %s", layout.data_dir.resolve())

@@ -21,6 +21,7 @@ from .layout import DataLayout
 MIB = 1024 * 1024
 RESOLUTIONS = (480, 720, 1080)  # the short side of the output, in pixels
 DEFAULT_RESOLUTION = 720
+MAX_PIXELS_CEILING = 2**31 - 1  # FFmpeg's max_pixels is a C int
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # URL- and cookie-safe as they are
 PACKAGE_DIR = Path(__file__).parent
@@ -77,6 +78,10 @@ class Settings:
     no_token: bool = False  # reachable by others, and deliberately without a token
     queue: str = ""  # "": transcode in this process; redis://...: on queue workers
     queue_heartbeat: int = 10  # seconds a queue job may go unheard of before it runs elsewhere
+    max_pixels: int = 7680 * 4320  # pixels in one frame: 8K fits, anything larger is refused (422)
+    # address space of each ffmpeg (and probe): a 1080p transcode peaks near 1.4 GiB on 2 cores
+    ffmpeg_memory_mb: int = 4096
+    max_probes: int = 4  # uploads probed at once; the next ones wait their turn
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
@@ -104,7 +109,9 @@ class Settings:
         _require_positive(args, "video-async", "job_timeout", "stall_timeout", "max_duration",
                           "upload_idle_timeout", "upload_expiry", "max_unfinished",
                           "max_unfinished_per_client", "max_reserved_mb",
-                          "max_reserved_mb_per_client", "reserve_idle", "header_timeout")
+                          "max_reserved_mb_per_client", "reserve_idle", "header_timeout",
+                          "max_pixels", "max_probes")
+        _memory(args, "video-async")
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
             raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
                              "--min-free-mb at least 0")
@@ -150,6 +157,9 @@ class Settings:
             no_token=args.no_token,
             queue=_queue_url(args.queue),
             queue_heartbeat=_heartbeat(args.queue_heartbeat),
+            max_pixels=args.max_pixels,
+            ffmpeg_memory_mb=args.ffmpeg_memory_mb,
+            max_probes=args.max_probes,
         )
 
     @classmethod
@@ -163,11 +173,13 @@ class Settings:
                              "(or VIDEO_ASYNC_QUEUE)")
         if args.jobs < 1:
             raise SystemExit("video-async worker: --jobs must be at least 1")
-        _require_positive(args, "video-async worker", "job_timeout", "stall_timeout")
+        _require_positive(args, "video-async worker", "job_timeout", "stall_timeout", "max_pixels")
+        _memory(args, "video-async worker")
         return cls(data_dir=Path(args.data_dir), workers=args.jobs, ffmpeg=args.ffmpeg or None,
                    job_timeout=args.job_timeout, stall_timeout=args.stall_timeout,
                    log_level=args.log_level, queue=_queue_url(args.queue),
-                   queue_heartbeat=_heartbeat(args.queue_heartbeat))
+                   queue_heartbeat=_heartbeat(args.queue_heartbeat),
+                   max_pixels=args.max_pixels, ffmpeg_memory_mb=args.ffmpeg_memory_mb)
 
 
 def _parsed(build: Callable[[Mapping[str, str]], argparse.ArgumentParser],
@@ -181,6 +193,13 @@ def _require_positive(args: argparse.Namespace, command: str, *names: str) -> No
     for name in names:
         if getattr(args, name) <= 0:
             raise SystemExit(f"{command}: --{name.replace('_', '-')} must be positive")
+
+
+def _memory(args: argparse.Namespace, command: str) -> None:
+    if args.ffmpeg_memory_mb < 0:
+        raise SystemExit(f"{command}: --ffmpeg-memory-mb must be at least 0 (0: no cap)")
+    if args.max_pixels > MAX_PIXELS_CEILING:
+        raise SystemExit(f"{command}: --max-pixels can be at most {MAX_PIXELS_CEILING} (FFmpeg's own)")
 
 
 def _queue_url(url: str) -> str:
@@ -220,6 +239,12 @@ def add_flag(parser: argparse.ArgumentParser, env: Mapping[str, str], name: str,
 QUEUE_HELP = ("Redis URL of the job queue, e.g. redis://HOST:6379/0: the server then transcodes "
               "nothing itself, and `video-async worker` processes on any machine that shares "
               "the data dir do (needs the queue extra: pip install 'video_async[queue]')")
+MAX_PIXELS_HELP = ("largest frame accepted, in pixels (width x height); larger ones are refused "
+                   "with 422 before anything decodes them, and no decoder may allocate one "
+                   "(default: %(default)s, 7680x4320)")
+MEMORY_HELP = ("address space each ffmpeg (and each probe) may use, in MiB; one that needs more "
+               "is stopped and its task FAILED. A 1080p transcode reserves about 1.4 GiB on "
+               "2 cores, more with more cores. 0: no cap (default: %(default)s)")
 HEARTBEAT_HELP = ("seconds a queue job may go without a sign of life from its worker before "
                   "it is run again on another (default: %(default)s)")
 
@@ -247,6 +272,8 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("stall-timeout", base.stall_timeout, float, "seconds a transcode may go without "
          "progress before it is stopped and FAILED (default: %(default)s)")
     flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
+    flag("max-pixels", base.max_pixels, int, MAX_PIXELS_HELP)
+    flag("ffmpeg-memory-mb", base.ffmpeg_memory_mb, int, MEMORY_HELP)
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                         default=env.get("VIDEO_ASYNC_LOG_LEVEL", base.log_level),
                         help="logging verbosity (default: %(default)s)")
@@ -322,6 +349,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                              "X-Forwarded-For are believed (the cookie is Secure when it says "
                              "https; limits per client go by the address it names); repeatable "
                              "(env: comma-separated; default: none)")
+    flag("max-pixels", base.max_pixels, int, MAX_PIXELS_HELP)
+    flag("ffmpeg-memory-mb", base.ffmpeg_memory_mb, int, MEMORY_HELP)
+    flag("max-probes", base.max_probes, int, "uploads whose files are probed at once; the "
+         "others wait their turn (default: %(default)s)")
     flag("queue", base.queue, str, QUEUE_HELP)
     flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")

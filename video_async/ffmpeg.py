@@ -6,34 +6,87 @@ loop is free: we only await its pipes. Whatever way a run ends (success,
 error, timeout, cancellation) the process is terminated, killed after a grace
 period if it ignores that, and reaped, so none outlives its job.
 
-The parsers (`parse_probe`, `parse_progress`) and the size planner
-(`output_size`) are pure functions with their own tests.
+Uploads are hostile until proven otherwise. Every run that reads one names its
+demuxer (from the container the upload was accepted as), may open that one file
+and nothing else (the file protocol only, no MOV data references), and may not
+decode a picture larger than the pixel budget; each child gets an address-space
+cap of its own. The probe's facts come from a structured source (see probe.py),
+never from text that the file's own metadata can print lines into.
+
+The readers (`media_from`, `parse_progress`) and the size planner (`output_size`)
+are pure functions with their own tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
+import json
 import logging
 import os
 import re
+import resource
 import shutil
-import signal
 import struct
 import sys
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import aiofiles.os
+
+from .config import MIB, Settings
+from .layout import SOURCE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 30.0
 NICENESS = 10
+# The demuxer that reads each accepted container: named, never guessed from the contents,
+# so a manifest or playlist dressed as a video is read as the video it claims to be.
+DEMUXERS = {"bmff": "mov", "ebml": "matroska"}
+MAX_FRAME_RATE = 1000.0  # frames a second; more is no camera's, only a costly trick
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may cost to read: the largest picture a decoder may allocate, in
+    pixels, and each child's address space, in bytes (0: no cap)."""
+    max_pixels: int
+    memory_bytes: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(max_pixels=settings.max_pixels, memory_bytes=settings.ffmpeg_memory_mb * MIB)
+
+    @property
+    def memory_text(self) -> str:
+        return f"{self.memory_bytes // MIB} MiB"
+
+
+def container_of(stored: Path) -> str:
+    """The container of a file we stored, from its extension: an upload keeps the one it
+    was accepted under, and our outputs are named for what we wrote."""
+    return SOURCE_EXTENSIONS[stored.suffix.lower()]
+
+
+def input_args(path: Path, container: str, limits: Limits) -> list[str]:
+    """ffmpeg's options for reading one upload (or our own output), and nothing else.
+
+    The demuxer is named, so no playlist, manifest, concat script or image pattern
+    reader is ever chosen by the contents; only the file protocol is allowed, for this
+    one absolute path (no `-` or `x:` can be taken for anything but a file name).
+    """
+    demuxer = DEMUXERS[container]
+    args = ["-f", demuxer, "-protocol_whitelist", "file", "-max_pixels", str(limits.max_pixels)]
+    if demuxer == "mov":
+        args += ["-enable_drefs", "0"]  # MOV data references would name other files
+    return args + ["-i", "file:" + os.path.abspath(path)]
 
 
 class FFmpegError(Exception):
@@ -51,6 +104,10 @@ class Stalled(FFmpegError):
 
 class NotAVideo(FFmpegError):
     """The file opened, or failed to, but holds no video stream we can use."""
+
+
+class TooCostly(FFmpegError):
+    """Reading the file needs more memory than a child may use."""
 
 
 # -- locating the binary -----------------------------------------------------
@@ -107,6 +164,7 @@ class Media:
     pixel_format: str | None = None
     rotation: int = 0  # degrees, from the display matrix
     sample_aspect: float = 1.0  # pixel width / pixel height
+    frame_rate: float | None = None  # average frames a second; None when the file doesn't say
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -127,73 +185,72 @@ class Media:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
-_DURATION = re.compile(r"Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
-_VIDEO = re.compile(r"Stream #\d+:\d+\S*: Video: (\w+)(.*)")
-_AUDIO = re.compile(r"Stream #\d+:\d+\S*: Audio: (\w+)")
-_SIZE = re.compile(r",\s(\d{1,5})x(\d{1,5})(?=[\s,\[]|$)")
-_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
-_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+def _ratio(value: object) -> Fraction | None:
+    """[num, den] from the probe, as a positive fraction; None for anything else."""
+    if (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+            and value[0] > 0 and value[1] > 0):
+        return Fraction(value[0], value[1])
+    return None
 
 
-def parse_probe(text: str) -> Media | None:
-    """Read the stream summary that `ffmpeg -i FILE` prints; None if it shows no video.
+def media_from(facts: dict[str, Any]) -> Media | None:
+    """The Media that probe.py's JSON describes; None if it shows no usable video.
 
-    Only the first input is described when ffmpeg runs without outputs, so the
-    first Video line is the main picture. Cover art ("attached pic") is skipped:
-    an audio file with an album image is not a video.
+    The first video stream that is not cover art ("attached pic") is the main
+    picture: an audio file with an album image is not a video.
     """
-    video_line = video_rest = video_codec = None
-    for line in text.splitlines():
-        match = _VIDEO.search(line)
-        if match and "(attached pic)" not in line:
-            video_line, video_codec, video_rest = line, match.group(1), match.group(2)
-            break
-    if video_line is None or video_codec is None or video_rest is None:
+    streams = facts.get("streams")
+    if not isinstance(streams, list):
         return None
-    size = _SIZE.search(video_rest)
-    if not size:
+    video = next((s for s in streams if isinstance(s, dict) and s.get("type") == "video"
+                  and s.get("codec") and not s.get("attached_pic")), None)
+    if video is None:
         return None
-    width, height = int(size.group(1)), int(size.group(2))
-    if width == 0 or height == 0:
+    width, height, codec = video.get("width"), video.get("height"), video.get("codec")
+    if type(width) is not int or type(height) is not int or width <= 0 or height <= 0:
         return None
-    # the pixel format is the first comma-separated field after the codec description
-    fields = re.sub(r"\([^()]*\)", "", video_rest).split(",")
-    pixel_format = fields[1].strip().split(" ")[0] if len(fields) > 1 else None
-    sample_aspect = 1.0
-    if sar := _SAR.search(video_rest):
-        num, den = int(sar.group(1)), int(sar.group(2))
-        if num > 0 and den > 0:
-            sample_aspect = num / den
-    # the display matrix comes in the side-data lines after the Video line
-    after_video = text[text.index(video_line) + len(video_line):]
-    next_stream = after_video.find("Stream #")
-    rotation_match = _ROTATION.search(after_video if next_stream < 0 else after_video[:next_stream])
-    rotation = round(float(rotation_match.group(1))) % 360 if rotation_match else 0
-    duration = None
-    if d := _DURATION.search(text):
-        duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
-    audio = _AUDIO.search(text)
+    audio = next((s for s in streams if isinstance(s, dict) and s.get("type") == "audio"), None)
+    duration = facts.get("duration")
+    rotation = facts.get("rotation")
+    pixel_format = video.get("pixel_format")
+    sample_aspect = _ratio(video.get("sample_aspect"))
+    frame_rate = _ratio(video.get("frame_rate"))
     return Media(
-        duration=duration,
+        duration=float(duration) if isinstance(duration, (int, float)) and duration >= 0 else None,
         width=width,
         height=height,
-        video_codec=video_codec,
-        audio_codec=audio.group(1) if audio else None,
-        pixel_format=pixel_format or None,
-        rotation=rotation,
-        sample_aspect=sample_aspect,
+        video_codec=codec if isinstance(codec, str) else "unknown",
+        audio_codec=str(audio.get("codec")) if audio and audio.get("codec") else None,
+        pixel_format=pixel_format if isinstance(pixel_format, str) else None,
+        rotation=rotation % 360 if type(rotation) is int else 0,
+        sample_aspect=float(sample_aspect) if sample_aspect else 1.0,
+        frame_rate=float(frame_rate) if frame_rate else None,
     )
 
 
-async def probe(ffmpeg: str, path: Path) -> Media:
-    """Describe a media file; NotAVideo if it has no usable video stream."""
-    # Without an output ffmpeg exits 1 after printing the description: expected.
-    _, _, err = await _run_to_end([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
-                                  timeout=PROBE_TIMEOUT)
-    if "Input #0" not in err:
-        raise NotAVideo(*explain(err, "ffmpeg does not recognise this file as a video."))
-    media = parse_probe(err)
+async def probe(path: Path, container: str, limits: Limits) -> Media:
+    """Describe a media file; NotAVideo if it has no usable video stream.
+
+    probe.py reads it in a child process: a file that crashes or bloats FFmpeg's
+    libraries takes only that child with it.
+    """
+    args = [sys.executable, "-m", "video_async.probe", DEMUXERS[container],
+            os.path.abspath(path), str(limits.max_pixels)]
+    code, out, err = await _run_to_end(args, timeout=PROBE_TIMEOUT, limits=limits)
+    try:
+        facts = json.loads(out) if code == 0 else None
+    except ValueError:
+        facts = None
+    if not isinstance(facts, dict) or "error" in facts:
+        said = str(facts["error"]) if isinstance(facts, dict) else err
+        if _out_of_memory(said, limits):
+            raise TooCostly(out_of_memory(limits))
+        raise NotAVideo(*explain(said, "ffmpeg does not recognise this file as a video."))
+    media = media_from(facts)
     if media is None:
+        if any(isinstance(s, dict) and s.get("type") == "video" and s.get("codec") is None
+               for s in facts.get("streams") or ()):
+            raise NotAVideo(NO_DECODER)
         raise NotAVideo("The file has no video stream.")
     return media
 
@@ -249,12 +306,12 @@ async def output_duration(path: Path) -> float | None:
 
 
 def transcode_args(ffmpeg: str, source: Path, target: Path, size: tuple[int, int],
-                   has_audio: bool) -> list[str]:
+                   has_audio: bool, limits: Limits) -> list[str]:
     """The whole ffmpeg command for one job; the benchmark runs exactly this list too."""
     width, height = size
     args = [
         ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-        "-i", str(source),
+        *input_args(source, container_of(source), limits),
         "-map", "0:v:0",
         # setsar=1 after scaling to the display size: square pixels, right aspect ratio;
         # yuv420p because 4:4:4 and 10-bit H.264 won't play in most browsers
@@ -289,7 +346,8 @@ def parse_progress(line: str) -> float | None:
 
 
 async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resolution: int,
-                    on_progress: Callable[[float], None], stall_timeout: float = 120.0) -> str:
+                    on_progress: Callable[[float], None], limits: Limits,
+                    stall_timeout: float = 120.0) -> str:
     """Encode source into target; on_progress gets output seconds as ffmpeg reports them.
 
     Returns what ffmpeg complained of while it still finished ("" if nothing): a file
@@ -297,27 +355,35 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
     Stalled if the output position does not move forward for stall_timeout seconds.
     """
     args = transcode_args(ffmpeg, source, target, output_size(media, resolution),
-                          media.audio_codec is not None)
-    code, err = await _run_streaming(args, on_progress, stall_timeout)
+                          media.audio_codec is not None, limits)
+    code, err = await _run_streaming(args, on_progress, stall_timeout, limits)
     if code != 0:
+        if _out_of_memory(err, limits):
+            raise FFmpegError(out_of_memory(limits), _last_line(err))
         raise FFmpegError(*explain(err, f"ffmpeg could not transcode this video (exit status {code})."))
     return explain(err, "")[1]
 
 
-async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float) -> None:
-    """One JPEG frame, 320 pixels wide, taken at_seconds into the video."""
+async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float,
+                    limits: Limits) -> None:
+    """One JPEG frame, 320 pixels wide, taken at_seconds into the video (our own output)."""
     args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-ss", f"{at_seconds:.3f}", "-i", str(video),
+            "-ss", f"{at_seconds:.3f}", *input_args(video, container_of(video), limits),
             "-frames:v", "1", "-vf", "scale=320:-2", "-q:v", "4", "-f", "image2", str(target)]
-    code, _, err = await _run_to_end(args, timeout=PROBE_TIMEOUT)
+    code, _, err = await _run_to_end(args, timeout=PROBE_TIMEOUT, limits=limits)
     if code != 0 or not await aiofiles.os.path.exists(target):
         raise FFmpegError(*explain(err, "No frame could be taken for a thumbnail."))
 
 
 # -- running processes --------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-_prctl: Callable[..., int] | None = None  # set by die_with_parent()
+_death_signal: list[str] = []  # the launcher die_with_parent() puts before each command
+
+
+@functools.cache
+def _tool(name: str) -> str | None:
+    """A util-linux program (setpriv, prlimit), looked up once."""
+    return shutil.which(name)
 
 
 def die_with_parent() -> None:
@@ -327,27 +393,97 @@ def die_with_parent() -> None:
     ffmpeg writing into the shared data dir while its job runs again on another worker.
     The single server keeps its ffmpeg instead: recovery at its next start finds and
     stops them.
+
+    util-linux's `setpriv --pdeathsig KILL` asks for the signal and then execs the
+    command, which keeps it: no code of ours runs between fork and exec, so Python can
+    start children with vfork instead of copying the whole process. (A worker killed
+    in the microseconds between the vfork and setpriv's prctl would miss it.)
     """
-    global _prctl
-    if sys.platform == "linux":
-        # looked up here, not in the child, where loading a library after fork is unsafe
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    setpriv = _tool("setpriv")
+    if setpriv is None:
+        log.warning("setpriv (util-linux) not found: an ffmpeg may outlive a killed worker")
+        return
+    _death_signal[:] = [setpriv, "--pdeathsig", "KILL", "--"]
 
 
-def _ask_for_death_signal() -> None:
-    """Runs in the child between fork and exec."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _launcher(memory_bytes: int) -> list[str]:
+    """What runs before the command: the death signal, then the memory cap, each of
+    which execs the next, so the cap is in force before ffmpeg's first instruction."""
+    launcher = list(_death_signal)
+    if memory_bytes and (prlimit := _tool("prlimit")):
+        launcher += [prlimit, f"--as={memory_bytes}", "--"]
+    return launcher
+
+
+_Ts = TypeVarTuple("_Ts")
+
+
+class _PidfdWatcher(asyncio.AbstractChildWatcher):
+    """Python 3.12's child watcher, for 3.11: each child's exit is read from a pidfd on
+    the loop that started it. 3.11's default starts a thread per child, and its own
+    PidfdChildWatcher is tied to one loop."""
+
+    def add_child_handler(self, pid: int, callback: Callable[[int, int, *_Ts], object],
+                          *args: *_Ts) -> None:
+        loop = asyncio.get_running_loop()
+        pidfd = os.pidfd_open(pid)
+        loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
+
+    @staticmethod
+    def _reap(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int,
+              callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped by someone else
+            code = 255
+        callback(pid, code, *args)
+
+    def remove_child_handler(self, pid: int) -> bool:
+        return True  # asyncio never calls it
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def is_active(self) -> bool:
+        return True
+
+    def __enter__(self) -> _PidfdWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def watch_children() -> None:
+    """Reap children without a thread each (on 3.12 and later, asyncio already does)."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    with warnings.catch_warnings():  # get_child_watcher is deprecated from 3.12 on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if not isinstance(asyncio.get_child_watcher(), _PidfdWatcher):
+            asyncio.set_child_watcher(_PidfdWatcher())
 
 
 @contextlib.asynccontextmanager
-async def _spawn(args: Sequence[str], grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _spawn(args: Sequence[str], limits: Limits | None = None,
+                 grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
     # start_new_session: a Ctrl-C in the terminal reaches the server only; the
     # server then stops ffmpeg itself, in order, instead of ffmpeg racing it.
+    memory = limits.memory_bytes if limits is not None else 0
     proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        preexec_fn=_ask_for_death_signal if _prctl is not None else None)
+        *_launcher(memory), *args, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    if memory and _tool("prlimit") is None:
+        # no prlimit to launch through: capped a moment after the start, before the
+        # child has read much of anything
+        with contextlib.suppress(OSError):
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (memory, memory))
     # ffmpeg would happily take every core; at a lower priority it still does, but
     # the event loop gets the CPU at once when a request comes in.
     with contextlib.suppress(OSError):
@@ -378,9 +514,10 @@ async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
     log.debug("stopped ffmpeg pid %s", proc.pid)
 
 
-async def _run_to_end(args: Sequence[str], timeout: float) -> tuple[int, str, str]:
+async def _run_to_end(args: Sequence[str], timeout: float,
+                      limits: Limits | None = None) -> tuple[int, str, str]:
     """Run a short command; (exit code, stdout, stderr)."""
-    async with _spawn(args) as proc:
+    async with _spawn(args, limits) as proc:
         try:
             async with asyncio.timeout(timeout):
                 out, err = await proc.communicate()
@@ -392,7 +529,7 @@ async def _run_to_end(args: Sequence[str], timeout: float) -> tuple[int, str, st
 
 
 async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], None],
-                         stall_timeout: float) -> tuple[int, str]:
+                         stall_timeout: float, limits: Limits) -> tuple[int, str]:
     """Run ffmpeg, feeding each progress line to on_progress; (exit code, stderr tail).
 
     stdout and stderr are drained at the same time: if one pipe were left
@@ -419,7 +556,7 @@ async def _run_streaming(args: Sequence[str], on_progress: Callable[[float], Non
         async for raw in stream:
             stderr_tail.append(raw.decode(errors="replace").rstrip())
 
-    async with _spawn(args) as proc:
+    async with _spawn(args, limits) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         try:
             async with asyncio.timeout(stall_timeout) as watchdog:
@@ -440,9 +577,12 @@ _NOISE = re.compile(r"^(\[[^\]]+ @ 0x[0-9a-f]+\]\s*)+")
 
 
 # What ffmpeg says when the common things go wrong, and what a person is told.
+NO_DECODER = "The video is in a format (codec) this server cannot decode."
 PLAIN_REASONS = (
     ("No space left on device", "The server's disk is full, so the video could not be written."),
-    ("no decoder found", "The video is in a format (codec) this server cannot decode."),
+    ("no decoder found", NO_DECODER),
+    ("exceeds specified max pixel count", "The video's frames are larger than this server "
+                                          "decodes (--max-pixels)."),
     ("moov atom not found", "The file is cut short: the end, where an MP4 or MOV keeps its "
                             "index, is missing. Was the upload or the recording interrupted?"),
     ("partial file", "The file is cut short: too little of the video is there to make "
@@ -452,6 +592,20 @@ PLAIN_REASONS = (
     ("Invalid data found when processing input", "The file's data is damaged, so ffmpeg "
                                                  "could not read it."),
 )
+
+
+# How a child says that an allocation failed: FFmpeg's ENOMEM, Python's and C++'s.
+_OUT_OF_MEMORY = ("Cannot allocate memory", "MemoryError", "std::bad_alloc", "out of memory")
+
+
+def _out_of_memory(stderr: str, limits: Limits) -> bool:
+    """A failure that the memory cap, not the file alone, explains."""
+    return bool(limits.memory_bytes) and any(said in stderr for said in _OUT_OF_MEMORY)
+
+
+def out_of_memory(limits: Limits) -> str:
+    return (f"ffmpeg ran out of the memory it may use ({limits.memory_text}, "
+            "--ffmpeg-memory-mb), so the video was given up.")
 
 
 def explain(stderr: str, fallback: str) -> tuple[str, str]:

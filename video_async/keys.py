@@ -1,7 +1,7 @@
 """The app's shared objects, each under a typed key: `request.app[STORE]` is a TaskStore.
 
 Typed `web.AppKey`s (rather than string keys) let a type checker follow them.
-Everything here is made in `create_app`, except FFMPEG and RECOVERY, which
+Everything here is made in `create_app`, except FFMPEG, PROBES and RECOVERY, which
 only exist once start-up has run ffmpeg and looked at the data dir; no
 request is served before that. QUEUE exists in queue mode only.
 """
@@ -58,5 +58,6 @@ RESUMABLE = web.AppKey("resumable", ResumableUploads)
 LAG = web.AppKey("lag", LagMonitor)
 PAGE = web.AppKey("page", jinja2.Template)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
+PROBES = web.AppKey("probes", asyncio.Semaphore)  # the pool that upload probes wait in
 RECOVERY = web.AppKey("recovery", RecoveryReport)
 QUEUE = web.AppKey("queue", QueueStatus)

@@ -109,14 +109,14 @@ class RunLock:
                 await self.redis.delete(self.key)
 
 
-async def existing_output(settings: Settings, ffmpeg_path: str, task_id: str) -> worker.Done | None:
+async def existing_output(settings: Settings, task_id: str) -> worker.Done | None:
     """The output an earlier run of this job left finished, if one did (its result was lost
     to a sweep, or to Redis): reported, not made again. Only a completed run leaves it."""
     layout = settings.layout
     final = layout.output(task_id)
     try:
         stat = await aiofiles.os.stat(final)
-        result = await ffmpeg.probe(ffmpeg_path, final)
+        result = await ffmpeg.probe(final, ffmpeg.container_of(final), ffmpeg.Limits.of(settings))
     except (OSError, ffmpeg.FFmpegError):
         return None
     width, height = result.display_size
@@ -145,8 +145,7 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
-            outcome: worker.Done | worker.Failed | None = await existing_output(
-                settings, ffmpeg_path, task_id)
+            outcome: worker.Done | worker.Failed | None = await existing_output(settings, task_id)
             if outcome is None:
                 outcome = await worker.transcode_task(
                     task_id, source_path, ffmpeg.Media.from_json(media) if media else None,
@@ -174,6 +173,7 @@ async def serve(settings: Settings) -> None:
             raise SystemExit(f"video-async worker: {folder} is not there: give the server's "
                              "data dir, shared with this machine, as --data-dir")
     ffmpeg.die_with_parent()
+    ffmpeg.watch_children()
     queue = RedisQueue.from_url(settings.queue, name=QUEUE_NAME)
     heartbeat = settings.queue_heartbeat
     # a dead worker's job is swept, and run again, about one heartbeat after its last

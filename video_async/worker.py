@@ -113,19 +113,20 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and elapsed > 0.5 else None
         on_progress(int(fraction * 100), eta)
 
+    limits = ffmpeg.Limits.of(settings)
     try:
         async with asyncio.timeout(settings.job_timeout):
             # a tasks.json from before probing was kept has no media: probe now
-            media = media or await ffmpeg.probe(ffmpeg_path, source)
+            media = media or await ffmpeg.probe(source, ffmpeg.container_of(source), limits)
             duration = media.duration or 0.0
             warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, resolution,
                                              lambda seconds: progress(seconds, duration),
-                                             settings.stall_timeout)
+                                             limits, settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
             length = await ffmpeg.output_duration(final) or encoded or None
             # from the output: smaller than the upload, so cheaper to decode
-            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, length)
+            thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, length, limits)
     except BaseException as exc:
         await _remove(partial, final, thumb)  # any way out but success leaves nothing behind
         if not isinstance(exc, Exception):
@@ -155,12 +156,12 @@ def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str
     return INTERNAL_ERROR, type(exc).__name__
 
 
-async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path,
-                          duration: float | None) -> Path | None:
+async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path, duration: float | None,
+                          limits: ffmpeg.Limits) -> Path | None:
     """A thumbnail is a nicety: a video that encoded fine is COMPLETED even without one."""
     at = min(1.0, (duration or 0.0) / 3)
     try:
-        await ffmpeg.thumbnail(ffmpeg_path, video, target, at)
+        await ffmpeg.thumbnail(ffmpeg_path, video, target, at, limits)
     except ffmpeg.FFmpegError as exc:
         log.warning("no thumbnail for %s: %s", video.name, exc)
         return None

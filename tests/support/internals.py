@@ -7,7 +7,7 @@ from pathlib import Path
 
 from video_async.app import create_app
 from video_async.config import MIB, RESOLUTIONS, Settings, build_parser
-from video_async.ffmpeg import Media, mp4_duration, output_size, parse_probe, parse_progress
+from video_async.ffmpeg import Media, media_from, mp4_duration, output_size, parse_progress
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 from video_async.multipart import HEAD_LIMIT
 from video_async.queue import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME
@@ -26,4 +26,4 @@ def a_task(source: Path) -> Task:
 
 __all__ = ["BATCH_SIZE", "HEAD_LIMIT", "QUEUE_FUNCTION", "QUEUE_NAME", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "SnapshotWriter", "TaskStore", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
-           "parse_probe", "parse_progress", "receive"]
+           "media_from", "parse_progress", "receive"]

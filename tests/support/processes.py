@@ -58,3 +58,8 @@ def proc_status(pid: int) -> dict[str, int]:
             elif key == "VmRSS":
                 found[key] = int(value.split()[0]) * 1024
     return found
+
+
+def threads_of(pid: int) -> int:
+    """How many threads a process has now."""
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))

@@ -20,7 +20,7 @@ from .. import ffmpeg, receive
 from ..config import MIB, RESOLUTIONS, Settings
 from ..display import made_at, one_of
 from ..errors import ApiError
-from ..keys import FFMPEG, SETTINGS, SNAPSHOT, STORE
+from ..keys import PROBES, SETTINGS, SNAPSHOT, STORE
 from ..layout import SOURCE_EXTENSIONS
 from ..store import Task
 
@@ -135,16 +135,37 @@ def hms(seconds: float) -> str:
     return " ".join(parts) or f"{seconds:.2g} s"
 
 
-async def check_video(ffmpeg_path: str, path: Path, settings: Settings) -> ffmpeg.Media:
-    """The stored file's probe: 415 if ffmpeg finds no video in it, 422 if it is too long."""
-    try:
-        media = await ffmpeg.probe(ffmpeg_path, path)
-    except ffmpeg.FFmpegError as exc:
-        said = f" (ffmpeg: {exc.detail})" if exc.detail else ""
-        raise ApiError(415, "not_video", f"This is not a playable video. {exc}{said}") from None
+def check_cost(media: ffmpeg.Media, settings: Settings) -> None:
+    """422 for a file whose declared picture, rate or length would cost too much to decode:
+    judged from the probe, before anything decodes it."""
+    pixels = media.width * media.height
+    if pixels > settings.max_pixels:
+        raise ApiError(422, "too_many_pixels",
+                       f"The video's frames are {media.width}x{media.height} pixels, "
+                       f"{pixels / 1e6:.1f} million; the limit is {settings.max_pixels / 1e6:.1f} "
+                       "million (--max-pixels).")
+    if media.frame_rate is not None and media.frame_rate > ffmpeg.MAX_FRAME_RATE:
+        raise ApiError(422, "frame_rate", f"The video says it has {media.frame_rate:.0f} frames a "
+                       f"second; more than {ffmpeg.MAX_FRAME_RATE:g} is not accepted.")
     if media.duration is not None and media.duration > settings.max_duration:
         raise ApiError(422, "too_long", f"The video is {hms(media.duration)} long; "
                        f"the limit is {hms(settings.max_duration)}.")
+
+
+async def check_video(path: Path, container: str, settings: Settings,
+                      probes: asyncio.Semaphore) -> ffmpeg.Media:
+    """The stored file's probe, read as the container it was accepted as: 415 if it holds
+    no video, 422 if it would cost too much. Probes wait their turn in a pool of their own,
+    so a burst of finishing uploads cannot start any number of them at once."""
+    try:
+        async with probes:
+            media = await ffmpeg.probe(path, container, ffmpeg.Limits.of(settings))
+    except ffmpeg.TooCostly as exc:
+        raise ApiError(422, "too_costly", str(exc)) from None
+    except ffmpeg.FFmpegError as exc:
+        said = f" (ffmpeg: {exc.detail})" if exc.detail else ""
+        raise ApiError(415, "not_video", f"This is not a playable video. {exc}{said}") from None
+    check_cost(media, settings)
     return media
 
 
@@ -153,7 +174,7 @@ async def settle(request: web.Request, stored: Path, task_id: str,
     """The last steps of every upload route, once the whole file is stored: its probe
     (415, 422), then its final name, durably. Returns that name and the probe."""
     settings = request.app[SETTINGS]
-    media = await check_video(request.app[FFMPEG].path, stored, settings)
+    media = await check_video(stored, container_kind(filename), settings, request.app[PROBES])
     source = settings.layout.source(task_id, Path(filename).suffix.lower())
     await receive.rename(stored, source)
     return source, media
