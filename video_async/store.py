@@ -33,6 +33,8 @@ from .display import card_texts
 from .ffmpeg import Media
 
 TASK_ID = re.compile(r"^[0-9a-f]{32}$")
+# A version as clients see it: the store's instance, a dot, its version.
+LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})$")
 # How many removals the store remembers for changes_since(): a page further behind
 # than that gets the whole list again (about 100 bytes each).
 REMOVALS_KEPT = 1000
@@ -165,6 +167,21 @@ class TaskStore:
     def version(self) -> int:
         """Bumped on every change: equal versions mean an identical task list."""
         return self._version
+
+    @property
+    def list_version(self) -> str:
+        """The version as clients see it: the ETag of GET /tasks, and what they send back
+        as `since`. The instance in it keeps a restarted server's versions apart."""
+        return f"{self.instance}.{self._version}"
+
+    def version_named(self, list_version: str) -> int:
+        """The version a client's list_version names: -1 for another run's, older than any
+        this store can answer; ValueError if it is not a list version at all."""
+        found = LIST_VERSION.match(list_version)
+        if found is None:
+            raise ValueError(f"not a list version: {list_version!r}")
+        instance, version = found.groups()
+        return int(version) if instance == self.instance else -1
 
     def _changed(self, task: Task, was_queued: bool, transition: bool = True) -> None:
         """Record a change just made to task: a new version, and its JSON to encode again

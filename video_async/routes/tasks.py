@@ -24,8 +24,6 @@ routes = web.RouteTableDef()
 
 PAGE_SIZE = 100  # tasks in a page of GET /tasks?after=... that gives no limit
 MAX_PAGE_SIZE = 1000
-# A list version as the server hands it out: its instance, a dot, the store's version.
-LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})$")
 
 
 def content_disposition(filename: str, resolution: int) -> str:
@@ -63,7 +61,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     if paged:
         limit = _whole_number(query.get("limit", str(PAGE_SIZE)), "limit", 1, MAX_PAGE_SIZE)
         after = _whole_number(query.get("after", "0"), "after", 0, None)
-    version = f"{store.instance}.{store.version}"
+    version = store.list_version
     # The version changes with every change to any task, so an unchanged list
     # costs the client a 304 and us no JSON at all.
     etag = f'"{version}"'
@@ -88,17 +86,15 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 def _since(text: str | None, store: TaskStore) -> int | None:
-    """The store version a `since` names, None when there is none; another run's version
-    (a restarted server's) is -1, older than any this store can answer."""
+    """The store version a `since` names, None when there is none."""
     if text is None:
         return None
-    found = LIST_VERSION.match(text)
-    if found is None:
+    try:
+        return store.version_named(text)
+    except ValueError:
         raise ApiError(400, "bad_since", "since must be a version this server gave: the "
                                          "`version` of an earlier answer, or the list's ETag "
-                                         "without its quotes.")
-    instance, version = found.groups()
-    return int(version) if instance == store.instance else -1
+                                         "without its quotes.") from None
 
 
 def _whole_number(text: str, name: str, least: int, most: int | None) -> int:
