@@ -199,6 +199,9 @@ class TaskStore:
             self.on_transition()
 
     def _touch(self, task_id: str) -> None:
+        if task_id not in self._places:  # a task new to the store: it goes last
+            self._last_place += 1
+            self._places[task_id] = self._last_place
         self._changed_at[task_id] = self._version
         self._changed_at.move_to_end(task_id)
         self._encoded.pop(task_id, None)
@@ -287,13 +290,8 @@ class TaskStore:
 
     # -- changing ----------------------------------------------------------
 
-    def _place(self, task: Task) -> None:
-        self._tasks[task.id] = task
-        self._last_place += 1
-        self._places[task.id] = self._last_place
-
     def add(self, task: Task) -> Task:
-        self._place(task)
+        self._tasks[task.id] = task
         self._changed(task, was_queued=False)
         self._work_queued.set()
         return task
@@ -301,7 +299,7 @@ class TaskStore:
     def restore(self, tasks: list[Task]) -> None:
         """Put back tasks loaded from a snapshot at start-up, oldest first, and wake the worker."""
         for task in sorted(tasks, key=lambda t: t.created_at):
-            self._place(task)
+            self._tasks[task.id] = task
         if tasks:
             self._version += 1
             for task in self._tasks.values():
