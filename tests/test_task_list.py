@@ -64,7 +64,8 @@ def test_the_store_counts_versions_and_knows_what_changed(tmp_path: Path) -> Non
 
 def test_a_removal_older_than_the_store_remembers_means_the_whole_list(tmp_path: Path) -> None:
     store = TaskStore()
-    tasks = kept_tasks(store, REMOVALS_KEPT + 2, tmp_path)  # none queued: removals move nothing else
+    # none queued, so a removal changes no other task
+    tasks = kept_tasks(store, REMOVALS_KEPT + 2, tmp_path)
     before = store.version
     for task in tasks[:REMOVALS_KEPT]:
         store.remove(task.id)

@@ -376,5 +376,5 @@ class TaskStore:
         task.progress, task.error, task.error_detail, task.eta_seconds = 0, None, None, None
         task.started_at = task.finished_at = None
         task.output = task.output_path = task.thumbnail_path = None
-        self._changed(task, was_queued=True)
+        self._changed(task, was_queued=False)  # queued now: the queue is numbered again
         self._work_queued.set()

@@ -98,10 +98,11 @@ def _since(text: str | None, store: TaskStore) -> int | None:
 
 
 def _whole_number(text: str, name: str, least: int, most: int | None) -> int:
-    if not re.fullmatch(r"[0-9]{1,18}", text) or int(text) < least or (most is not None and int(text) > most):
+    number = int(text) if re.fullmatch(r"[0-9]{1,18}", text) else -1
+    if number < least or (most is not None and number > most):
         bound = f"from {least} to {most}" if most is not None else f"{least} or more"
         raise ApiError(400, f"bad_{name}", f"{name} must be a whole number {bound}.")
-    return int(text)
+    return number
 
 
 def _array(store: TaskStore, tasks: Iterable[Task]) -> bytes:
