@@ -96,6 +96,26 @@ def hd_clip() -> Path:
                    "-c:a", "aac", "-shortest")
 
 
+FIVE_MB = 5_000_000
+
+
+def five_mb_clip() -> Path:
+    """Exactly 5 MB: 20 s of 640x360 test pattern at about 1.9 Mbit/s, padded to the size
+    (item 9's upload: a phone clip's size, small enough for a thousand at once)."""
+    target = CACHE / f"testsrc2-360p-{FIVE_MB}.mp4"
+    if target.exists() and target.stat().st_size == FIVE_MB:
+        return target
+    CACHE.mkdir(exist_ok=True)
+    partial = target.with_suffix(".partial.mp4")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=20",
+            "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "1900k", "-maxrate", "1900k",
+            "-bufsize", "1900k", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(partial))
+    _pad(partial, FIVE_MB)
+    partial.replace(target)
+    log.info("generated %s", target.name)
+    return target
+
+
 def small_clip() -> Path:
     """1 s at 320x240: uploads in a blink and transcodes in a fraction of a second."""
     return _cached("testsrc2-240p-1s.mp4",

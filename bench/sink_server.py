@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -90,6 +91,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # as video_async and Node do: a thousand uploads at once need more than 1024 descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     app = web.Application()
     app[LAG] = LagMonitor()
     app[FOLDER] = args.data_dir

@@ -11,7 +11,8 @@ from pathlib import Path
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
 from .support.processes import ffmpeg_gone, ffmpeg_pids
-from .support.queue import Redis, a_job_mid_transcode, jobs_queued, start_worker, workers_ready
+from .support.queue import (Redis, a_job_mid_transcode, jobs_queued, run_job_as_written,
+                            start_worker, workers_ready)
 from .support.servers import start_server, stopping
 from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
@@ -265,3 +266,25 @@ async def test_delete_of_a_waiting_task_takes_its_job_off_the_queue(
         assert gone_task["id"] not in worker.output()  # no worker ever ran the deleted one
         assert files_in(data_dir / "uploads") == [f"{kept['id']}.mp4"]
         assert files_in(data_dir / "outputs") == [f"{kept['id']}.jpg", f"{kept['id']}.mp4"]
+
+
+async def test_a_worker_builds_no_path_from_a_job_id_it_did_not_make(tmp_path: Path, clips: Clips,
+                                                                    redis: Redis) -> None:
+    """Whoever can write to Redis can write a job: its task id is checked where the
+    worker builds paths from it, so '../..' reaches nothing outside the data dir."""
+    data_dir = tmp_path / "data"
+    for folder in ("uploads", "outputs"):
+        (data_dir / folder).mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    private = elsewhere / "x.mp4"
+    private.write_bytes(clips.small().read_bytes())
+    before = private.read_bytes()
+    worker = await start_worker(data_dir, redis.url)
+    async with stopping(worker):
+        result = await run_job_as_written(
+            redis, task_id="../../elsewhere/x", source="uploads/../../elsewhere/x.mp4",
+            resolution=480, media=None)
+    assert "outside the data folder" in result["failed"], result
+    assert files_in(elsewhere) == ["x.mp4"] and private.read_bytes() == before
+    assert files_in(data_dir / "uploads") == [] and files_in(data_dir / "outputs") == []

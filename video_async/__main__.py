@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -12,11 +14,29 @@ from . import access
 from .app import create_app
 from .config import Settings
 from .ffmpeg import FFmpegError
+from .layout import PRIVATE_UMASK
 from .recovery import DataDirInUse
+
+
+def raise_open_file_limit() -> int:
+    """The soft limit on open files, raised to the hard one: each upload in flight holds
+    a socket and a file, and the usual soft limit of 1024 would refuse connections
+    long before the loop is busy (Node raises it at start the same way)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # some systems cap it below an infinite hard limit
+            return soft
+    return hard
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    open_files = raise_open_file_limit()
+    # Whatever umask it was started with: what the server, a worker and their ffmpeg
+    # write is for this user only (uploads, outputs, tasks.json, sidecars, the lock).
+    os.umask(PRIVATE_UMASK)
     if args[:1] == ["worker"]:
         _need_queue_extra("video-async worker")
         from .remote_worker import main as run_worker
@@ -27,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         _need_queue_extra("video-async --queue")
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("video_async").info("open files: up to %d (the hard limit)", open_files)
+    if open_files < 2 * settings.max_uploads + 64:
+        logging.getLogger("video_async").warning(
+            "open files are limited to %d: fewer than --max-uploads %d need (two each); raise "
+            "the hard limit (ulimit -Hn, or LimitNOFILE= in a service file)", open_files,
+            settings.max_uploads)
     if settings.no_token and not settings.on_loopback:
         logging.getLogger("video_async").warning(
             "NO TOKEN (--no-token): anyone who can reach %s:%s can list, download and delete "

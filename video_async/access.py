@@ -1,5 +1,9 @@
-"""Who may use the server: three middlewares, outermost first.
+"""Who may use the server: four middlewares, outermost first.
 
+- `forwarded`: behind a reverse proxy named with --trusted-proxy, a request from
+  that proxy is taken as the proxy says it came (X-Forwarded-Proto and
+  X-Forwarded-For): over TLS or not, and from which client. From anyone else those
+  headers mean nothing.
 - `host_check`: a loopback server answers only requests addressed to this
   machine (or to a name given with --allow-host). A hostile page that points its
   own name at 127.0.0.1 (DNS rebinding) still sends its own name in `Host`.
@@ -19,7 +23,9 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -46,6 +52,39 @@ NEEDS_TOKEN_PAGE = """<!doctype html>
 <p>Not the one who started it? Ask the person who did for that link.</p>
 </body></html>
 """
+
+
+def forwarded(settings: Settings) -> Middleware:
+    """A request relayed by a trusted proxy: its scheme and client as the proxy saw them."""
+    proxies = frozenset(ipaddress.ip_address(address) for address in settings.trusted_proxies)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if proxies and _address(request.remote) in proxies:
+            # the last entry of each is the one the trusted proxy itself wrote
+            scheme = _last(request.headers.get("X-Forwarded-Proto", "")).lower()
+            client = _last(request.headers.get("X-Forwarded-For", ""))
+            changes: dict[str, str] = {}
+            if scheme in ("http", "https"):
+                changes["scheme"] = scheme
+            if _address(client) is not None:
+                changes["remote"] = client
+            if changes:
+                request = request.clone(**changes)  # type: ignore[arg-type]
+        return await handler(request)
+
+    return middleware
+
+
+def _last(listed: str) -> str:
+    return listed.rpartition(",")[2].strip()
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
 
 
 def host_name(host: str) -> str:
@@ -196,14 +235,26 @@ def token_check(settings: Settings) -> Middleware:
 def _let_in(request: web.Request, settings: Settings) -> web.Response:
     """The printed link: keep the token in a cookie, and send the browser on without it in the URL."""
     response = web.Response(status=303, headers={
-        "Location": str(request.rel_url.without_query_params(TOKEN_PARAM)),
+        "Location": _same_site_location(request.rel_url.without_query_params(TOKEN_PARAM)),
         "Cache-Control": "no-store",
         "Referrer-Policy": "no-referrer",
     })
-    # HttpOnly: no script can read it. Strict: no other site's request carries it.
+    # HttpOnly: no script can read it. Strict: no other site's request carries it. Secure
+    # when the browser came over TLS, to this server or to a proxy named as trusted.
     response.set_cookie(cookie_name(settings), settings.token, path="/", httponly=True,
                         samesite="Strict", secure=request.secure)
     return response
+
+
+def _same_site_location(url: URL) -> str:
+    """The path and query of url, as a Location that cannot leave this site.
+
+    A browser reads '//evil.example/' as another host, and so '/\\evil.example/' (a
+    backslash counts as a slash) and slashes with tabs or line breaks between them
+    (which it drops): a path that begins with any of those begins with one slash here.
+    """
+    path = "/" + url.raw_path.lstrip("/\\\t\r\n ")
+    return f"{path}?{url.raw_query_string}" if url.raw_query_string else path
 
 
 def page_links(settings: Settings) -> list[str]:
@@ -219,9 +270,19 @@ def page_links(settings: Settings) -> list[str]:
 POLLED = frozenset({"/tasks", "/healthz"})  # what the page asks for again and again
 
 
+# `token=` in any URL's query, wherever it is written (the request line, a Referer).
+_TOKEN_IN_URL = re.compile(rf"(?i)([?&;]{TOKEN_PARAM}=)[^&#;\s\"]*")
+
+
+def hide_token(text: str) -> str:
+    """A URL, or any text holding one, with the value of its `token=` replaced."""
+    return _TOKEN_IN_URL.sub(r"\1(hidden)", text)
+
+
 class AccessLog(AccessLogger):
-    """aiohttp's access log, with two changes: the token of a `?token=...` link never
-    reaches it, and the page's own polling (GET /tasks and /healthz, every second or two
+    """aiohttp's access log, with two changes: no token reaches it (a `?token=...` in the
+    request line, or in a Referer, which is the address of the page the browser came
+    from), and the page's own polling (GET /tasks and /healthz, every second or two
     while a tab is open) is logged at DEBUG, so it cannot bury the lines that matter."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
@@ -230,12 +291,10 @@ class AccessLog(AccessLogger):
                 self.logger.debug('"%s %s" %s (a poll)', request.method, request.path,
                                   response.status)
             return
-        if TOKEN_PARAM in request.query:
-            try:
-                request = request.clone(
-                    rel_url=request.rel_url.update_query({TOKEN_PARAM: "(hidden)"}))
-            except RuntimeError:  # aiohttp cannot clone a request whose body was read
-                self.logger.info("%s %s %s (query hidden) %s", request.remote, request.method,
-                                 request.path, response.status)
-                return
         super().log(request, response, time)
+
+    def _format_line(self, request: web.BaseRequest, response: web.StreamResponse,
+                     time: float) -> list[tuple[str | tuple[str, str], str]]:
+        # every field: the request line and any header the format names
+        return [(key, hide_token(value) if isinstance(value, str) else value)
+                for key, value in super()._format_line(request, response, time)]

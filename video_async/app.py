@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
-import aiofiles.os
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from . import access, ffmpeg
-from .config import Settings, asset_dir
+from .config import Settings
 from .errors import INTERNAL_ERROR, ApiError
 from .keys import (FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT, STORE,
                    UPLOADS, UploadCounter)
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Every route but the uploads (which stream) reads at most this much body.
 SMALL_BODY = 64 * 1024
+BLOCKING_THREADS = 4
+
 # The page: no inline script, nothing from another host.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                            "img-src 'self' data:; media-src 'self'; object-src 'none'; "
@@ -46,15 +48,23 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 def create_app(settings: Settings) -> web.Application:
     if not (settings.on_loopback or settings.token or settings.no_token):
         raise ValueError(f"{settings.host} is reachable by others: give a token, or no_token=True")
-    # The Host check comes first; CORS next, so the refusals after it still reach an allowed
-    # front end as responses it can read.
-    app = web.Application(client_max_size=SMALL_BODY, middlewares=[
-        access.host_check(settings), cors(settings.cors_origins), access.same_origin(settings),
-        access.token_check(settings), json_errors, small_bodies])
+    # A trusted proxy's word on scheme and client first; then the Host check; CORS next,
+    # so the refusals after it still reach an allowed front end as responses it can read.
+    # aiohttp (3.14) has no timer for a request's headers as such; its keep-alive timer
+    # is one: started when a connection opens and after each answer, never moved by
+    # bytes that arrive, it closes a connection still waiting for a whole request's
+    # headers (and an idle one) when it fires.
+    app = web.Application(
+        client_max_size=SMALL_BODY,
+        handler_args={"keepalive_timeout": settings.header_timeout},
+        middlewares=[access.forwarded(settings), access.host_check(settings),
+                     cors(settings.cors_origins), access.same_origin(settings),
+                     access.token_check(settings), json_errors, small_bodies])
     app[SETTINGS] = settings
     app[STORE] = TaskStore()
     app[UPLOADS] = UploadCounter()
-    app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry)
+    app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry,
+                                        settings.reserve_idle)
     app[LAG] = LagMonitor()
     app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
     app[PAGE] = pages.load_page()
@@ -62,7 +72,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(resumable.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)
-    app.router.add_static("/static", asset_dir("static"))
     app.cleanup_ctx.append(background_tasks)
     app.on_response_prepare.append(security_headers)
     app.on_response_prepare.append(resumable.tus_resumable_header)
@@ -71,13 +80,16 @@ def create_app(settings: Settings) -> web.Application:
 
 async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # asyncio.to_thread's pool (tasks.json, the disk's free space, a file's first bytes):
+    # of a fixed size, not one that grows with the machine's cores. Uploads' bytes have
+    # a pool of their own (receive.disk_pool), so neither waits behind the other.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
     layout = settings.layout
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
-    if not await aiofiles.os.path.isdir(layout.data_dir):
+    if await asyncio.to_thread(layout.make_private):
         log.info("created the data dir %s", layout.data_dir.resolve())
-    for folder in (layout.uploads_dir, layout.outputs_dir):
-        await aiofiles.os.makedirs(folder, exist_ok=True)
     lock = DataDirLock(layout)
     await asyncio.to_thread(lock.acquire)
     try:

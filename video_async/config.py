@@ -7,6 +7,7 @@ directly and get exactly the app they describe.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import os
 import re
@@ -25,6 +26,7 @@ TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # URL- and cookie-safe as th
 PACKAGE_DIR = Path(__file__).parent
 
 
+@functools.lru_cache(maxsize=64)  # asked on every request, of the few names a server is called by
 def is_loopback(host: str) -> bool:
     """True for a name or address of this machine only: localhost, 127.x.x.x, ::1."""
     if host.rstrip(".").lower() == "localhost":
@@ -59,6 +61,15 @@ class Settings:
     min_free_bytes: int = 1024 * MIB  # disk space uploads may never eat into (507)
     upload_idle_timeout: float = 60.0  # seconds an upload may send nothing before it is dropped
     upload_expiry: float = 24 * 3600.0  # seconds an unfinished resumable upload is kept after its last byte
+    # Unfinished resumable uploads that hold room on the disk for their missing bytes:
+    # at most this many, and this much room, per client (else 429) and in all (else 503).
+    max_unfinished: int = 100
+    max_unfinished_per_client: int = 10
+    max_reserved_bytes: int = 4096 * MIB  # never less than one upload of max_upload_bytes
+    max_reserved_per_client_bytes: int = 1024 * MIB  # never less than one upload either
+    reserve_idle: float = 300.0  # seconds without a byte before an upload holds only what it has
+    header_timeout: float = 10.0  # seconds a connection has to send a request's headers
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-Proto/-For are believed
     persist: bool = True  # keep tasks.json in the data dir so tasks survive a restart
     log_level: str = "INFO"
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
@@ -91,7 +102,9 @@ class Settings:
         if args.max_upload_mb < 1:
             raise SystemExit("video-async: --max-upload-mb must be at least 1")
         _require_positive(args, "video-async", "job_timeout", "stall_timeout", "max_duration",
-                          "upload_idle_timeout", "upload_expiry")
+                          "upload_idle_timeout", "upload_expiry", "max_unfinished",
+                          "max_unfinished_per_client", "max_reserved_mb",
+                          "max_reserved_mb_per_client", "reserve_idle", "header_timeout")
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
             raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
                              "--min-free-mb at least 0")
@@ -121,6 +134,14 @@ class Settings:
             min_free_bytes=args.min_free_mb * MIB,
             upload_idle_timeout=args.upload_idle_timeout,
             upload_expiry=args.upload_expiry,
+            max_unfinished=args.max_unfinished,
+            max_unfinished_per_client=args.max_unfinished_per_client,
+            max_reserved_bytes=args.max_reserved_mb * MIB,
+            max_reserved_per_client_bytes=args.max_reserved_mb_per_client * MIB,
+            reserve_idle=args.reserve_idle,
+            header_timeout=args.header_timeout,
+            trusted_proxies=_addresses(args.trusted_proxy if args.trusted_proxy is not None
+                                       else _split(env.get("VIDEO_ASYNC_TRUSTED_PROXY", ""))),
             persist=args.persist,
             log_level=args.log_level,
             allowed_hosts=tuple(args.allow_host if args.allow_host is not None
@@ -172,6 +193,16 @@ def _heartbeat(seconds: int) -> int:
     if seconds < 1:
         raise SystemExit("video-async: --queue-heartbeat must be at least 1")
     return seconds
+
+
+def _addresses(listed: Sequence[str]) -> tuple[str, ...]:
+    for address in listed:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SystemExit(f"video-async: --trusted-proxy takes an IP address, such as "
+                             f"127.0.0.1, not {address!r}") from None
+    return tuple(listed)
 
 
 def _split(listed: str) -> list[str]:
@@ -230,7 +261,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         description=(
             "Upload videos, transcode them to web-ready MP4 (H.264 + AAC) in the "
             "background with ffmpeg, and watch each task live in the browser. "
-            "Every flag can also be set as VIDEO_ASYNC_<NAME>, e.g. VIDEO_ASYNC_PORT=9000."
+            "Every flag can also be set as VIDEO_ASYNC_<NAME>, e.g. VIDEO_ASYNC_PORT=9000. "
+            "At start the process raises its limit on open files to the hard limit "
+            "(`ulimit -Hn` shows it; LimitNOFILE= in a systemd unit sets it): each upload "
+            "in flight holds a socket and a file."
         ),
     )
 
@@ -258,7 +292,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("max-queued", base.max_queued, int, "queued tasks (counting uploads in progress) beyond "
          "which uploads get 503 with Retry-After (default: %(default)s)")
     flag("max-uploads", base.max_uploads, int, "uploads streaming at once; one more gets 503 at "
-         "once (default: %(default)s)")
+         "once. An upload in flight costs a socket, a file and tens of KiB, no thread "
+         "(default: %(default)s)")
     flag("min-free-mb", base.min_free_bytes // MIB, int, "free disk space, in MiB, that uploads "
          "may never eat into; they get 507 instead (default: %(default)s)")
     flag("upload-idle-timeout", base.upload_idle_timeout, float, "seconds an upload may send "
@@ -266,6 +301,27 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("upload-expiry", base.upload_expiry, float, "seconds an unfinished resumable upload "
          "(/files/) is kept after the last byte it received; then it is removed "
          "(default: %(default)s, 24 hours)")
+    flag("max-unfinished", base.max_unfinished, int, "unfinished resumable uploads that may "
+         "hold disk room for their missing bytes at once, from all clients; one more gets 503 "
+         "(default: %(default)s)")
+    flag("max-unfinished-per-client", base.max_unfinished_per_client, int, "the same, from one "
+         "client (one address); one more gets 429 (default: %(default)s)")
+    flag("max-reserved-mb", base.max_reserved_bytes // MIB, int, "disk room, in MiB, that the "
+         "unfinished resumable uploads may hold for their missing bytes, in all; never less than "
+         "--max-upload-mb (default: %(default)s)")
+    flag("max-reserved-mb-per-client", base.max_reserved_per_client_bytes // MIB, int, "the "
+         "same, for one client; never less than --max-upload-mb (default: %(default)s)")
+    flag("reserve-idle", base.reserve_idle, float, "seconds an unfinished resumable upload may "
+         "send nothing before it stops holding room for its missing bytes (it keeps what it "
+         "has, and must find room again to go on) (default: %(default)s)")
+    flag("header-timeout", base.header_timeout, float, "seconds a connection has to send a "
+         "request's headers, from when it opens or its last answer went out; then it is "
+         "closed (default: %(default)s)")
+    parser.add_argument("--trusted-proxy", action="append", default=None, metavar="ADDR",
+                        help="the address of a reverse proxy whose X-Forwarded-Proto and "
+                             "X-Forwarded-For are believed (the cookie is Secure when it says "
+                             "https; limits per client go by the address it names); repeatable "
+                             "(env: comma-separated; default: none)")
     flag("queue", base.queue, str, QUEUE_HELP)
     flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")

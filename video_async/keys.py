@@ -8,6 +8,7 @@ request is served before that. QUEUE exists in queue mode only.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,13 @@ from .store import TaskStore
 
 @dataclass
 class UploadCounter:
-    """Uploads streaming right now, shown in /healthz and the page's heartbeat."""
+    """Uploads streaming right now, shown in /healthz and the page's heartbeat, and the
+    disk's free space as last seen (routes/limits.py asks for it at most four times a second,
+    however many uploads there are)."""
     active: int = 0
+    free_bytes: int | None = None
+    free_seen_at: float = float("-inf")  # loop time
+    free_asking: asyncio.Task[int] | None = None
 
 
 @dataclass

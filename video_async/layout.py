@@ -24,9 +24,28 @@ from pathlib import Path
 # its first bytes). The page and the snapshot's path check read this too.
 SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
 
+# Only the server's own user may read the data: the program runs under this umask, so
+# every file it or its ffmpeg makes is 0600 and every folder 0700.
+PRIVATE_UMASK = 0o077
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+# What new_task_id makes: the only thing a file name in the data dir is built from.
+TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)$")
 _RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?$")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
+
+
+def checked_id(task_id: str) -> str:
+    """The id itself, if it is one new_task_id could have made; ValueError otherwise.
+
+    Ids also arrive from outside the web process (a queue job read from Redis, a
+    hand-edited tasks.json): checked here, where a path is built from one, no id
+    can ever name a file outside the data dir.
+    """
+    if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+        raise ValueError(f"not a task id: {task_id!r}")
+    return task_id
 
 
 class DataLayout:
@@ -38,30 +57,52 @@ class DataLayout:
         self.lock_path = data_dir / "tasks.json.lock"
         self.ended_uploads_path = data_dir / "resumable-ended.json"
 
+    def make_private(self) -> bool:
+        """Blocking: the data dir and its folders, made if missing, and made private
+        (the folders 0700, the files of the data dir's own 0600) if an older version or
+        another umask made them open. True if the data dir itself was made.
+
+        A data dir that existed keeps its own mode (it may be the folder the server was
+        started in); what it holds is private all the same.
+        """
+        created = not self.data_dir.is_dir()
+        if created:
+            self.data_dir.mkdir(mode=PRIVATE_FOLDER, parents=True)
+            self.data_dir.chmod(PRIVATE_FOLDER)
+        for folder in (self.uploads_dir, self.outputs_dir):
+            folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+            folder.chmod(PRIVATE_FOLDER)
+        for path in (self.snapshot_path, self.lock_path, self.ended_uploads_path):
+            if path.exists():
+                path.chmod(PRIVATE_FILE)
+        return created
+
     def partial_upload(self, task_id: str) -> Path:
-        return self.uploads_dir / f"{task_id}.partial"
+        return self.uploads_dir / f"{checked_id(task_id)}.partial"
 
     def source(self, task_id: str, extension: str) -> Path:
-        return self.uploads_dir / f"{task_id}{extension}"
+        if extension not in SOURCE_EXTENSIONS:
+            raise ValueError(f"not an accepted extension: {extension!r}")
+        return self.uploads_dir / f"{checked_id(task_id)}{extension}"
 
     def resumable(self, upload_id: str) -> Path:
         """A resumable upload's bytes; its id becomes its task's id."""
-        return self.uploads_dir / f"{upload_id}.tus"
+        return self.uploads_dir / f"{checked_id(upload_id)}.tus"
 
     def resumable_info(self, upload_id: str) -> Path:
-        return self.uploads_dir / f"{upload_id}.tus.json"
+        return self.uploads_dir / f"{checked_id(upload_id)}.tus.json"
 
     def partial_resumable_info(self, upload_id: str) -> Path:
-        return self.uploads_dir / f"{upload_id}.tus.json.partial"
+        return self.uploads_dir / f"{checked_id(upload_id)}.tus.json.partial"
 
     def partial_output(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{task_id}.partial.mp4"
+        return self.outputs_dir / f"{checked_id(task_id)}.partial.mp4"
 
     def output(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{task_id}.mp4"
+        return self.outputs_dir / f"{checked_id(task_id)}.mp4"
 
     def thumbnail(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{task_id}.jpg"
+        return self.outputs_dir / f"{checked_id(task_id)}.jpg"
 
     # -- reading names back ------------------------------------------------------
 

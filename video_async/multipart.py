@@ -19,10 +19,12 @@ A body that ends before its closing delimiter is malformed.
 from __future__ import annotations
 
 import re
+import warnings
 
 from aiohttp import StreamReader
 from aiohttp.helpers import parse_mimetype
-from aiohttp.multipart import content_disposition_filename, parse_content_disposition
+from aiohttp.multipart import (BadContentDispositionHeader, content_disposition_filename,
+                               parse_content_disposition)
 
 # What may come before a part's data: its headers, or the preamble before the first part.
 # Browsers send a few hundred bytes; more is not a form.
@@ -54,6 +56,16 @@ class Part:
     def is_multipart(self) -> bool:
         """A multipart inside the multipart (a form never sends one)."""
         return self.content_type.partition("/")[0].strip().lower() == "multipart"
+
+    def __aiter__(self) -> Part:
+        return self
+
+    async def __anext__(self) -> bytes | memoryview:
+        """`async for chunk in part`: read_chunk until the part's data ends."""
+        chunk = await self.read_chunk()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def read_chunk(self) -> bytes | memoryview:
         """The part's next bytes, as they arrived; empty once its data has ended.
@@ -189,7 +201,16 @@ def _parse_head(head: bytes) -> tuple[str | None, str | None, str]:
             # as aiohttp decodes header values: bytes that are not UTF-8 survive as
             # surrogates, which the route drops from a file name
             fields[key] = value.strip(b" \t").decode("utf-8", "surrogateescape")
-    _, params = parse_content_disposition(fields.get("content-disposition"))
-    return (content_disposition_filename(params, "name"),
-            content_disposition_filename(params, "filename"),
-            fields.get("content-type", ""))
+    disposition = fields.get("content-disposition")
+    if disposition is None:
+        raise Malformed("a part has no Content-Disposition header")
+    with warnings.catch_warnings():
+        # aiohttp warns of a header it cannot read, and gives it no type: refused below
+        warnings.simplefilter("ignore", BadContentDispositionHeader)
+        kind, params = parse_content_disposition(disposition)
+    field_name = content_disposition_filename(params, "name")
+    if kind is None or field_name is None:
+        # e.g. name="a"; x=y.mp4": a quote inside a name, which the client did not escape
+        raise Malformed("a part's Content-Disposition cannot be read, or names no field; "
+                        "a quote in a field or file name must be sent as %22")
+    return field_name, content_disposition_filename(params, "filename"), fields.get("content-type", "")

@@ -13,6 +13,11 @@ Its bytes' file is made, empty, with the sidecar, before the sidecar's durable
 rename: the one flush of the folder keeps both names, so an offset acknowledged
 later cannot fall back to nothing after a power cut.
 
+While an upload is active it holds room on the disk for its missing bytes (the
+upload routes' disk guard counts them as owed, and routes/limits.py caps them per
+client and in all). An upload that has sent nothing for `reserve_idle` seconds holds
+only what it has; to go on, it must find room again.
+
 An upload expires `upload_expiry` seconds after its last byte (or its creation):
 its files go, and the space it had reserved on the disk goes back to the guard.
 Ended uploads (expired, terminated) are remembered for another `upload_expiry`
@@ -57,6 +62,7 @@ class Upload:
     filename: str  # display text only, never a path
     resolution: int
     metadata: str = ""  # Upload-Metadata as the client sent it: HEAD answers with it
+    client: str = ""  # the address it was created from: caps count per client
     offset: int = 0  # bytes stored so far
     last_active: float = field(default_factory=time.time)  # wall clock: it outlives the process
     # The request writing to it now, if any: a newer request for the same upload stops it
@@ -74,7 +80,7 @@ class Upload:
 
     def sidecar(self) -> dict[str, Any]:
         return {"length": self.length, "filename": self.filename, "resolution": self.resolution,
-                "metadata": self.metadata}
+                "metadata": self.metadata, "client": self.client}
 
 
 @dataclass
@@ -84,10 +90,19 @@ class Scan:
     removed: list[str]  # relative to the data dir: expired, finished, or left without a sidecar
 
 
+@dataclass(frozen=True)
+class Reservations:
+    """What the active uploads (of one client, or of all) hold room for."""
+    count: int
+    owed: int  # bytes: their missing bytes, which the disk guard keeps room for
+    next_idle: float | None  # seconds until the first one not receiving goes idle
+
+
 class ResumableUploads:
-    def __init__(self, layout: DataLayout, expiry: float) -> None:
+    def __init__(self, layout: DataLayout, expiry: float, reserve_idle: float) -> None:
         self.layout = layout
         self.expiry = expiry
+        self.reserve_idle = reserve_idle
         self._uploads: dict[str, Upload] = {}
         # id -> when it ended, oldest first; read from disk when first needed
         self._ended: OrderedDict[str, float] = OrderedDict()
@@ -112,9 +127,27 @@ class ResumableUploads:
         """Bytes the unfinished uploads hold on disk."""
         return sum(upload.offset for upload in self._uploads.values())
 
+    def all(self) -> list[Upload]:
+        return list(self._uploads.values())
+
+    def active(self, upload: Upload, now: float | None = None) -> bool:
+        """Receiving, finishing, or heard from within reserve_idle: it holds room."""
+        moment = time.time() if now is None else now
+        return upload.busy or moment - upload.last_active < self.reserve_idle
+
+    def reservations(self, client: str | None = None) -> Reservations:
+        """The active uploads' hold, of one client or (None) of all."""
+        now = time.time()
+        held = [upload for upload in self._uploads.values()
+                if (client is None or upload.client == client) and self.active(upload, now)]
+        idle_in = [upload.last_active + self.reserve_idle - now
+                   for upload in held if not upload.busy]
+        return Reservations(len(held), sum(upload.length - upload.offset for upload in held),
+                            min(idle_in, default=None))
+
     def reserved(self) -> int:
-        """Bytes the unfinished uploads are still owed: the disk guard keeps room for them."""
-        return sum(upload.length - upload.offset for upload in self._uploads.values())
+        """Bytes the active unfinished uploads are still owed: the disk guard keeps room for them."""
+        return self.reservations().owed
 
     def expired(self, now: float | None = None) -> list[Upload]:
         moment = time.time() if now is None else now
@@ -127,13 +160,24 @@ class ResumableUploads:
         self._uploads = {upload.id: upload for upload in uploads}
 
     async def create(self, upload: Upload) -> None:
-        """Make its (empty) bytes' file and its sidecar, flushed; rename the sidecar into
-        place and flush the folder, which keeps both names; then list it."""
-        partial = self.layout.partial_resumable_info(upload.id)
-        await asyncio.to_thread(_create_files, self.layout.resumable(upload.id), partial,
-                                json.dumps(upload.sidecar()).encode())
-        await rename(partial, self.layout.resumable_info(upload.id))
+        """List it, then make its (empty) bytes' file and its sidecar, flushed; rename the
+        sidecar into place and flush the folder, which keeps both names.
+
+        Listed before the first await, so that the room it takes counts at once: a burst
+        of creations checked against the caps one after another cannot all pass. Its id
+        is nobody's until the creation is answered, so nobody asks for it meanwhile.
+        """
         self._uploads[upload.id] = upload
+        partial = self.layout.partial_resumable_info(upload.id)
+        try:
+            await asyncio.to_thread(_create_files, self.layout.resumable(upload.id), partial,
+                                    json.dumps(upload.sidecar()).encode())
+            await rename(partial, self.layout.resumable_info(upload.id))
+        except BaseException:
+            self._uploads.pop(upload.id, None)
+            await asyncio.to_thread(self.delete_files, upload.id)
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+            raise
 
     def finished(self, upload: Upload) -> None:
         """Its task exists now: it is no longer an unfinished upload."""
@@ -150,6 +194,13 @@ class ResumableUploads:
         await asyncio.to_thread(self.delete_files, upload.id)  # even if that could not be saved
         log.info("resumable upload %s removed (%s): %d of %d bytes had arrived",
                  upload.id, why, upload.offset, upload.length)
+
+    async def discard(self, upload: Upload, why: str) -> None:
+        """Remove an upload whose creation was refused: its id was never given out, so
+        there is nobody to answer 410 to, and nothing is written down."""
+        self._uploads.pop(upload.id, None)
+        await asyncio.to_thread(self.delete_files, upload.id)
+        log.info("resumable upload %s removed at its creation (%s)", upload.id, why)
 
     def delete_files(self, upload_id: str) -> None:
         """Blocking: run it in a thread. The sidecar goes last: bytes without one are
@@ -270,7 +321,8 @@ def _read(info: Path, upload_id: str) -> Upload | None:
     try:
         said = json.loads(info.read_text())
         upload = Upload(id=upload_id, length=int(said["length"]), filename=str(said["filename"]),
-                        resolution=int(said["resolution"]), metadata=str(said.get("metadata", "")))
+                        resolution=int(said["resolution"]), metadata=str(said.get("metadata", "")),
+                        client=str(said.get("client", "")))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s is unreadable (%s); its upload is removed", info.name, exc)
         return None

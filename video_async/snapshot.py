@@ -35,8 +35,8 @@ from typing import Any
 
 from .config import RESOLUTIONS, Settings
 from .ffmpeg import Media
-from .layout import DataLayout
-from .store import TASK_ID, Output, State, Task, TaskStore, utc_now
+from .layout import TASK_ID, DataLayout
+from .store import Output, State, Task, TaskStore, utc_now
 
 log = logging.getLogger(__name__)
 

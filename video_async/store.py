@@ -32,7 +32,6 @@ from typing import Any
 from .display import card_texts
 from .ffmpeg import Media
 
-TASK_ID = re.compile(r"^[0-9a-f]{32}$")
 # A version as clients see it: the store's instance, a dot, its version.
 LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})$")
 # How many removals the store remembers for changes_since(): a page further behind

@@ -10,6 +10,7 @@ from video_async.config import MIB, RESOLUTIONS, Settings, build_parser
 from video_async.ffmpeg import Media, mp4_duration, output_size, parse_probe, parse_progress
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 from video_async.multipart import HEAD_LIMIT
+from video_async.queue import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME
 from video_async.receive import BATCH_SIZE, receive
 from video_async.display import clock, human_size
 from video_async.routes.tasks import content_disposition
@@ -36,6 +37,6 @@ def kept_tasks(store: TaskStore, count: int, uploads: Path) -> list[Task]:
     return tasks
 
 
-__all__ = ["MAX_PAGE_SIZE", "PAGE_SIZE", "REMOVALS_KEPT", "STORE", "kept_tasks", "BATCH_SIZE", "HEAD_LIMIT", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "SnapshotWriter", "TaskStore", "a_task", "build_parser", "clock", "container_of",
+__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "SnapshotWriter", "TaskStore", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "parse_probe", "parse_progress", "receive"]

@@ -44,3 +44,17 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """Threads and VmRSS (bytes) of a process, from /proc: counts that do not depend on
+    how fast the machine is."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key == "Threads":
+                found[key] = int(value)
+            elif key == "VmRSS":
+                found[key] = int(value.split()[0]) * 1024
+    return found

@@ -18,8 +18,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from saq.job import TERMINAL_STATUSES, Job
+from saq.queue.redis import RedisQueue
 
 from .clips import Clips, realtime_ffmpeg
+from .internals import QUEUE_FUNCTION, QUEUE_NAME
 from .servers import Program, Server, free_port, start_server, stopping
 from .uploading import Http, get_json, transcoding, upload_ok
 from .waiting import wait_until
@@ -70,6 +73,27 @@ class Redis:
     async def restart_empty(self) -> None:
         await self.kill()
         await self.start()
+
+
+async def run_job_as_written(redis: Redis, **kwargs: Any) -> Any:
+    """A job written straight into Redis, as anyone who can reach it could write one, with
+    these arguments: its result, once a worker has run it."""
+    queue = RedisQueue.from_url(redis.url, name=QUEUE_NAME)
+    await queue.connect()
+    try:
+        # retries, as the server's own jobs have: a worker's first sweep may take a job
+        # it has just dequeued for abandoned, and aborts it unless it may run again
+        job = await queue.enqueue(Job(function=QUEUE_FUNCTION, key="written-by-hand",
+                                      kwargs=kwargs, timeout=0, retries=3))
+        assert job is not None
+
+        async def ended() -> Job | None:
+            current = await queue.job(job.key)
+            return current if current is not None and current.status in TERMINAL_STATUSES else None
+        done: Job = await wait_until(ended, 60, "the job written into Redis to end")
+        return done.result
+    finally:
+        await queue.disconnect()
 
 
 class Worker(Program):

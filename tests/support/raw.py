@@ -39,6 +39,25 @@ async def open_upload(host: str, port: int, first_bytes: bytes, length: int | No
     return reader, writer
 
 
+async def exchange(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A request written byte for byte, as no client library would write it: the status,
+    headers (names in lower case) and body of the answer, read until the server closes
+    (send `Connection: close`)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(20):
+            answer = await reader.read()
+    finally:
+        await hang_up(writer)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
 def chunked(pieces: list[bytes]) -> bytes:
     """A chunked request body, one HTTP chunk per piece, then the last (empty) chunk.
 

@@ -24,6 +24,18 @@ MakeClient = Callable[..., Awaitable[AppClient]]
 Serve = Callable[..., Awaitable[TestServer]]
 
 
+def session_from(address: str, url: str, **options: Any) -> aiohttp.ClientSession:
+    """A client of the server at url whose connections leave from another address of this
+    machine (127.0.0.2, say): to the server, another client, as it would see one on the
+    network, with no header to believe."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    return aiohttp.ClientSession(base_url=url, connector=connector, **options)
+
+
+def url_of(server: TestServer) -> str:
+    return f"http://{server.host}:{server.port}"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -85,14 +97,15 @@ class Server(Program):
 
 
 async def start_server(data_dir: Path, *flags: str, python: str = sys.executable,
-                       cwd: Path | None = None) -> Server:
-    """The program, started by python (this test's own unless given) in cwd, once it listens."""
+                       cwd: Path | None = None, umask: int = -1) -> Server:
+    """The program, started by python (this test's own unless given) in cwd (under umask,
+    if given), once it listens."""
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         proc = await asyncio.create_subprocess_exec(
             python, "-m", "video_async", "--port", str(port), "--data-dir", str(data_dir), *flags,
-            stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+            stdout=out, stderr=subprocess.STDOUT, cwd=cwd, umask=umask)
     server = Server(proc, port, data_dir, log)
 
     async def listening() -> bool:
@@ -108,9 +121,9 @@ async def start_server(data_dir: Path, *flags: str, python: str = sys.executable
 
 
 @contextlib.asynccontextmanager
-async def running_server(data_dir: Path, *flags: str) -> AsyncIterator[Server]:
+async def running_server(data_dir: Path, *flags: str, umask: int = -1) -> AsyncIterator[Server]:
     """start_server() for the length of the block, stopped on the way out."""
-    server = await start_server(data_dir, *flags)
+    server = await start_server(data_dir, *flags, umask=umask)
     async with stopping(server):
         yield server
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import unicodedata
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .. import ffmpeg, receive
 from ..config import MIB, RESOLUTIONS, Settings
@@ -50,6 +50,13 @@ def display_name(raw: str) -> str:
         stem, dot, ext = name.rpartition(".")
         name = stem[: 200 - len(ext) - 1] + dot + ext if dot and len(ext) <= 10 else name[:200]
     return name.strip() or "video"  # the cut may have left a space at the end
+
+
+def media_type(request: web.Request) -> str:
+    """The request's Content-Type without its parameters, lower case. (aiohttp's
+    request.content_type parses the header with the email package: a tenth of the
+    loop's time under hundreds of uploads.)"""
+    return request.headers.get(hdrs.CONTENT_TYPE, "").partition(";")[0].strip().lower()
 
 
 def container_kind(filename: str) -> str:
@@ -98,20 +105,11 @@ def check_signature(head: bytes, expected: str) -> None:
         raise ApiError(415, "type_mismatch", "The file's contents do not match its extension.")
 
 
-async def signature_checked(chunks: AsyncIterable[bytes | memoryview],
-                            kind: str) -> AsyncGenerator[bytes | memoryview, None]:
-    """The chunks, passed on; refused (415) the moment the first bytes show the wrong container.
-
-    A stream that ends before SIGNATURE_SIZE bytes is not judged here: the
-    caller checks the stored file with check_stored_signature.
-    """
-    head = b""
-    async for chunk in chunks:
-        if len(head) < SIGNATURE_SIZE:
-            head += chunk[: SIGNATURE_SIZE - len(head)]
-            if len(head) == SIGNATURE_SIZE:
-                check_signature(head, kind)
-        yield chunk
+def signature_check(kind: str) -> Callable[[bytes], None]:
+    """For receive's check_head: refuses a stream (415) the moment its first
+    SIGNATURE_SIZE bytes show the wrong container. A stream that ends sooner is
+    not judged there: the caller checks the stored file with check_stored_signature."""
+    return lambda head: check_signature(head, kind)
 
 
 async def check_stored_signature(path: Path, kind: str) -> None:

@@ -1,4 +1,4 @@
-"""The upload route's limits: never flooded, never filled up, never held open by a silent client.
+"""The upload routes' limits: never flooded, never filled up, never held open by a silent client.
 
 `admitted` runs before a byte of the body is read: too many uploads at once or a
 full queue is a 503 with Retry-After, a body that would eat into the disk
@@ -7,6 +7,15 @@ when the client sends nothing for `upload_idle_timeout` seconds, and stops it
 with 507 when the disk's free space falls to the reserve. Both work from the
 outside (the request's byte counter and the disk's free space), so the read
 loop in uploads.py stays as simple as it is.
+
+Hundreds of uploads at once must cost the loop little: the watcher is a timer
+that looks at its upload four times a second, not a task of its own, and the
+disk's free space is asked of the kernel (in a thread) at most every
+FREE_SPACE_MAX_AGE seconds for all uploads together.
+
+`hold_room` caps what unfinished resumable uploads may hold room for, per client
+(429) and in all (503), so that one client's unfinished uploads cannot leave the
+disk guard no room for anyone else's.
 """
 
 from __future__ import annotations
@@ -14,16 +23,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 
 from ..config import MIB, Settings
+from ..display import human_size
 from ..errors import ApiError
 from ..keys import RESUMABLE, STORE, UPLOADS
+from ..resumable import Reservations, Upload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,9 +44,31 @@ RETRY_BUSY = 5  # seconds: an upload slot frees up as soon as any upload ends
 RETRY_QUEUE_FULL = 60  # seconds: the queue drains one transcode at a time
 
 
-async def free_bytes(folder: Path) -> int:
-    usage = await asyncio.to_thread(shutil.disk_usage, folder)
-    return usage.free
+FREE_SPACE_MAX_AGE = 0.25  # seconds: at 100 MB/s of uploads, 25 MB it may not have seen
+
+
+async def free_bytes(app: web.Application, folder: Path) -> int:
+    """The disk's free space, as seen at most FREE_SPACE_MAX_AGE seconds ago."""
+    counter = app[UPLOADS]
+    if counter.free_bytes is not None and \
+            asyncio.get_running_loop().time() - counter.free_seen_at < FREE_SPACE_MAX_AGE:
+        return counter.free_bytes
+    return await asyncio.shield(_ask_free_space(app, folder))
+
+
+def _ask_free_space(app: web.Application, folder: Path) -> asyncio.Task[int]:
+    """The one question to the kernel in flight, shared by whoever waits for the answer."""
+    counter = app[UPLOADS]
+    if counter.free_asking is None:
+        async def ask() -> int:
+            try:
+                free = (await asyncio.to_thread(shutil.disk_usage, folder)).free
+                counter.free_bytes, counter.free_seen_at = free, asyncio.get_running_loop().time()
+                return free
+            finally:
+                counter.free_asking = None
+        counter.free_asking = asyncio.create_task(ask(), name="free-space")
+    return counter.free_asking
 
 
 def disk_full(settings: Settings) -> ApiError:
@@ -47,8 +81,49 @@ async def check_room(app: web.Application, settings: Settings, incoming: int) ->
     """507 unless `incoming` more bytes fit on the disk above the reserve, besides
     what the unfinished resumable uploads are still owed."""
     owed = app[RESUMABLE].reserved()
-    if await free_bytes(settings.data_dir) - owed - incoming < settings.min_free_bytes:
+    if await free_bytes(app, settings.data_dir) - owed - incoming < settings.min_free_bytes:
         raise disk_full(settings)
+
+
+def client_of(request: web.Request) -> str:
+    """Whom per-client limits count an upload against: its address (behind a trusted
+    proxy, the one the proxy names)."""
+    return request.remote or ""
+
+
+def hold_room(request: web.Request, settings: Settings, upload: Upload) -> None:
+    """429 if the upload's client, or 503 if all clients together, would hold room for
+    more unfinished resumable uploads, or more missing bytes, than allowed once this
+    one (not active now) holds room for its own.
+
+    No await: call it just before the upload is made active, so that nothing can
+    pass in between.
+    """
+    uploads = request.app[RESUMABLE]
+    owed = upload.length - upload.offset
+    mine = uploads.reservations(upload.client)
+    room = max(settings.max_reserved_per_client_bytes, settings.max_upload_bytes)
+    if mine.count >= settings.max_unfinished_per_client or mine.owed + owed > room:
+        raise ApiError(429, "too_many_unfinished",
+                       f"This client already has {_uploads(mine.count)} unfinished, holding "
+                       f"room for {human_size(mine.owed)} still to come; one client may have "
+                       f"{settings.max_unfinished_per_client} and {human_size(room)}. Finish "
+                       "or cancel one, or wait: an upload that sends nothing for "
+                       f"{settings.reserve_idle:g} s stops holding room.",
+                       headers={"Retry-After": _retry_after(mine, settings)})
+    everyone = uploads.reservations()
+    room = max(settings.max_reserved_bytes, settings.max_upload_bytes)
+    if everyone.count >= settings.max_unfinished or everyone.owed + owed > room:
+        raise ApiError(503, "unfinished_full",
+                       "The server holds as many unfinished resumable uploads as it allows, "
+                       "from all its clients together; try again later.",
+                       headers={"Retry-After": _retry_after(everyone, settings)})
+
+
+def _retry_after(held: Reservations, settings: Settings) -> str:
+    """When the first of these uploads goes idle, if one is not receiving; else a whole idle period."""
+    wait = held.next_idle if held.next_idle is not None else settings.reserve_idle
+    return str(max(1, math.ceil(wait)))
 
 
 @contextlib.asynccontextmanager
@@ -94,23 +169,19 @@ async def watched(request: web.Request, settings: Settings,
                   receive: Callable[[], Awaitable[T]]) -> T:
     """await receive(), dropping it if the client goes silent or the disk reaches the reserve.
 
-    The watcher moves the deadline forward each time bytes arrive; once the
-    whole body is in, there is no deadline (probing has its own time limit).
+    Once the whole body is in, there is no deadline (probing has its own time limit).
     """
-    watcher = _Watcher(request.content, settings)
     try:
-        async with asyncio.timeout(settings.upload_idle_timeout) as deadline:
-            watching = asyncio.create_task(watcher.run(deadline), name="upload-watch")
+        async with asyncio.timeout(None) as deadline:
+            watch = _Watch(request, settings, deadline)
             try:
                 return await receive()
             finally:
-                watching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watching
+                watch.stop()
     except TimeoutError:
-        if not deadline.expired():
+        if not watch.expired:
             raise  # not ours
-        if watcher.disk_full:
+        if watch.disk_full:
             log.warning("upload stopped: free disk space reached the reserve")
             raise disk_full(settings) from None
         log.info("upload dropped: nothing received for %g s", settings.upload_idle_timeout)
@@ -119,25 +190,45 @@ async def watched(request: web.Request, settings: Settings,
                        "and was dropped.") from None
 
 
-class _Watcher:
-    def __init__(self, content: StreamReader, settings: Settings) -> None:
-        self.content = content
-        self.settings = settings
-        self.disk_full = False
+class _Watch:
+    """Looks at one upload every `tick` seconds from a timer (no task of its own): the
+    upload is stopped, through its deadline, once it has sent nothing for
+    upload_idle_timeout seconds (so at most a tick later than that), or as soon as the
+    disk's free space, as last seen, is below the reserve."""
 
-    async def run(self, deadline: asyncio.Timeout) -> None:
-        loop = asyncio.get_running_loop()
-        idle = self.settings.upload_idle_timeout
-        tick = min(0.25, idle / 4)
-        seen = self.content.total_bytes
-        while not self.content.is_eof():
-            await asyncio.sleep(tick)
-            if self.content.total_bytes == seen:
-                continue  # silent: the deadline stays where it is
-            seen = self.content.total_bytes
-            deadline.reschedule(loop.time() + idle)
-            if await free_bytes(self.settings.data_dir) < self.settings.min_free_bytes:
+    def __init__(self, request: web.Request, settings: Settings, deadline: asyncio.Timeout) -> None:
+        self.app = request.app
+        self.content = request.content
+        self.settings = settings
+        self.deadline = deadline
+        self.loop = asyncio.get_running_loop()
+        self.tick = min(0.25, settings.upload_idle_timeout / 4)
+        self.seen = self.content.total_bytes
+        self.last_sent = self.loop.time()
+        self.expired = self.disk_full = False
+        self.timer = self.loop.call_later(self.tick, self.look)
+
+    def look(self) -> None:
+        if self.content.is_eof():
+            return
+        now = self.loop.time()
+        if self.content.total_bytes != self.seen:
+            self.seen, self.last_sent = self.content.total_bytes, now
+            counter = self.app[UPLOADS]
+            if now - counter.free_seen_at >= FREE_SPACE_MAX_AGE:
+                _ask_free_space(self.app, self.settings.data_dir)  # seen at the next look
+            if counter.free_bytes is not None and counter.free_bytes < self.settings.min_free_bytes:
                 self.disk_full = True
-                deadline.reschedule(loop.time())  # expire now: the upload stops
+                self._expire(now)
                 return
-        deadline.reschedule(None)
+        elif now - self.last_sent >= self.settings.upload_idle_timeout:
+            self._expire(now)
+            return
+        self.timer = self.loop.call_later(self.tick, self.look)
+
+    def _expire(self, now: float) -> None:
+        self.expired = True
+        self.deadline.reschedule(now)
+
+    def stop(self) -> None:
+        self.timer.cancel()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import aiofiles.os
 import jinja2
 from aiohttp import web
 
 from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import human_size, one_of
+from ..errors import ApiError
 from ..keys import FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, STORE, UPLOADS
 from ..layout import SOURCE_EXTENSIONS
 from ..store import Task
@@ -19,6 +22,8 @@ routes = web.RouteTableDef()
 # The blank card app.js clones for a task the page has not drawn yet.
 EMPTY_TASK = Task(id="", filename="", resolution=DEFAULT_RESOLUTION, source_path=Path(),
                   size=0).to_json()
+STATIC_DIR = asset_dir("static")
+STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a file of that folder, never a path
 # What /healthz shows to a caller without the token, when one is required.
 COUNTS_ONLY = ("status", "tasks", "uploads_in_progress", "unfinished_uploads", "jobs_running",
                "event_loop_lag_ms", "mode")
@@ -70,6 +75,17 @@ async def healthz(request: web.Request) -> web.Response:
         counts["queue"] = {"reachable": health["queue"]["reachable"]} if health["queue"] else None
         health = counts
     return web.json_response(health, headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/static/{name}")
+async def static(request: web.Request) -> web.FileResponse:
+    """The page's script, style sheet and icon; anything else a JSON 404 (aiohttp's own
+    static route answers a missing file with an empty body)."""
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    if not STATIC_NAME.fullmatch(name) or not await aiofiles.os.path.isfile(path):
+        raise ApiError(404, "not_found", f"No such file: /static/{name[:100]}.")
+    return web.FileResponse(path)
 
 
 @routes.get("/")

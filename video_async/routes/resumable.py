@@ -23,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -38,7 +36,8 @@ from ..config import DEFAULT_RESOLUTION, Settings
 from ..errors import ApiError
 from ..keys import RESUMABLE, SETTINGS, STORE
 from ..resumable import Upload
-from ..store import TASK_ID, Task, new_task_id
+from ..layout import TASK_ID
+from ..store import Task, new_task_id
 from . import intake, limits
 
 log = logging.getLogger(__name__)
@@ -93,19 +92,43 @@ async def create(request: web.Request) -> web.Response:
     with_body = _has_body(request)
     if with_body:
         _check_content_type(request)
+        if (request.content_length or 0) > length:  # refused before anything is made
+            raise _past_length(request.content_length or 0, length)
     await limits.check_room(request.app, settings, length)  # 507
     upload = Upload(id=new_task_id(), length=length, filename=filename, resolution=resolution,
-                    metadata=raw_metadata)
+                    metadata=raw_metadata, client=limits.client_of(request))
+    limits.hold_room(request, settings, upload)  # 429, 503
     uploads = request.app[RESUMABLE]
     await uploads.create(upload)
-    log.info("resumable upload %s created: %r, %d bytes, %sp", upload.id, filename, length,
-             resolution)
+    log.info("resumable upload %s created: %r, %d bytes, %sp, from %s", upload.id, filename,
+             length, resolution, upload.client)
     headers = {"Location": f"{PREFIX}/{upload.id}"}
     if with_body:  # creation-with-upload: the first bytes come with the creation
-        await _take_body(request, upload, settings)
+        try:
+            await _take_body(request, upload, settings)
+        except ApiError:
+            # No Location went out, so no client can go on with it: nothing is kept.
+            await uploads.discard(upload, "its creation was refused")
+            raise
         headers["Upload-Offset"] = str(upload.offset)
     headers["Upload-Expires"] = _expires(upload, settings)
     return web.Response(status=201, headers=headers)
+
+
+@routes.get(PREFIX)
+async def unfinished(request: web.Request) -> web.Response:
+    """The unfinished uploads, oldest activity first, for an operator to look at; any of
+    them can be ended with DELETE /files/{id}."""
+    settings = request.app[SETTINGS]
+    uploads = request.app[RESUMABLE]
+    now = time.time()
+    listed = [{"id": upload.id, "url": f"{PREFIX}/{upload.id}", "filename": upload.filename,
+               "offset": upload.offset, "length": upload.length, "client": upload.client,
+               "receiving": upload.busy,
+               "idle_seconds": 0.0 if upload.busy else round(max(0.0, now - upload.last_active), 1),
+               "holds_room": uploads.active(upload, now), "expires": _expires(upload, settings)}
+              for upload in sorted(uploads.all(), key=lambda upload: upload.last_active)]
+    return web.json_response(listed, headers={"Cache-Control": "no-store"})
 
 
 @routes.head(PREFIX + "/{upload_id}")
@@ -144,6 +167,12 @@ async def patch(request: web.Request) -> web.Response:
                        f"This upload is at byte {upload.offset}, not {offset}: ask with HEAD "
                        "and send from there.", headers={"Upload-Offset": str(upload.offset)})
     settings = request.app[SETTINGS]
+    uploads = request.app[RESUMABLE]
+    if not uploads.active(upload):  # idle, it holds only what it has: room to go on, first
+        await limits.check_room(request.app, settings, upload.length - upload.offset)  # 507
+        upload.client = limits.client_of(request)  # whoever sends it now (a phone moves)
+        limits.hold_room(request, settings, upload)  # 429, 503
+        upload.last_active = time.time()
     await _take_body(request, upload, settings)
     return web.Response(status=204, headers={"Upload-Offset": str(upload.offset),
                                              "Upload-Expires": _expires(upload, settings)})
@@ -183,8 +212,7 @@ async def _take_body(request: web.Request, upload: Upload, settings: Settings) -
     """
     room = upload.length - upload.offset
     if (request.content_length or 0) > room:
-        raise ApiError(413, "past_length", f"This body is {request.content_length} bytes; the "
-                       f"upload has only {room} left of its {upload.length}.")
+        raise _past_length(request.content_length or 0, room, upload.length)
     async with limits.admitted(request, settings, incoming=0):  # its room is reserved already
         receiving = asyncio.create_task(_store(request, upload, settings),
                                         name=f"receive-{upload.id}")
@@ -220,12 +248,12 @@ async def _store(request: web.Request, upload: Upload, settings: Settings) -> in
     """Append the body to the upload's file; the upload's offset is its file's length after."""
     path = request.app[SETTINGS].layout.resumable(upload.id)
     start = upload.offset
-    chunks: AsyncGenerator[bytes | memoryview, None] = _body(request, settings)
-    if start == 0:  # its first bytes can be judged as they come, as the multipart route does
-        chunks = intake.signature_checked(chunks, intake.container_kind(upload.filename))
+    # its first bytes are judged as they come, as the multipart route does
+    check = intake.signature_check(intake.container_kind(upload.filename)) if start == 0 else None
     try:
-        async with contextlib.aclosing(chunks):
-            received = await receive.receive(chunks, path, upload.length, start)
+        received = await receive.receive(request.content.iter_chunked(settings.upload_chunk),
+                                         path, upload.length, start, check_head=check,
+                                         head_size=intake.SIGNATURE_SIZE)
     except BaseException:
         # receive keeps what arrived before the stream broke off: the file says how much
         upload.offset = await asyncio.to_thread(_size, path)
@@ -236,11 +264,6 @@ async def _store(request: web.Request, upload: Upload, settings: Settings) -> in
     log.info("PATCH %s: %d bytes at %d, now %d of %d", upload.id, received, start,
              upload.offset, upload.length)
     return received
-
-
-async def _body(request: web.Request, settings: Settings) -> AsyncGenerator[bytes, None]:
-    async for chunk in request.content.iter_chunked(settings.upload_chunk):
-        yield chunk
 
 
 def _size(path: Path) -> int:
@@ -312,6 +335,12 @@ async def _current(request: web.Request) -> Upload | Done:
         await asyncio.wait([earlier])
 
 
+def _past_length(size: int, room: int, length: int | None = None) -> ApiError:
+    whole = "" if length is None else f" left of its {length}"
+    return ApiError(413, "past_length", f"This body is {size} bytes; the upload has only "
+                    f"{room}{whole}.")
+
+
 def _check_version(request: web.Request) -> None:
     given = request.headers.get("Tus-Resumable")
     if given != TUS_VERSION:
@@ -321,7 +350,7 @@ def _check_version(request: web.Request) -> None:
 
 
 def _check_content_type(request: web.Request) -> None:
-    if request.content_type != OFFSET_STREAM:
+    if intake.media_type(request) != OFFSET_STREAM:
         raise ApiError(415, "not_offset_stream",
                        f"Send an upload's bytes as Content-Type: {OFFSET_STREAM}.")
 

@@ -15,7 +15,8 @@ from urllib.parse import quote
 import aiofiles.os
 from aiohttp import web
 
-from ..store import TASK_ID, State, Task, TaskStore
+from ..layout import TASK_ID
+from ..store import State, Task, TaskStore
 from ..errors import ApiError, wants_html
 from ..keys import SNAPSHOT, STORE
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +42,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 @routes.post("/videos/upload")
 async def upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    if request.content_type != "multipart/form-data":
+    if intake.media_type(request) != "multipart/form-data":
         raise ApiError(400, "not_multipart",
                          "Send the video as multipart/form-data with a file field named 'video'.")
     # Refuse at once a body that announces it cannot fit, before reading a byte.
@@ -136,17 +135,11 @@ async def _read_small(part: multipart.Part, limit: int = 1024) -> str:
 async def _stream_to_disk(part: multipart.Part, target: Path, kind: str, settings: Settings) -> int:
     """Copy one file part to target, checking its first bytes and its size as they come;
     return the size once the file is on disk."""
-    checked = intake.signature_checked(_chunks(part), kind)
-    async with contextlib.aclosing(checked) as chunks:
-        try:
-            size = await receive.receive(chunks, target, settings.max_upload_bytes)
-        except receive.TooLarge:  # raised the moment the stream passes the limit
-            raise intake.too_large(settings) from None
+    try:
+        size = await receive.receive(part, target, settings.max_upload_bytes,
+                                     check_head=intake.signature_check(kind), head_size=SIGNATURE_SIZE)
+    except receive.TooLarge:  # raised the moment the stream passes the limit
+        raise intake.too_large(settings) from None
     if size < SIGNATURE_SIZE:  # too short for the check on the way in
         await intake.check_stored_signature(target, kind)
     return size
-
-
-async def _chunks(part: multipart.Part) -> AsyncGenerator[bytes | memoryview, None]:
-    while chunk := await part.read_chunk():
-        yield chunk
