@@ -58,6 +58,14 @@ BUSY_SAMPLES = 5000  # upper bound while uploads run; the uploads end it first
 PICKUP_UPLOADS = 20
 BURSTS = 5
 LIST_SIZES = (10, 1_000, 10_000)
+# Item 6's page polls: one task's progress moves every PROGRESS_STEP s, and a page asks
+# every POLL_PACE s, so each poll finds that one task changed (the real page asks every
+# 0.7 s, ffmpeg reports every 0.5 s: the same one task per poll).
+PROGRESS_STEP = 0.02
+POLL_PACE = 0.05
+PAGE_POLLS = 40  # per run; the original client's way costs far more, so fewer of those
+PLAIN_POLLS = 8
+PAGE_POLL_BAR_MS = 2.0
 PACED_RATE = 25 * MB  # bytes/s per upload: three clients on fast links, not loopback
 ALL_ITEMS = {1, 2, 3, 4, 5, 6, 7, 8, 9}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -101,6 +109,13 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """CPU time of a server's main thread, the one its event loop runs on: the loop's own
+    busy time, in nanoseconds from schedstat (far finer than /proc/PID/stat's ticks)."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as schedstat:
+        return int(schedstat.read().split()[0]) / 1e9
 
 
 def children_cpu_seconds(pid: int) -> float:
@@ -553,6 +568,7 @@ async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Pa
 async def bench_list(session: aiohttp.ClientSession, servers: dict[int, Server], runs: int,
                      report: Report) -> None:
     full: dict[int, list[float]] = {n: [] for n in servers}
+    full_loop: dict[int, list[float]] = {n: [] for n in servers}
     cached: dict[int, list[float]] = {n: [] for n in servers}
     etags: dict[int, str] = {}
     for n, server in servers.items():
@@ -566,7 +582,9 @@ async def bench_list(session: aiohttp.ClientSession, servers: dict[int, Server],
         for n in sizes[run % len(sizes):] + sizes[:run % len(sizes)]:
             url = servers[n].url + "/tasks"
             # each run's figure is itself a median, of a few requests (many for the cheap ones)
+            began = loop_cpu_seconds(servers[n].pid)
             full[n].append(Summary.of([await get_seconds(session, url) for _ in range(9)]).median)
+            full_loop[n].append((loop_cpu_seconds(servers[n].pid) - began) / 9)
             not_modified = [await get_seconds(session, url, {"If-None-Match": etags[n]}, status=304)
                             for _ in range(30)]
             cached[n].append(Summary.of(not_modified).median)
@@ -576,16 +594,84 @@ async def bench_list(session: aiohttp.ClientSession, servers: dict[int, Server],
         report.figure(item, f"GET /tasks, {n:,} tasks", "ms", [s * 1000 for s in full[n]])
     for n in sizes:
         report.figure(item, f"GET /tasks 304, {n:,} tasks", "ms", [s * 1000 for s in cached[n]])
+    for n in sizes:  # the server's side of the full list alone, without the transfer's
+        report.figure(item, f"GET /tasks, {n:,} tasks: loop", "ms", [s * 1000 for s in full_loop[n]])
     small, mid, large = sizes
     per_task = [(big / large) / (middle / mid) for big, middle in zip(full[large], full[mid])]
     growth = report.figure(item, f"per-task cost {large:,} / {mid:,}", "x", per_task)
+    report.figure(item, f"per-task loop cost {large:,} / {mid:,}", "x",
+                  [(big / large) / (middle / mid) for big, middle in zip(full_loop[large], full_loop[mid])])
     ratio_304 = report.figure(item, f"304 at {large:,} / at {small:,}", "x",
                               ratios(cached[large], cached[small]))
     # linear means a per-task cost that stays flat; 10 % leaves room for a noisy machine
     report.bar(item, "full list no worse than linear (<= 1.1)", growth.median, 1.1)
     report.bar(item, "304 at 10,000 <= 2x at 10", ratio_304.median, 2.0)
     report.raw["list"] = {"full_s": {str(n): v for n, v in full.items()},
+                          "full_loop_s": {str(n): v for n, v in full_loop.items()},
                           "not_modified_s": {str(n): v for n, v in cached.items()}}
+
+
+async def page_polls(session: aiohttp.ClientSession, server: Server, polls: int,
+                     since: bool) -> tuple[float, float, list[float]]:
+    """A page's polls, one every POLL_PACE s while one task progresses: with `since`, as
+    app.js asks; without, as the original client does (the whole list each time).
+
+    (the server loop's busy seconds over the polls, the same over as long without them
+    just before, each poll's wall seconds)
+    """
+    url = server.url + "/tasks"
+    async with session.get(url) as response:
+        await response.read()
+        version = response.headers["ETag"].strip('"')  # the list's version, in quotes
+    quiet_began = loop_cpu_seconds(server.pid)
+    await asyncio.sleep(polls * POLL_PACE)  # the loop's background: the progress, the lag probe
+    quiet = loop_cpu_seconds(server.pid) - quiet_began
+    walls: list[float] = []
+    began = loop_cpu_seconds(server.pid)
+    for _ in range(polls):
+        await asyncio.sleep(POLL_PACE)  # pacing: the task's progress moves meanwhile
+        query, headers = ({"since": version}, {"If-None-Match": f'"{version}"'}) if since else ({}, {})
+        start = time.perf_counter()
+        async with session.get(url, params=query, headers=headers) as response:
+            answer = await response.json()
+        walls.append(time.perf_counter() - start)
+        if response.status != 200:
+            raise RuntimeError(f"a poll answered {response.status}: the task did not progress")
+        if since:
+            if answer["full"] or len(answer["tasks"]) != 1:
+                raise RuntimeError(f"a poll since {version} did not answer the one task that moved")
+            version = answer["version"]
+    return loop_cpu_seconds(server.pid) - began, quiet, walls
+
+
+async def bench_page_poll(session: aiohttp.ClientSession, server: Server, kept: int, runs: int,
+                          report: Report) -> None:
+    """Item 6, the page's side: what one poll costs the loop with `kept` tasks and one running."""
+    loop_ms: list[float] = []
+    busy_ms: list[float] = []
+    wall_ms: list[float] = []
+    plain_ms: list[float] = []
+    for run in range(runs):
+        order = [True, False] if run % 2 == 0 else [False, True]
+        for since in order:
+            count = PAGE_POLLS if since else PLAIN_POLLS
+            busy, quiet, walls = await page_polls(session, server, count, since)
+            net = (busy - quiet) / count * 1000
+            if since:
+                loop_ms.append(net)
+                busy_ms.append(busy / count * 1000)
+                wall_ms.append(Summary.of(walls).median * 1000)
+            else:
+                plain_ms.append(net)
+    item = "6 list"
+    poll = report.figure(item, f"poll since, {kept:,} + 1 running: loop", "ms", loop_ms)
+    report.figure(item, "poll since: loop, background included", "ms", busy_ms)
+    report.figure(item, "poll since: wall", "ms", wall_ms)
+    report.figure(item, f"plain GET, {kept:,} + 1 running: loop", "ms", plain_ms)
+    report.bar(item, f"page poll, {kept:,} kept + 1 running: loop <= {PAGE_POLL_BAR_MS:g} ms",
+               poll.median, PAGE_POLL_BAR_MS)
+    report.raw["page_poll"] = {"loop_ms": loop_ms, "loop_with_background_ms": busy_ms,
+                               "wall_ms": wall_ms, "plain_loop_ms": plain_ms}
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -657,6 +743,15 @@ async def measure(runs: int, items: set[int], report: Report, counts: tuple[int,
                                              [*app_args(data(f"seeded-{n}"))[:2], "--tasks", str(n)])
                               for n in LIST_SIZES}
                     await bench_list(session, seeded, runs, report)
+                    await stack.aclose()
+                    kept = LIST_SIZES[-1]
+                    # no tasks.json: its writes of the whole list, twice a second while a
+                    # task progresses, are the snapshot's cost, not a poll's
+                    running_one = await start(f"seeded-{kept}-progressing", "bench.seeded_server",
+                                              [*app_args(data(f"seeded-{kept}-progressing"))[:2],
+                                               "--tasks", str(kept), "--no-persist",
+                                               "--progressing", str(PROGRESS_STEP)])
+                    await bench_page_poll(session, running_one, kept, runs, report)
 
 
 def table(report: Report) -> str:

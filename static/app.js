@@ -16,7 +16,8 @@ const maxBytes = Number(form.dataset.maxBytes);
 const accepted = form.dataset.extensions.split(",");
 const taskList = $("#tasks");
 const lastStates = new Map(); // task id -> state seen last, to announce changes
-let tasksEtag = null;
+// The version of the list on screen: each poll asks only for what changed since.
+let tasksVersion = taskList.dataset.version;
 let pollTimer = null;
 let anyActive = false;
 
@@ -422,6 +423,7 @@ function updateCard(card, task) {
   lastStates.set(task.id, task.state);
 }
 
+// The whole list, as the server sent it: cards added, updated, put in order, removed.
 function render(tasks) {
   const seen = new Set();
   let previous = null;
@@ -435,13 +437,34 @@ function render(tasks) {
     seen.add(task.id);
   }
   for (const card of [...taskList.querySelectorAll("li.task")]) {
-    if (!seen.has(card.dataset.id)) {
-      card.remove();
-      lastStates.delete(card.dataset.id);
-    }
+    if (!seen.has(card.dataset.id)) removeCard(card);
   }
-  $("#empty").hidden = tasks.length > 0;
-  anyActive = tasks.some((t) => t.state === "QUEUED" || t.state === "PROCESSING");
+  listChanged();
+}
+
+// What changed since the version on screen: the tasks changed (oldest first) and the ids removed.
+function merge(changed, removed) {
+  for (const id of removed) {
+    const card = taskList.querySelector(`li.task[data-id="${CSS.escape(id)}"]`);
+    if (card) removeCard(card);
+  }
+  for (const task of changed) {
+    const card = cardFor(task);
+    updateCard(card, task);
+    // a task the page has not shown is newer than every card on it: the list is in upload order
+    if (!card.isConnected) taskList.append(card);
+  }
+  listChanged();
+}
+
+function removeCard(card) {
+  card.remove();
+  lastStates.delete(card.dataset.id);
+}
+
+function listChanged() {
+  $("#empty").hidden = lastStates.size > 0;
+  anyActive = [...lastStates.values()].some((state) => state === "QUEUED" || state === "PROCESSING");
 }
 
 function setOffline(offline) {
@@ -462,11 +485,16 @@ async function pollTasks() {
   polling = true;
   let failed = false;
   try {
-    const headers = tasksEtag ? { "If-None-Match": tasksEtag } : {};
-    const response = await fetch("/tasks", { headers, cache: "no-store" });
+    // the list's ETag is its version in quotes: an unchanged list costs a 304
+    const response = await fetch(`/tasks?since=${encodeURIComponent(tasksVersion)}`,
+      { headers: { "If-None-Match": `"${tasksVersion}"` }, cache: "no-store" });
     if (response.status === 200) {
-      tasksEtag = response.headers.get("ETag");
-      render(await response.json());
+      const changes = await response.json();
+      // full: the server could not tell what changed (it restarted, or this page is too
+      // far behind), so it sent every task
+      if (changes.full) render(changes.tasks);
+      else merge(changes.tasks, changes.removed);
+      tasksVersion = changes.version;
     } else if (response.status !== 304) {
       throw new Error(`HTTP ${response.status}`);
     }
@@ -506,7 +534,7 @@ taskList.addEventListener("submit", async (event) => {
     try {
       const response = await fetch(`/tasks/${card.dataset.id}`, { method: "DELETE" });
       if (response.ok || response.status === 404) {
-        card.remove();
+        removeCard(card);
         announce(`${name} deleted.`);
       } else {
         announce(`${name} could not be deleted (HTTP ${response.status}).`);
@@ -575,6 +603,7 @@ async function pollHealth() {
 }
 
 for (const card of taskList.querySelectorAll("li.task")) lastStates.set(card.dataset.id, card.dataset.state);
+listChanged();
 pollTasks();
 pollHealth();
 showInterrupted();

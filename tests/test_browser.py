@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -19,7 +20,7 @@ from .support.failing import failed_task, queue_held
 from .support.internals import Settings
 from .support.processes import ffmpeg_pids
 from .support.servers import MakeClient, start_server
-from .support.uploading import (AppClient, list_tasks, upload_ok, uploads_in_progress,
+from .support.uploading import (AppClient, delete, list_tasks, upload_ok, uploads_in_progress,
                                 wait_for_state)
 from .support.waiting import wait_until
 
@@ -110,7 +111,7 @@ async def test_two_uploads_at_once_and_cancel(browser: Browser, client: AppClien
     second = pad_to(clips.small(), tmp_path / "second.mov", 6 * 1024 * 1024)
     page, problems = await open_page(browser, client)
     statuses: list[int] = []
-    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/tasks") else None)
+    page.on("response", lambda r: statuses.append(r.status) if urlsplit(r.url).path == "/tasks" else None)
     cdp = await page.context.new_cdp_session(page)
     await cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
                                                         "downloadThroughput": -1,
@@ -253,6 +254,37 @@ async def test_heartbeat_and_offline_notice(browser: Browser, client: AppClient)
     assert len(offline) == len(problems), problems
 
 
+
+
+async def test_the_list_follows_what_changed_since_its_version(browser: Browser, client: AppClient,
+                                                               clips: Clips) -> None:
+    """The page asks only for what changed since the list it shows, and from that adds,
+    updates and removes cards, keeping them in upload order."""
+    first = await upload_ok(client, clips.small(), "480", filename="first.mp4")
+    await wait_for_state(client, first["id"], "COMPLETED")
+    page, problems = await open_page(browser, client)
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if urlsplit(r.url).path == "/tasks" else None)
+    names = page.locator("li.task .name")
+    await expect(names).to_have_text(["first.mp4"])
+
+    second = await upload_ok(client, clips.small(), "480", filename="second.mp4")
+    await expect(names).to_have_text(["first.mp4", "second.mp4"], timeout=10_000)  # added
+    await expect(card(page, "second.mp4")).to_have_attribute("data-state", "COMPLETED",
+                                                             timeout=60_000)  # updated
+    await expect(card(page, "second.mp4").locator("a.download")).to_be_visible()
+    await delete(client, first["id"])
+    await expect(names).to_have_text(["second.mp4"], timeout=10_000)  # removed
+    await upload_ok(client, clips.small(), "480", filename="third.mp4")
+    await expect(names).to_have_text(["second.mp4", "third.mp4"], timeout=10_000)
+    await delete(client, second["id"])
+    await expect(names).to_have_text(["third.mp4"], timeout=10_000)
+
+    # every poll asked for changes since a version, each from the version the one before got
+    assert len(polls) >= 4
+    assert all("since" in parse_qs(urlsplit(url).query) for url in polls), polls
+    assert len({parse_qs(urlsplit(url).query)["since"][0] for url in polls}) >= 4
+    assert problems == []
 
 
 async def test_page_works_without_javascript(browser: Browser, client: AppClient, clips: Clips) -> None:

@@ -5,6 +5,11 @@ TaskStore's methods, so every change the page can see bumps `version` (the
 ETag of GET /tasks), and queuing a task wakes the worker at once instead of
 the worker polling on a timer.
 
+Because every change passes through here, the store also knows which tasks
+changed since a given version and which were removed: a page that polls asks
+only for those, and each task's API JSON is encoded once per change and kept,
+so a poll's cost follows what changed, not how many tasks are kept.
+
 No lock is needed: everything runs on one thread, in one event loop, and no
 method awaits in the middle of a change, so no other coroutine can ever see a
 task half-updated.
@@ -13,7 +18,10 @@ task half-updated.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +31,12 @@ from typing import Any
 
 from .display import card_texts
 from .ffmpeg import Media
+
+# A version as clients see it: the store's instance, a dot, its version.
+LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})$")
+# How many removals the store remembers for changes_since(): a page further behind
+# than that gets the whole list again (about 100 bytes each).
+REMOVALS_KEPT = 1000
 
 
 class State(StrEnum):
@@ -125,6 +139,21 @@ class TaskStore:
         self._version = 0
         # part of every ETag, so a restarted server never reuses an old version's tag
         self.instance = uuid.uuid4().hex[:8]
+        # task id -> the version of its last change, least recently changed first:
+        # the changes since a version are read from the end, no further back than they go
+        self._changed_at: OrderedDict[str, int] = OrderedDict()
+        # (version, task id) of the latest removals, oldest first, and the version of the
+        # last one forgotten: a page that saw less than that must take the whole list
+        self._removed: deque[tuple[int, str]] = deque()
+        self._forgotten = 0
+        self._encoded: dict[str, bytes] = {}  # task id -> its API JSON, dropped on any change
+        # task id -> 1 for the task the worker takes next, 2 for the one after, ...:
+        # kept current by every change
+        self._queue_positions: dict[str, int] = {}
+        # task id -> its place in upload order, never reused: the cursor of paging,
+        # which a deleted task cannot invalidate
+        self._places: dict[str, int] = {}
+        self._last_place = 0
         # Since Python 3.10 an Event binds to a loop on first wait, not here,
         # so the store can be built by the synchronous create_app().
         self._work_queued = asyncio.Event()
@@ -138,11 +167,53 @@ class TaskStore:
         """Bumped on every change: equal versions mean an identical task list."""
         return self._version
 
-    def _changed(self, transition: bool = True) -> None:
+    @property
+    def list_version(self) -> str:
+        """The version as clients see it: the ETag of GET /tasks, and what they send back
+        as `since`. The instance in it keeps a restarted server's versions apart."""
+        return f"{self.instance}.{self._version}"
+
+    def version_named(self, list_version: str) -> int:
+        """The version a client's list_version names: -1 for another run's, older than any
+        this store can answer; ValueError if it is not a list version at all."""
+        found = LIST_VERSION.match(list_version)
+        if found is None:
+            raise ValueError(f"not a list version: {list_version!r}")
+        instance, version = found.groups()
+        return int(version) if instance == self.instance else -1
+
+    def _changed(self, task: Task, was_queued: bool, transition: bool = True) -> None:
+        """Record a change just made to task: a new version, and its JSON to encode again
+        (a removed task's only leaves the version)."""
         self._version += 1
+        if task.id in self._tasks:
+            self._touch(task.id)
+        if was_queued or task.state is State.QUEUED:
+            self._number_queue()
+        self._announce(transition)
+
+    def _announce(self, transition: bool) -> None:
         self._any_change.set()
         if transition and self.on_transition is not None:
             self.on_transition()
+
+    def _touch(self, task_id: str) -> None:
+        if task_id not in self._places:  # a task new to the store: it goes last
+            self._last_place += 1
+            self._places[task_id] = self._last_place
+        self._changed_at[task_id] = self._version
+        self._changed_at.move_to_end(task_id)
+        self._encoded.pop(task_id, None)
+
+    def _number_queue(self) -> None:
+        """A task joined or left the queue: the others' places in it, shown on their cards,
+        may have moved, and those that did are changed too."""
+        queued = (task for task in self._tasks.values() if task.state is State.QUEUED)
+        positions = {task.id: n for n, task in enumerate(queued, start=1)}
+        for task_id, position in positions.items():
+            if self._queue_positions.get(task_id) != position:
+                self._touch(task_id)
+        self._queue_positions = positions
 
     async def wait_for_change(self, seen_version: int) -> None:
         """Return once `version` differs from seen_version (at once if it already does)."""
@@ -168,26 +239,59 @@ class TaskStore:
         return counts
 
     def queued_count(self) -> int:
-        return sum(1 for task in self._tasks.values() if task.state is State.QUEUED)
-
-    def queue_positions(self) -> dict[str, int]:
-        """1 for the task the worker takes next, 2 for the one after, ..."""
-        queued = (t for t in self._tasks.values() if t.state is State.QUEUED)
-        return {task.id: n for n, task in enumerate(queued, start=1)}
+        return len(self._queue_positions)
 
     def to_json(self, task: Task) -> dict[str, Any]:
-        return task.to_json(self.queue_positions().get(task.id))
+        return task.to_json(self._queue_positions.get(task.id))
 
     def all_json(self) -> list[dict[str, Any]]:
-        """Every task as the API shows it, oldest first: GET /tasks and the page."""
-        positions = self.queue_positions()
-        return [task.to_json(positions.get(task.id)) for task in self._tasks.values()]
+        """Every task as the API shows it, oldest first: the page's first paint."""
+        return [self.to_json(task) for task in self._tasks.values()]
+
+    def encoded(self, task: Task) -> bytes:
+        """The task's API JSON as bytes, encoded once per change of it: every poll of every
+        page between two changes sends these same bytes."""
+        data = self._encoded.get(task.id)
+        if data is None:
+            data = self._encoded[task.id] = json.dumps(self.to_json(task)).encode()
+        return data
+
+    def changes_since(self, version: int) -> tuple[list[Task], list[str]] | None:
+        """The tasks changed after `version`, oldest first, and the ids removed after it;
+        None if the store cannot tell: `version` is newer than its own, or older than the
+        removals it remembers."""
+        if not self._forgotten <= version <= self._version:
+            return None
+        changed: list[Task] = []
+        for task_id, changed_at in reversed(self._changed_at.items()):
+            if changed_at <= version:
+                break
+            changed.append(self._tasks[task_id])
+        changed.sort(key=lambda task: self._places[task.id])
+        removed = []
+        for removed_at, task_id in reversed(self._removed):
+            if removed_at <= version:
+                break
+            removed.append(task_id)
+        removed.reverse()
+        return changed, removed
+
+    def page(self, after: int, limit: int) -> tuple[list[Task], int | None]:
+        """Up to `limit` tasks, oldest first, from those placed after `after` (0: the first);
+        and the `after` of the next page, None if this is the last."""
+        places = self._places
+        later = (task for task in self._tasks.values() if places[task.id] > after)
+        tasks = [task for _, task in zip(range(limit + 1), later)]
+        if len(tasks) <= limit:
+            return tasks, None
+        del tasks[limit:]
+        return tasks, places[tasks[-1].id]
 
     # -- changing ----------------------------------------------------------
 
     def add(self, task: Task) -> Task:
         self._tasks[task.id] = task
-        self._changed()
+        self._changed(task, was_queued=False)
         self._work_queued.set()
         return task
 
@@ -196,13 +300,22 @@ class TaskStore:
         for task in sorted(tasks, key=lambda t: t.created_at):
             self._tasks[task.id] = task
         if tasks:
-            self._changed()
+            self._version += 1
+            for task in self._tasks.values():
+                self._touch(task.id)
+            self._number_queue()
+            self._announce(transition=True)
             self._work_queued.set()
 
     def remove(self, task_id: str) -> Task | None:
         task = self._tasks.pop(task_id, None)
         if task:
-            self._changed()
+            del self._changed_at[task_id], self._places[task_id]
+            self._encoded.pop(task_id, None)
+            self._changed(task, was_queued=task.state is State.QUEUED)
+            self._removed.append((self._version, task_id))
+            if len(self._removed) > REMOVALS_KEPT:
+                self._forgotten = self._removed.popleft()[0]
         return task
 
     def claim_next(self) -> Task | None:
@@ -215,10 +328,11 @@ class TaskStore:
 
     def start(self, task: Task) -> None:
         """QUEUED -> PROCESSING: a worker, here or on the queue, has taken it."""
+        was_queued = task.state is State.QUEUED
         task.state = State.PROCESSING
         task.started_at = utc_now()
         task.progress = 0
-        self._changed()
+        self._changed(task, was_queued)
 
     async def wait_for_work(self) -> None:
         """Return once a task may have been queued since the last claim_next() found none."""
@@ -229,22 +343,24 @@ class TaskStore:
         progress = max(0, min(99, progress))  # 100 means done, and only complete() says so
         if progress != task.progress or eta_seconds != task.eta_seconds:
             task.progress, task.eta_seconds = progress, eta_seconds
-            self._changed(transition=False)
+            self._changed(task, was_queued=False, transition=False)
 
     def complete(self, task: Task, output_path: Path, output: Output,
                  thumbnail_path: Path | None) -> None:
+        was_queued = task.state is State.QUEUED
         task.state = State.COMPLETED
         task.progress, task.eta_seconds = 100, None
         task.output_path, task.output, task.thumbnail_path = output_path, output, thumbnail_path
         task.finished_at = utc_now()
-        self._changed()
+        self._changed(task, was_queued)
 
     def fail(self, task: Task, reason: str, detail: str = "") -> None:
+        was_queued = task.state is State.QUEUED
         task.state = State.FAILED
         task.error, task.error_detail = reason, detail or None
         task.eta_seconds = None
         task.finished_at = utc_now()
-        self._changed()
+        self._changed(task, was_queued)
 
     def retry(self, task: Task) -> None:
         """FAILED -> QUEUED because a person asked: counted, so a failure again shows it."""
@@ -259,5 +375,5 @@ class TaskStore:
         task.progress, task.error, task.error_detail, task.eta_seconds = 0, None, None, None
         task.started_at = task.finished_at = None
         task.output = task.output_path = task.thumbnail_path = None
-        self._changed()
+        self._changed(task, was_queued=False)  # queued now: the queue is numbered again
         self._work_queued.set()

@@ -16,7 +16,9 @@ from video_async.display import clock, human_size
 from video_async.routes.tasks import content_disposition
 from video_async.routes.intake import container_of, display_name
 from video_async.snapshot import SnapshotWriter
-from video_async.store import Task, TaskStore, new_task_id
+from video_async.keys import STORE
+from video_async.routes.tasks import MAX_PAGE_SIZE, PAGE_SIZE
+from video_async.store import REMOVALS_KEPT, State, Task, TaskStore, new_task_id
 
 
 def a_task(source: Path) -> Task:
@@ -24,6 +26,17 @@ def a_task(source: Path) -> Task:
     return Task(id=new_task_id(), filename="a.mp4", resolution=480, source_path=source, size=1)
 
 
-__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "QUEUE_FUNCTION", "QUEUE_NAME", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "SnapshotWriter", "TaskStore", "a_task", "build_parser", "clock", "container_of",
+def kept_tasks(store: TaskStore, count: int, uploads: Path) -> list[Task]:
+    """count FAILED tasks put straight into the store, as a restart puts back those of its
+    snapshot: a long list without uploading it. Their uploads are not on disk."""
+    tasks = []
+    for n in range(count):
+        task = a_task(uploads / f"kept-{n}.mp4")
+        task.filename, task.state, task.error = f"kept {n}.mp4", State.FAILED, "Kept for a test."
+        tasks.append(store.add(task))
+    return tasks
+
+
+__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "SnapshotWriter", "TaskStore", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "media_from", "parse_progress", "receive"]

@@ -91,8 +91,11 @@ async def static(request: web.Request) -> web.FileResponse:
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     # Rendering is pure CPU over data already in memory: nothing here waits on I/O.
+    store = request.app[STORE]
     html = request.app[PAGE].render(
-        tasks=request.app[STORE].all_json(),
+        tasks=store.all_json(),
+        # what the list shows, so the page's first poll asks only for what changed since
+        tasks_version=store.list_version,
         resolutions=RESOLUTIONS,
         default_resolution=DEFAULT_RESOLUTION,
         extensions=list(SOURCE_EXTENSIONS),

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiofiles.os
 from aiohttp import web
 
 from ..layout import TASK_ID
-from ..store import State, Task
+from ..store import State, Task, TaskStore
 from ..errors import ApiError, wants_html
 from ..keys import SNAPSHOT, STORE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+
+PAGE_SIZE = 100  # tasks in a page of GET /tasks?after=... that gives no limit
+MAX_PAGE_SIZE = 1000
 
 
 def content_disposition(filename: str, resolution: int) -> str:
@@ -44,20 +50,79 @@ def _find(request: web.Request) -> Task:
 
 @routes.get("/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
+    """Every task as a JSON array (the original client's way); with `since`, only what
+    changed after that version; with `limit` or `after`, one page of the list."""
     store = request.app[STORE]
+    query = request.query
+    since = _since(query.get("since"), store)
+    paged = "limit" in query or "after" in query
+    if since is not None and paged:
+        raise ApiError(400, "bad_query", "Ask for changes (since) or for a page (limit, after), "
+                                         "not both.")
+    if paged:
+        limit = _whole_number(query.get("limit", str(PAGE_SIZE)), "limit", 1, MAX_PAGE_SIZE)
+        after = _whole_number(query.get("after", "0"), "after", 0, None)
+    version = store.list_version
     # The version changes with every change to any task, so an unchanged list
-    # costs the client a 304 and us no JSON encoding at all.
-    etag = f'"{store.instance}.{store.version}"'
+    # costs the client a 304 and us no JSON at all.
+    etag = f'"{version}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     wanted = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]
     if etag in wanted or "*" in wanted:
         return web.Response(status=304, headers=headers)
-    return web.json_response(store.all_json(), headers=headers)
+    if since is not None:
+        changes = store.changes_since(since)
+        if changes is None:  # the store cannot tell: the page starts again from everything
+            body = _object(store, {"version": version, "full": True, "removed": []}, store.all())
+        else:
+            changed, removed = changes
+            body = _object(store, {"version": version, "full": False, "removed": removed}, changed)
+    elif paged:
+        tasks, following = store.page(after, limit)
+        body = _object(store, {"version": version, "next": following}, tasks)
+    else:
+        body = _array(store, store.all())
+    return web.Response(body=body, headers=headers, content_type="application/json",
+                        charset="utf-8")
+
+
+def _since(text: str | None, store: TaskStore) -> int | None:
+    """The store version a `since` names, None when there is none."""
+    if text is None:
+        return None
+    try:
+        return store.version_named(text)
+    except ValueError:
+        raise ApiError(400, "bad_since", "since must be a version this server gave: the "
+                                         "`version` of an earlier answer, or the list's ETag "
+                                         "without its quotes.") from None
+
+
+def _whole_number(text: str, name: str, least: int, most: int | None) -> int:
+    number = int(text) if re.fullmatch(r"[0-9]{1,18}", text) else -1
+    if number < least or (most is not None and number > most):
+        bound = f"from {least} to {most}" if most is not None else f"{least} or more"
+        raise ApiError(400, f"bad_{name}", f"{name} must be a whole number {bound}.")
+    return number
+
+
+def _array(store: TaskStore, tasks: Iterable[Task]) -> bytes:
+    """A JSON array of the tasks, made of each one's encoded JSON as the store keeps it:
+    byte for byte what json.dumps would make of their dicts."""
+    return b"[" + b", ".join(store.encoded(task) for task in tasks) + b"]"
+
+
+def _object(store: TaskStore, fields: dict[str, Any], tasks: Iterable[Task]) -> bytes:
+    """fields as a JSON object, with the tasks' array added as its last member, "tasks"."""
+    head = json.dumps(fields).removesuffix("}").encode()
+    return b"".join((head, b', "tasks": ', _array(store, tasks), b"}"))
 
 
 @routes.get("/tasks/{task_id}")
 async def show_task(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STORE].to_json(_find(request)))
+    store = request.app[STORE]
+    return web.Response(body=store.encoded(_find(request)), content_type="application/json",
+                        charset="utf-8")
 
 
 @routes.get("/tasks/{task_id}/download")
