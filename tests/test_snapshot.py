@@ -11,7 +11,7 @@ from typing import Any
 from .support.checks import files_in
 from .support.clips import Clips, realtime_ffmpeg
 from .support.failing import failed_task
-from .support.internals import Settings, SnapshotWriter, TaskStore, a_task
+from .support.internals import Encoder, Settings, SnapshotWriter, TaskStore, a_task, to_record
 from .support.servers import MakeClient
 from .support.uploading import upload_ok, wait_for_state
 
@@ -179,3 +179,23 @@ async def test_a_burst_of_progress_updates_is_a_few_writes(tmp_path: Path) -> No
     assert changes > 50  # about 190 on an idle machine; a busy one manages fewer
     assert len(snapshots) <= 5, f"{len(snapshots)} writes for {changes} progress updates"
     assert snapshot(settings)["tasks"][0]["progress"] == changes % 99  # and the last one is in
+
+
+def test_each_record_is_encoded_once_per_change(settings: Settings) -> None:
+    """A snapshot write re-encodes only the tasks that changed since the last one, and
+    what it writes is every task's record all the same."""
+    store = TaskStore()
+    still, moving, gone = (store.add(a_task(settings.layout.uploads_dir / f"{n}.mp4"))
+                           for n in range(3))
+    store.fail(still, "Out of the queue, and then left alone.")
+    encoder = Encoder(store, settings.layout)
+    encoder.encode()
+    kept = encoder.record(still)
+    assert store.claim_next() is moving
+    store.set_progress(moving, 40, None)
+    store.remove(gone.id)
+    written = json.loads(encoder.encode())
+    assert encoder.record(still) is kept  # the very bytes of the last write: not encoded again
+    assert written["tasks"] == [to_record(task, settings.layout) for task in store.all()]
+    assert [record["id"] for record in written["tasks"]] == [still.id, moving.id]
+    assert written["tasks"][1]["progress"] == 40

@@ -126,9 +126,32 @@ def _moment(value: Any) -> datetime | None:
     return moment
 
 
-def encode(store: TaskStore, layout: DataLayout) -> bytes:
-    records = [to_record(task, layout) for task in store.all()]
-    return json.dumps({"format": FORMAT, "tasks": records}, ensure_ascii=False).encode()
+class Encoder:
+    """The snapshot's bytes, on the loop: each task's record is encoded once per change of
+    it and kept, so a write costs the loop a join of bytes, not a re-encoding of every
+    task (at 10,000 tasks that took a third of the loop's time while one task progressed)."""
+
+    def __init__(self, store: TaskStore, layout: DataLayout) -> None:
+        self.store, self.layout = store, layout
+        self._records: dict[str, tuple[int, bytes]] = {}  # task id -> (its version, its record)
+
+    def encode(self) -> bytes:
+        tasks = self.store.all()
+        records = [self.record(task) for task in tasks]
+        if len(self._records) > len(tasks):  # removed tasks are forgotten
+            for task_id in self._records.keys() - {task.id for task in tasks}:
+                del self._records[task_id]
+        return b'{"format": %d, "tasks": [' % FORMAT + b", ".join(records) + b"]}"
+
+    def record(self, task: Task) -> bytes:
+        """The task's record as bytes, encoded again only if the task changed since."""
+        version = self.store.changed_at(task.id)
+        kept = self._records.get(task.id)
+        if kept is None or version is None or kept[0] != version:
+            kept = (-1 if version is None else version,
+                    json.dumps(to_record(task, self.layout), ensure_ascii=False).encode())
+            self._records[task.id] = kept
+        return kept[1]
 
 
 # -- writing ---------------------------------------------------------------------
@@ -140,6 +163,7 @@ class SnapshotWriter:
         self.store = store
         self.enabled = settings.persist
         self.layout = settings.layout
+        self.encoder = Encoder(store, self.layout)
         self.path = self.layout.snapshot_path
         self.interval = settings.snapshot_interval
         self.saved_version = store.version  # what is on disk already: nothing new yet
@@ -201,7 +225,7 @@ class SnapshotWriter:
 
     async def save(self) -> None:
         version = self.store.version
-        data = encode(self.store, self.layout)
+        data = self.encoder.encode()
         await asyncio.to_thread(self._write, data, version)
         self.saved_version = version
 

@@ -256,6 +256,11 @@ class TaskStore:
             data = self._encoded[task.id] = json.dumps(self.to_json(task)).encode()
         return data
 
+    def changed_at(self, task_id: str) -> int | None:
+        """The version of the task's last change (None for a task the store does not hold):
+        what caches of a task's other forms (the snapshot's record) compare with."""
+        return self._changed_at.get(task_id)
+
     def changes_since(self, version: int) -> tuple[list[Task], list[str]] | None:
         """The tasks changed after `version`, oldest first, and the ids removed after it;
         None if the store cannot tell: `version` is newer than its own, or older than the

@@ -15,7 +15,7 @@ from video_async.receive import BATCH_SIZE, receive
 from video_async.display import clock, human_size
 from video_async.routes.tasks import content_disposition
 from video_async.routes.intake import container_of, display_name
-from video_async.snapshot import SnapshotWriter
+from video_async.snapshot import Encoder, SnapshotWriter, to_record
 from video_async.keys import STORE
 from video_async.routes.tasks import MAX_PAGE_SIZE, PAGE_SIZE
 from video_async.store import REMOVALS_KEPT, State, Task, TaskStore, new_task_id
@@ -37,6 +37,6 @@ def kept_tasks(store: TaskStore, count: int, uploads: Path) -> list[Task]:
     return tasks
 
 
-__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "SnapshotWriter", "TaskStore", "a_task", "build_parser", "clock", "container_of",
+__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "media_from", "parse_progress", "receive"]
