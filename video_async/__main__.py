@@ -1,4 +1,7 @@
-"""python -m video_async (or `video-async`): flags -> Settings -> run the app."""
+"""python -m video_async (or `video-async`): flags -> Settings -> run the app.
+
+`video-async worker` runs a queue worker instead, which imports none of the web server.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,9 @@ import resource
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
-from . import access
-from .app import create_app
 from .config import Settings
 from .ffmpeg import FFmpegError
 from .layout import PRIVATE_UMASK
-from .recovery import DataDirInUse
 
 
 def raise_open_file_limit() -> int:
@@ -42,7 +40,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .remote_worker import main as run_worker
         run_worker(args[1:])
         return
-    settings = Settings.from_args(args)
+    serve(Settings.from_args(args), open_files)
+
+
+def serve(settings: Settings, open_files: int) -> None:
+    """Run the web server until SIGINT or SIGTERM."""
+    # imported here, not above: a queue worker loads none of the web server
+    from aiohttp import web
+
+    from . import access
+    from .app import create_app
+    from .recovery import DataDirInUse
+
     if settings.queue:
         _need_queue_extra("video-async --queue")
     logging.basicConfig(level=settings.log_level,

@@ -21,15 +21,16 @@ from aiohttp.typedefs import Middleware
 
 from . import access, ffmpeg
 from .config import Settings
-from .errors import INTERNAL_ERROR, ApiError
+from .errors import ApiError
 from .keys import (FFMPEG, LAG, PAGE, PROBES, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT,
-                   STORE, UPLOADS, UploadCounter)
+                   STORE, UPLOADS)
 from .loop_lag import LagMonitor
 from .recovery import DataDirLock, recover
 from .resumable import ResumableUploads
 from .routes import pages, resumable, tasks, uploads
+from .routes.limits import UploadCounter
 from .snapshot import SnapshotWriter
-from .store import TaskStore
+from .store import INTERNAL_ERROR, TaskStore
 from .worker import run_workers
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,6 @@ import json
 from aiohttp import web
 
 
-# What a person is told when a bug of ours broke something; the details go to the log.
-INTERNAL_ERROR = "Something went wrong on the server; it has been logged."
-
 
 class ApiError(web.HTTPException):
     """An HTTP error with the JSON body above: raise it.

@@ -1,5 +1,6 @@
 """Queue mode, the web side: each QUEUED task becomes a SAQ job in Redis, run by a
-`video-async worker` on any machine that shares the data dir (see remote_worker.py).
+`video-async worker` on any machine that shares the data dir (see remote_worker.py;
+what a job carries there and back is jobs.py).
 
 The web process still owns the task store and the whole API; this module is the only
 part of it that talks to Redis, and it changes tasks only through the store, so the
@@ -27,28 +28,24 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiofiles.os
-from redis.exceptions import RedisError
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 
 from .config import Settings
-from .keys import QueueStatus
-from .store import Output, State, Task, TaskStore
+from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_from_json,
+                   without_password)
+from .store import State, Task, TaskStore
+from .worker import record
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = "video_async"
-FUNCTION = "transcode"  # the name remote_worker registers its job under
 RETRIES = 3  # runs of one job: a worker that dies hands it on, twice at most
 RESULT_TTL = 7 * 24 * 3600  # seconds Redis keeps a finished job for a web process that was down
 CHECK_INTERVAL = 1.0  # seconds between looks at every followed job and the workers
 RECONNECT_DELAY = 1.0  # seconds between attempts to reach Redis again
 ABORT_WAIT = 5.0  # seconds DELETE waits for a worker to confirm that its job stopped
-# Errors that mean "Redis is not answering", as opposed to a bug of ours.
-UNREACHABLE = (RedisError, OSError)
 
 
 def job_key(task: Task) -> str:
@@ -56,13 +53,19 @@ def job_key(task: Task) -> str:
     return task.id if task.retries == 0 else f"{task.id}.retry{task.retries}"
 
 
-def without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+@dataclass
+class QueueStatus:
+    """What the web process last saw of the job queue, refreshed every second: /healthz
+    and the page's heartbeat show it."""
+    url: str  # without its password
+    reachable: bool = False
+    workers: list[dict[str, Any]] = field(default_factory=list)  # host, pid, jobs of each
+    jobs_queued: int = 0
+    jobs_running: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "reachable": self.reachable, "workers": self.workers,
+                "jobs_queued": self.jobs_queued, "jobs_running": self.jobs_running}
 
 
 @dataclass(eq=False)
@@ -135,9 +138,7 @@ class JobQueue:
                 return
             job = await self.queue.enqueue(Job(
                 function=FUNCTION, key=followed.key,
-                kwargs={"task_id": task.id, "source": self.layout.relative(task.source_path),
-                        "resolution": task.resolution,
-                        "media": task.media.to_json() if task.media else None},
+                kwargs=TranscodeJob.of(task, self.layout).to_json(),
                 timeout=0,  # the job's own time limit and stall watchdog stop it
                 heartbeat=self.settings.queue_heartbeat, retries=RETRIES, ttl=RESULT_TTL))
             if followed.deleted and job is not None:  # deleted while it was being enqueued
@@ -206,23 +207,11 @@ class JobQueue:
             store.set_progress(task, int(job.progress * 100),
                                float(eta) if isinstance(eta, (int, float)) else None)
         elif job.status is Status.COMPLETE:
-            self._finish(task, job.result)
+            record(store, task, outcome_from_json(job.result, task.id, self.layout), self.layout)
         elif job.status in (Status.FAILED, Status.ABORTED):
             log.error("job %s ended %s: %s", job.key, job.status.value, job.error)
             store.fail(task, "The workers could not finish this job (each one stopped "
                              "answering, or crashed); it has been logged.", job.status.value)
-
-    def _finish(self, task: Task, result: Any) -> None:
-        """A finished job's result, as remote_worker.outcome_json wrote it."""
-        if not isinstance(result, dict):
-            self.store.fail(task, "Something went wrong on the worker; it has been logged.")
-            return
-        if "failed" in result:
-            self.store.fail(task, str(result["failed"]), str(result.get("detail") or ""))
-            return
-        output = Output(**result["output"])
-        thumbnail = self.layout.thumbnail(task.id) if result.get("thumbnail") else None
-        self.store.complete(task, self.layout.output(task.id), output, thumbnail)
 
     # -- checking --------------------------------------------------------------------
 

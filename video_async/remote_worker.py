@@ -29,22 +29,13 @@ import aiofiles.os
 
 from . import ffmpeg, worker
 from .config import Settings
+from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_to_json,
+                   without_password)
 from .store import Output
-from .queue import FUNCTION, QUEUE_NAME, UNREACHABLE, without_password
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.25  # seconds: at most this often a job's progress goes to Redis
-
-
-def outcome_json(outcome: worker.Done | worker.Failed) -> dict[str, Any]:
-    """What a finished job returns through Redis; queue.JobQueue reads it back."""
-    if isinstance(outcome, worker.Failed):
-        return {"failed": outcome.reason, "detail": outcome.detail}
-    output = outcome.output
-    return {"output": {"size": output.size, "width": output.width, "height": output.height,
-                       "duration": output.duration, "source_warning": output.source_warning},
-            "thumbnail": outcome.thumbnail is not None}
 
 
 class Reporter:
@@ -131,31 +122,32 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
     """The job function SAQ runs, for this worker's settings."""
     layout = settings.layout
 
-    async def transcode(ctx: Any, *, task_id: str, source: str, resolution: int,
-                        media: dict[str, Any] | None) -> dict[str, Any]:
+    async def transcode(ctx: Any, **arguments: Any) -> dict[str, Any]:
+        job = TranscodeJob.from_json(arguments)
+        task_id = job.task_id
         try:
             # only a file the server itself names for this task, never a path from outside
-            source_path = layout.ours(source, task_id, "source")
+            source_path = job.source_in(layout)
         except ValueError:
-            log.error("job for task %s names an unexpected source %r", task_id, source)
-            return outcome_json(worker.Failed("The job named a file outside the data folder."))
-        job = ctx["job"]
-        lock = RunLock(job.get_queue().redis, task_id, settings.queue_heartbeat)
-        reporter = Reporter(job, settings.queue_heartbeat, lock)
+            log.error("job for task %s names an unexpected source %r", task_id, job.source)
+            return outcome_to_json(worker.Failed("The job named a file outside the data folder."))
+        saq_job = ctx["job"]
+        lock = RunLock(saq_job.get_queue().redis, task_id, settings.queue_heartbeat)
+        reporter = Reporter(saq_job, settings.queue_heartbeat, lock)
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
             outcome: worker.Done | worker.Failed | None = await existing_output(settings, task_id)
             if outcome is None:
                 outcome = await worker.transcode_task(
-                    task_id, source_path, ffmpeg.Media.from_json(media) if media else None,
-                    resolution, ffmpeg_path, settings, reporter)
+                    task_id, source_path, job.media, job.resolution, ffmpeg_path, settings,
+                    reporter)
         finally:
             reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporting
             await lock.release()
-        return outcome_json(outcome)
+        return outcome_to_json(outcome)
 
     return transcode
 

@@ -32,6 +32,9 @@ from typing import Any
 from .display import card_texts
 from .ffmpeg import Media
 
+# What a person is told when a bug of ours broke something (a job, or a request); the
+# details go to the log.
+INTERNAL_ERROR = "Something went wrong on the server; it has been logged."
 # A version as clients see it: the store's instance, a dot, its version.
 LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})$")
 # How many removals the store remembers for changes_since(): a page further behind

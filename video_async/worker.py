@@ -19,8 +19,8 @@ import aiofiles.os
 
 from . import ffmpeg
 from .config import Settings
-from .errors import INTERNAL_ERROR
-from .store import Output, State, Task, TaskStore
+from .layout import DataLayout
+from .store import INTERNAL_ERROR, Output, State, Task, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,15 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
     outcome = await transcode_task(task.id, task.source_path, task.media, task.resolution,
                                    ffmpeg_path, settings,
                                    lambda progress, eta: store.set_progress(task, progress, eta))
+    record(store, task, outcome, settings.layout)
+
+
+def record(store: TaskStore, task: Task, outcome: Done | Failed, layout: DataLayout) -> None:
+    """A job's outcome into the store, wherever the job ran (here, or on a queue worker)."""
     if isinstance(outcome, Failed):
         store.fail(task, outcome.reason, outcome.detail)
     else:
-        store.complete(task, settings.layout.output(task.id), outcome.output, outcome.thumbnail)
+        store.complete(task, layout.output(task.id), outcome.output, outcome.thumbnail)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from video_async.config import MIB, RESOLUTIONS, Settings, build_parser
 from video_async.ffmpeg import Media, media_from, mp4_duration, output_size, parse_progress
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 from video_async.multipart import HEAD_LIMIT
-from video_async.queue import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME
+from video_async.jobs import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME
 from video_async.receive import BATCH_SIZE, receive
 from video_async.display import clock, human_size
 from video_async.routes.tasks import content_disposition

@@ -26,6 +26,7 @@ import logging
 import math
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +39,19 @@ from ..keys import RESUMABLE, STORE, UPLOADS
 from ..resumable import Reservations, Upload
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class UploadCounter:
+    """Uploads streaming right now, shown in /healthz and the page's heartbeat, and the
+    disk's free space as last seen (asked for at most four times a second, however many
+    uploads there are)."""
+    active: int = 0
+    free_bytes: int | None = None
+    free_seen_at: float = float("-inf")  # loop time
+    free_asking: asyncio.Task[int] | None = None
+
+
 T = TypeVar("T")
 
 RETRY_BUSY = 5  # seconds: an upload slot frees up as soon as any upload ends
