@@ -88,7 +88,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     layout = settings.layout
     ffmpeg.watch_children()
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
-    app[PROBES] = asyncio.Semaphore(settings.max_probes)
+    app[PROBES] = ffmpeg.ProbePool(settings.max_probes, ffmpeg.Limits.of(settings))
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     if await asyncio.to_thread(layout.make_private):
         log.info("created the data dir %s", layout.data_dir.resolve())
@@ -124,6 +124,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await app[PROBES].close()
     if writer.enabled:
         try:
             await writer.save()  # the last word: jobs that were running are queued again on start

@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import web
 
 from .config import Settings
-from .ffmpeg import FFmpegInfo
+from .ffmpeg import FFmpegInfo, ProbePool
 from .loop_lag import LagMonitor
 from .recovery import RecoveryReport
 from .resumable import ResumableUploads
@@ -58,6 +58,6 @@ RESUMABLE = web.AppKey("resumable", ResumableUploads)
 LAG = web.AppKey("lag", LagMonitor)
 PAGE = web.AppKey("page", jinja2.Template)
 FFMPEG = web.AppKey("ffmpeg", FFmpegInfo)
-PROBES = web.AppKey("probes", asyncio.Semaphore)  # the pool that upload probes wait in
+PROBES = web.AppKey("probes", ProbePool)  # where uploads are probed
 RECOVERY = web.AppKey("recovery", RecoveryReport)
 QUEUE = web.AppKey("queue", QueueStatus)
