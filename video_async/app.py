@@ -82,7 +82,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # asyncio.to_thread's pool (tasks.json, the disk's free space, a file's first bytes):
     # of a fixed size, not one that grows with the machine's cores. Uploads' bytes have
-    # a pool of their own (receive.disk_pool), so neither waits behind the other.
+    # threads of their own (receive.disk_threads), so neither waits behind the other.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
     layout = settings.layout
