@@ -2,8 +2,10 @@
 
 N uploads of a 5 MB clip, each paced to 200 KB/s, starting evenly over 5 s
 (bench/slow_client.py, a niced process of its own), while a page-like poller
-asks for the task list ten times a second. Transcodes are stubbed (the job
-timeout stops each at once), so only uploading is measured. Each N runs
+asks for what changed in the task list ten times a second. Transcodes are
+stubbed: the server's ffmpeg is a stand-in that sleeps instead of encoding
+(probes read the file through PyAV, as always), so the first task stays
+PROCESSING and the others QUEUED, and only uploading is measured. Each N runs
 against a fresh video_async and against item 1's bare aiohttp handler that
 stores the raw body (bench/sink_server.py --mode store), in the same run.
 
@@ -27,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import media
 from bench.client import own_lag, watch_lag
 from bench.servers import ROOT, Server, running
 from bench.stats import percentile
@@ -66,14 +69,16 @@ async def sample_threads(pid: int, stop: asyncio.Event) -> int:
 
 
 async def poll_like_a_page(session: aiohttp.ClientSession, url: str, stop: asyncio.Event) -> list[float]:
-    """GET /tasks ten times a second with the ETag of the last answer, as the page does;
-    each request's wall time, in seconds."""
+    """GET /tasks?since=V ten times a second, with the ETag of the last answer, as the page
+    does; each request's wall time, in seconds. (The bare handler answers [] to any.)"""
     loop = asyncio.get_running_loop()
     samples: list[float] = []
     etag = ""
     while not stop.is_set():
         began = loop.time()
-        async with session.get(url + "/tasks", headers={"If-None-Match": etag} if etag else {}) as answer:
+        since = f"?since={etag.strip(chr(34))}" if etag else ""
+        async with session.get(url + "/tasks" + since,
+                               headers={"If-None-Match": etag} if etag else {}) as answer:
             await answer.read()
             etag = answer.headers.get("ETag", etag)
         samples.append(loop.time() - began)
@@ -128,9 +133,24 @@ async def one_run(session: aiohttp.ClientSession, server: Server, clip: Path, co
     }
 
 
-def video_async_args(data_dir: Path) -> list[str]:
+SLEEPING_FFMPEG = """#!/bin/sh
+# A stand-in for ffmpeg: a transcode (it asks for -progress) sleeps; anything else runs.
+case " $* " in *" -progress "*) exec sleep 3600 ;; esac
+exec "{real}" "$@"
+"""
+
+
+def sleeping_ffmpeg(folder: Path) -> Path:
+    script = folder / "sleeping-ffmpeg"
+    script.write_text(SLEEPING_FFMPEG.format(real=media.ffmpeg_exe()))
+    script.chmod(0o755)
+    return script
+
+
+def video_async_args(data_dir: Path, ffmpeg: Path) -> list[str]:
     # nothing refused: the limits are the subject of other tests, not of this item
-    return ["--data-dir", str(data_dir), "--log-level", "WARNING", "--job-timeout", "0.01",
+    return ["--data-dir", str(data_dir), "--log-level", "WARNING", "--ffmpeg", str(ffmpeg),
+            "--job-timeout", "3600", "--stall-timeout", "3600",
             "--max-uploads", "5000", "--max-queued", "10000", "--min-free-mb", "256"]
 
 
@@ -146,7 +166,7 @@ async def bench_many(session: aiohttp.ClientSession, scratch: Path, logs: Path, 
             folder = scratch / f"many-{name.replace(' ', '-')}-{count}"
             folder.mkdir()
             args = args + (["--data-dir", str(folder)] if module == "bench.sink_server"
-                           else video_async_args(folder))
+                           else video_async_args(folder, sleeping_ffmpeg(scratch)))
             async with running(f"{name} ({count})", module, args,
                                logs / f"many-{module}-{count}.log", session) as server:
                 runs[name, count] = figures = await one_run(session, server, clip, count,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 
 from .support.checks import partials
 from .support.clips import Clips, realtime_ffmpeg
-from .support.internals import MIB, Settings
-from .support.processes import ffmpeg_pids, threads_of
+from .support.internals import MIB, Limits, ProbePool, Settings
+from .support.processes import ffmpeg_pids, probe_pids, threads_of
 from .support.servers import refused_start, start_server
 from .support.uploading import transcoding, upload_ok, wait_for_state
 from .support.waiting import wait_until
@@ -146,3 +147,45 @@ async def test_running_ffmpegs_cost_no_thread_each(tmp_path: Path, clips: Clips)
     finally:
         await server.stop()
     assert ffmpeg_pids(server.data_dir) == []
+
+
+async def test_one_probe_process_serves_upload_after_upload(tmp_path: Path, clips: Clips) -> None:
+    """Each upload's probe is a child forked by a long-lived probe process, not a Python
+    started for it: three uploads, one probe process, the same one throughout."""
+    server = await start_server(tmp_path / "data", "--max-probes", "1")
+    try:
+        seen: set[int] = set()
+        async with server.session() as session:
+            for _ in range(3):
+                await upload_ok(session, clips.small(), "480")
+                seen.update(probe_pids(server.proc.pid))
+        assert len(seen) == 1, seen
+    finally:
+        await server.stop()
+    assert probe_pids(server.proc.pid) == []  # stopped with the server
+
+
+async def test_probe_processes_die_with_a_killed_server(tmp_path: Path, clips: Clips) -> None:
+    server = await start_server(tmp_path / "data")
+    async with server.session() as session:
+        await upload_ok(session, clips.small(), "480")
+    assert probe_pids(server.proc.pid) != []
+    await server.kill()  # SIGKILL: no cleanup of its own
+
+    async def gone() -> bool:
+        return probe_pids(server.proc.pid) == []
+    await wait_until(gone, 10, "the probe process to die with the server")
+
+
+async def test_an_idle_probe_process_is_let_go(clips: Clips) -> None:
+    pool = ProbePool(1, Limits.of(Settings()), idle=0.2)
+    try:
+        media = await pool.probe(clips.small(), "bmff")
+        assert (media.width, media.height) == (320, 240)
+        assert probe_pids(os.getpid()) != []
+
+        async def gone() -> bool:
+            return probe_pids(os.getpid()) == []
+        await wait_until(gone, 10, "the idle probe process to be let go")
+    finally:
+        await pool.close()

@@ -83,13 +83,13 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # asyncio.to_thread's pool (tasks.json, the disk's free space, a file's first bytes):
     # of a fixed size, not one that grows with the machine's cores. Uploads' bytes have
-    # a pool of their own (receive.disk_pool), so neither waits behind the other.
+    # threads of their own (receive.disk_threads), so neither waits behind the other.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
     layout = settings.layout
     ffmpeg.watch_children()
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
-    app[PROBES] = asyncio.Semaphore(settings.max_probes)
+    app[PROBES] = ffmpeg.ProbePool(settings.max_probes, ffmpeg.Limits.of(settings))
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     if await asyncio.to_thread(layout.make_private):
         log.info("created the data dir %s", layout.data_dir.resolve())
@@ -125,6 +125,7 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await app[PROBES].close()
     if writer.enabled:
         try:
             await writer.save()  # the last word: jobs that were running are queued again on start

@@ -28,6 +28,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import struct
 import sys
 import warnings
@@ -228,21 +229,118 @@ def media_from(facts: dict[str, Any]) -> Media | None:
     )
 
 
-async def probe(path: Path, container: str, limits: Limits) -> Media:
-    """Describe a media file; NotAVideo if it has no usable video stream.
+# How long a probe process may wait for the next file before it is let go: a quiet
+# server keeps none of them (each holds PyAV, about 40 MB).
+PROBER_IDLE = 30.0
 
-    probe.py reads it in a child process: a file that crashes or bloats FFmpeg's
-    libraries takes only that child with it.
+
+class ProbePool:
+    """Where files are probed: at most `size` at once, each in a child that a long-lived
+    probe process (probe.py) forks for it, so a probe costs a fork, not a Python start.
+
+    The probe processes are started when work comes, and let go after `idle`
+    seconds without any. One that does not answer within PROBE_TIMEOUT, or that
+    dies, is killed with the child it forked (they share a process group) and
+    replaced at the next probe.
     """
-    args = [sys.executable, "-m", "video_async.probe", DEMUXERS[container],
-            os.path.abspath(path), str(limits.max_pixels)]
-    code, out, err = await _run_to_end(args, timeout=PROBE_TIMEOUT, limits=limits)
-    try:
-        facts = json.loads(out) if code == 0 else None
-    except ValueError:
-        facts = None
-    if not isinstance(facts, dict) or "error" in facts:
-        said = str(facts["error"]) if isinstance(facts, dict) else err
+
+    def __init__(self, size: int, limits: Limits, idle: float = PROBER_IDLE) -> None:
+        self.limits = limits
+        self.idle = idle
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Prober] = []  # most recently used last
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    async def probe(self, path: Path, container: str) -> Media:
+        """Describe a media file; NotAVideo if it has no usable video stream, TooCostly if
+        reading it went past the memory cap."""
+        async with self._slots:
+            prober = self._idle.pop() if self._idle else await _Prober.start(self.limits)
+            prober.cancel_retirement()
+            try:
+                facts = await prober.describe(path, container, self.limits)
+            except BaseException:
+                await prober.stop()
+                raise
+            prober.retire_after(self.idle, self._retire)
+            self._idle.append(prober)
+        return _media_of(facts, self.limits)
+
+    def _retire(self, prober: _Prober) -> None:
+        if prober in self._idle:
+            self._idle.remove(prober)
+            stopping = asyncio.create_task(prober.stop(), name="probe-retire")
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+
+    async def close(self) -> None:
+        """Stop every probe process (at shutdown)."""
+        idle, self._idle = self._idle, []
+        for prober in idle:
+            prober.cancel_retirement()
+            await prober.stop()
+        for stopping in list(self._stopping):
+            await stopping
+
+
+class _Prober:
+    """One probe process: a request written, one answer read, in turn."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._retirement: asyncio.TimerHandle | None = None
+
+    @classmethod
+    async def start(cls, limits: Limits) -> _Prober:
+        args = [sys.executable, "-m", "video_async.probe", "--serve", str(os.getpid())]
+        # its stderr is the server's: nothing reads a pipe of it between requests
+        proc = await _start(args, limits.memory_bytes, stdin=asyncio.subprocess.PIPE, stderr=None)
+        return cls(proc)
+
+    async def describe(self, path: Path, container: str, limits: Limits) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        request = {"path": os.path.abspath(path), "demuxer": DEMUXERS[container],
+                   "max_pixels": limits.max_pixels}
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+                await self.proc.stdin.drain()
+                line = await self.proc.stdout.readline()
+        except TimeoutError:
+            raise FFmpegError(f"Reading the file took longer than {PROBE_TIMEOUT:g} s, so it "
+                              "was given up: the file may be damaged, or the server too "
+                              "busy.") from None
+        except ConnectionError:
+            line = b""
+        try:
+            facts = json.loads(line) if line else None
+        except ValueError:
+            facts = None
+        if not isinstance(facts, dict):
+            raise FFmpegError("The server's probe process stopped before it answered; "
+                              "try the upload again.")
+        return facts
+
+    def retire_after(self, seconds: float, retire: Callable[[_Prober], None]) -> None:
+        self._retirement = asyncio.get_running_loop().call_later(seconds, retire, self)
+
+    def cancel_retirement(self) -> None:
+        if self._retirement is not None:
+            self._retirement.cancel()
+            self._retirement = None
+
+    async def stop(self) -> None:
+        """Kill the process and the child it may have forked (one process group: it was
+        started in a session of its own), and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        await asyncio.shield(self.proc.wait())
+
+
+def _media_of(facts: dict[str, Any], limits: Limits) -> Media:
+    """The Media a probe's answer describes, or why there is none."""
+    if "error" in facts:
+        said = str(facts["error"])
         if _out_of_memory(said, limits):
             raise TooCostly(out_of_memory(limits))
         raise NotAVideo(*explain(said, "ffmpeg does not recognise this file as a video."))
@@ -253,6 +351,17 @@ async def probe(path: Path, container: str, limits: Limits) -> Media:
             raise NotAVideo(NO_DECODER)
         raise NotAVideo("The file has no video stream.")
     return media
+
+
+async def probe(path: Path, container: str, limits: Limits) -> Media:
+    """Describe one media file in a probe process of its own, started and stopped for it:
+    for the rare probe outside an upload (an output, a task restored without its facts).
+    Uploads share an app's ProbePool."""
+    pool = ProbePool(1, limits)
+    try:
+        return await pool.probe(path, container)
+    finally:
+        await pool.close()
 
 
 # -- planning and transcoding -------------------------------------------------
@@ -470,15 +579,14 @@ def watch_children() -> None:
             asyncio.set_child_watcher(_PidfdWatcher())
 
 
-@contextlib.asynccontextmanager
-async def _spawn(args: Sequence[str], limits: Limits | None = None,
-                 grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _start(args: Sequence[str], memory: int, stdin: int = asyncio.subprocess.DEVNULL,
+                 stderr: int | None = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
+    """A child under the launcher (death signal, memory cap), at a lower priority."""
     # start_new_session: a Ctrl-C in the terminal reaches the server only; the
     # server then stops ffmpeg itself, in order, instead of ffmpeg racing it.
-    memory = limits.memory_bytes if limits is not None else 0
     proc = await asyncio.create_subprocess_exec(
-        *_launcher(memory), *args, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        *_launcher(memory), *args, stdin=stdin,
+        stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True)
     if memory and _tool("prlimit") is None:
         # no prlimit to launch through: capped a moment after the start, before the
         # child has read much of anything
@@ -488,6 +596,13 @@ async def _spawn(args: Sequence[str], limits: Limits | None = None,
     # the event loop gets the CPU at once when a request comes in.
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, proc.pid, NICENESS)
+    return proc
+
+
+@contextlib.asynccontextmanager
+async def _spawn(args: Sequence[str], limits: Limits | None = None,
+                 grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await _start(args, limits.memory_bytes if limits is not None else 0)
     try:
         yield proc
     finally:

@@ -9,7 +9,6 @@ request is served before that. QUEUE exists in queue mode only.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from .config import Settings
-    from .ffmpeg import FFmpegInfo
+    from .ffmpeg import FFmpegInfo, ProbePool
     from .loop_lag import LagMonitor
     from .queue import QueueStatus
     from .recovery import RecoveryReport
@@ -35,6 +34,6 @@ RESUMABLE: web.AppKey[ResumableUploads] = web.AppKey("resumable")
 LAG: web.AppKey[LagMonitor] = web.AppKey("lag")
 PAGE: web.AppKey[jinja2.Template] = web.AppKey("page")
 FFMPEG: web.AppKey[FFmpegInfo] = web.AppKey("ffmpeg")
-PROBES: web.AppKey[asyncio.Semaphore] = web.AppKey("probes")  # the pool upload probes wait in
+PROBES: web.AppKey[ProbePool] = web.AppKey("probes")  # where uploads are probed
 RECOVERY: web.AppKey[RecoveryReport] = web.AppKey("recovery")
 QUEUE: web.AppKey[QueueStatus] = web.AppKey("queue")

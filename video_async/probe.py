@@ -1,23 +1,36 @@
-"""`python -m video_async.probe DEMUXER PATH MAX_PIXELS`: what a media file holds, as JSON.
+"""`python -m video_async.probe --serve PARENT`: what media files hold, as JSON, one file
+after another.
 
-The server runs this in a child process of its own, never in itself: a hostile
-file that crashes or bloats the decoder takes down only this child, under the
-same memory cap, pool and timeout as any ffmpeg. It reads the file through
-FFmpeg's libraries (PyAV), opened only with the named demuxer and the file
-protocol, and prints facts from their structures, never from the file's
-metadata, which a file can fill with anything, line breaks included.
+The server never reads an upload's structures in itself: a hostile file that
+crashes or bloats the decoder must take down only a process of its own. But
+starting Python and importing PyAV costs about 0.1 s of CPU, for each upload;
+a class uploading at once would wait for their probes. So this process starts
+once, imports PyAV once, and then for each file forks a child that reads that
+one file and nothing else, and exits: the child costs a fork, the file keeps a
+process of its own, and no file can leave anything behind for the next one.
+The server keeps a few of these (ffmpeg.ProbePool) under the same memory cap
+as any ffmpeg (which the children inherit).
 
-Printed on stdout, one JSON object:
+Each request, on stdin, is one JSON line: {"path", "demuxer", "max_pixels"}.
+Each answer, on stdout, is one JSON line:
     {"duration": seconds or null, "streams": [{"type", "codec", "attached_pic",
      "width", "height", "pixel_format", "sample_aspect": [num, den],
      "frame_rate": [num, den]}, ...], "rotation": degrees}
-or {"error": "what FFmpeg said"} when the file does not open.
+or {"error": "what FFmpeg said"} when the file does not open. The file is read
+through FFmpeg's libraries (PyAV), opened only with the named demuxer and the
+file protocol, and the facts come from their structures, never from the
+file's metadata, which a file can fill with anything, line breaks included.
+The process and each child are killed when their parent dies (Linux).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
 import re
+import signal
 import sys
 from fractions import Fraction
 from typing import Any
@@ -100,9 +113,64 @@ def _rotation(container: av.container.InputContainer, stream: VideoStream | None
     return 0
 
 
+def serve(parent: int) -> None:
+    """Answer requests from stdin until it closes, each in a child of its own."""
+    _die_with(parent)
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    while line := requests.readline():
+        answers.write(json.dumps(_in_a_child(json.loads(line))).encode() + b"\n")
+        answers.flush()
+
+
+def _in_a_child(request: dict[str, Any]) -> dict[str, Any]:
+    """describe() one file in a forked child; its answer, or an error if it gave none."""
+    reading, writing = os.pipe()
+    server = os.getpid()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(reading)
+            _die_with(server)
+            try:
+                answer = describe(str(request["path"]), str(request["demuxer"]),
+                                  int(request["max_pixels"]))
+            except BaseException as exc:  # MemoryError under the cap, among others
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            data = memoryview(json.dumps(answer).encode())
+            while data:
+                data = data[os.write(writing, data):]
+        finally:
+            os._exit(0)  # nothing of the parent's (buffers, exit handlers) runs twice
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        said = pipe.read()
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0 and said:
+        with contextlib.suppress(ValueError):
+            facts: dict[str, Any] = json.loads(said)
+            return facts
+    how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+    return {"error": f"The probe ended without an answer ({how})."}
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the process that started this one dies (Linux's parent-death
+    signal), and go now if it died already, before the signal was asked for."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def main() -> None:
-    demuxer, path, max_pixels = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    json.dump(describe(path, demuxer, max_pixels), sys.stdout)
+    if sys.argv[1:2] != ["--serve"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m video_async.probe --serve PARENT_PID "
+                 "(the server starts this itself)")
+    serve(int(sys.argv[2]))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ a crash of the process. `rename(partial, final)` does the same for the file's
 name: the directory is flushed too.
 
 The loop never touches the disk, and an upload in flight costs little, however
-many there are: one small pool of threads (DISK_THREADS) writes for all of
-them, and an upload's bytes wait in a batch sized to its pace. Chunks are
+many there are: a few threads (DISK_THREADS) write for all of them, and an
+upload's bytes wait in a batch sized to its pace. Chunks are
 copied into the batch, and each is freed as soon as it is copied, as a bare
 handler that writes each chunk at once frees it: holding the chunks
 themselves kept the memory the socket reads into scattered and growing.
@@ -21,9 +21,16 @@ themselves kept the memory the socket reads into scattered and growing.
   fills the next: each hand-off to a thread costs the loop CPU.
 Batch buffers are taken from a shared stock and used again and again, so the
 copy lands in memory the process already has, not in fresh pages that would
-fault on the loop. A write is handed to the pool and not waited for: the loop
-only looks whether the previous one has ended before it hands over the next,
-so an upload whose disk keeps up never makes a thread wake the loop.
+fault on the loop.
+
+Handing work to a thread has a price of its own, paid on the loop: with a
+standard thread pool, each write made a Future and its lock, and woke a
+thread; hundreds of slow uploads spent half the loop's time there. So the
+writes of all uploads are gathered for the length of one turn of the loop and
+handed to the disk threads together, as one list (`DiskThreads`): one wake-up
+for many writes. A write is not waited for: the loop only looks whether it has
+ended (a flag the thread sets) when it next needs to, and only a call the loop
+really waits for (opening a file, the final flush) makes a thread wake it.
 
 Waiting for 200 MB to reach the disk at the end would take a good part of
 the time it took to receive them, so the disk starts early: every few
@@ -38,15 +45,15 @@ requests more (docs/upload-path.md).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
+import queue
 import threading
-from collections.abc import AsyncIterable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-T = TypeVar("T")
 Chunk = bytes | bytearray | memoryview
 
 # The threads that write every upload's bytes. Writes to the page cache are short
@@ -65,29 +72,151 @@ BATCH_SIZE = 1024 * 1024
 # once: that proves nothing, since the time is counted from the window's start.
 FAST_PROOF = 256 * 1024
 FAST_WINDOW = 0.05
+# Writes of one upload handed over and not yet done, at most: a chunk may fill
+# several batches at once, and none of them should wait for another. A disk that
+# falls behind stops the upload here (its socket is no longer read), not the
+# server's memory.
+IN_FLIGHT = 4
 # Start writing out to the device once this much has been written since the last
 # start: the final flush then has at most this much (plus a batch) left to do.
 WRITEOUT_EVERY = 8 * 1024 * 1024
 # Buffers kept for the next batches once written, beyond those in use.
 SPARE_BUFFERS = {SLOW_BATCH: 256, BATCH_SIZE: 2 * DISK_THREADS}
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 _spare_buffers: dict[int, list[bytearray]] = {size: [] for size in SPARE_BUFFERS}  # the loop's thread only
-
-
-def disk_pool() -> ThreadPoolExecutor:
-    """The process's disk threads, started with its first upload."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=DISK_THREADS, thread_name_prefix="disk")
-        return _pool
 
 
 class TooLarge(Exception):
     """The stream went past the limit; what was written stays, the caller decides."""
 
+
+# -- the disk threads -------------------------------------------------------------
+
+class Job:
+    """One call for the disk threads, and how it ended.
+
+    The loop reads `done` when it needs to know; `wait()` suspends until the call
+    has ended, and only then does the thread wake the loop. A thread may wait for
+    an earlier job (`wait_in_thread`): the threads take jobs in the order they
+    were given, so an earlier job is running on another thread already, or done,
+    and the wait cannot hold the threads up for good.
+    """
+
+    __slots__ = ("call", "args", "done", "error", "result", "_waiter")
+
+    def __init__(self, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.call, self.args = call, args
+        self.done = False
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def run(self) -> None:
+        """In a disk thread."""
+        try:
+            self.result = self.call(*self.args)
+        except BaseException as exc:  # handed to whoever looks at the job
+            self.error = exc
+        self.call = self.args = None  # type: ignore[assignment]  # the bytes are free now
+        self.done = True
+        if _threads_waiting:
+            with _job_ended:
+                _job_ended.notify_all()
+        waiter = self._waiter
+        if waiter is not None:
+            loop, future = waiter
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+
+    async def wait(self) -> Any:
+        """The call's result (or its error, raised), once it has ended. Cancelling the
+        wait does not cancel the call: a thread cannot be stopped mid-call."""
+        if not self.done:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._waiter = (loop, future)
+            if not self.done:  # it may have ended before it could see the waiter
+                await future
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def wait_in_thread(self) -> None:
+        global _threads_waiting
+        with _job_ended:
+            _threads_waiting += 1
+            try:
+                while not self.done:
+                    _job_ended.wait()
+            finally:
+                _threads_waiting -= 1
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a cancelled wait is done already
+        future.set_result(None)
+
+
+_job_ended = threading.Condition()
+_threads_waiting = 0  # threads in wait_in_thread: only then is a job's end announced
+
+
+class DiskThreads:
+    """A few threads that do every upload's file work, handed over in lists.
+
+    Jobs given during one turn of the loop go to the threads together, at its
+    end (one call_soon), so a hundred uploads' writes cost one thread wake-up,
+    not a hundred.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._lists: queue.SimpleQueue[list[Job]] = queue.SimpleQueue()
+        # each loop's jobs not handed over yet (tests run many loops, one at a time)
+        self._gathering: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Job]] = \
+            weakref.WeakKeyDictionary()
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> Job:
+        job = Job(call, args)
+        loop = asyncio.get_running_loop()
+        gathering = self._gathering.get(loop)
+        if gathering is None:
+            gathering = self._gathering[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        gathering.append(job)
+        return job
+
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        """submit, and wait for the result."""
+        return await self.submit(call, *args).wait()
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._gathering.pop(loop)
+        with self._lock:
+            if self._started < self.count:
+                self._started += 1
+                threading.Thread(target=self._work, name=f"disk-{self._started}", daemon=True).start()
+        self._lists.put(jobs)
+
+    def _work(self) -> None:
+        while True:
+            for job in self._lists.get():
+                job.run()
+
+
+_disk_threads = DiskThreads(DISK_THREADS)
+
+
+def disk_threads() -> DiskThreads:
+    """The process's disk threads (started as work comes, never more than DISK_THREADS)."""
+    return _disk_threads
+
+
+# -- receiving --------------------------------------------------------------------
 
 async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: int = 0,
                   check_head: Callable[[bytes], None] | None = None, head_size: int = 16) -> int:
@@ -97,10 +226,9 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
     check_head, if given, is called once with the stream's first head_size bytes
     (not at all if it ends sooner), and may raise to refuse the stream.
     """
-    pool = disk_pool()
-    fd = await _result(pool.submit(_open, path, offset))
-    batches = _Batches(fd, offset, pool, asyncio.get_running_loop().time)
-    closed = False
+    disk = disk_threads()
+    fd = await disk.run(_open, path, offset)
+    batches = _Batches(fd, offset, disk, asyncio.get_running_loop().time)
     head = b""
     try:
         async for chunk in chunks:
@@ -112,59 +240,55 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
                     check, check_head = check_head, None
                     check(head)
             await batches.add(chunk)
-        received = await batches.finish()
-        closed = True
-        return received - offset
+        return await batches.finish() - offset
     except BaseException:
         # The stream broke off (the client went away, a check refused it, it was
         # stopped): the bytes that did arrive are written and flushed all the same,
-        # after the batch before them, so a resumable upload goes on from the last
+        # after the batches before them, so a resumable upload goes on from the last
         # byte received. (A multipart route removes the file anyway.)
         batches.write_what_is_held()
         raise
     finally:
-        if not closed:
+        if not batches.closed:
             # A thread cannot be stopped mid-call: the file is closed once the calls
-            # made for it have ended. The closing is a call of its own, in a thread,
-            # so that it happens even if this coroutine is cancelled again while it waits.
-            await _result(pool.submit(_close_after, fd, batches.writing, batches.writeout))
+            # made for it have ended. The closing is a job of its own, so that it
+            # happens even if this coroutine is cancelled again while it waits.
+            await disk.submit(_close_after, fd, batches.jobs()).wait()
 
 
 class _Batches:
     """One upload's file, and the batch of its bytes that waits to be written to it.
 
-    Only the loop's thread uses this object; the pool's threads get a file
-    descriptor, the bytes and a position, and end a Future. At most one write
-    is in flight: a new batch goes only once the previous one has ended, so a
-    disk that falls behind slows the upload (the socket stops being read), not
-    the server's memory. A call in the pool may wait for an earlier call of
-    the same upload (the close waits for the last write): the pool takes its
-    calls in the order they came, so an earlier one is already running on
-    another thread, or done, and the wait cannot hold up the pool for good.
+    Only the loop's thread uses this object; the disk threads get a file
+    descriptor, the bytes and a position.
     """
 
-    def __init__(self, fd: int, position: int, pool: ThreadPoolExecutor,
+    def __init__(self, fd: int, position: int, disk: DiskThreads,
                  clock: Callable[[], float]) -> None:
         self.fd = fd
         self.position = position  # where the next batch goes in the file
-        self.pool = pool
+        self.disk = disk
         self.clock = clock
         self.size = SLOW_BATCH  # of the next batch
         self.window, self.window_began = 0, clock()  # bytes since the pace was last judged
         self.buffer: bytearray | None = None  # the batch being filled
         self.held = 0  # bytes in it
-        self.writing: Future[None] | None = None  # the last write handed over
-        self.written_buffer: bytearray | None = None  # its buffer, free again once it ends
-        self.writeout: Future[None] | None = None
+        self.writing: deque[tuple[Job, bytearray]] = deque()  # handed over, oldest first
+        self.writeout: Job | None = None
         self.since_writeout = 0
+        self.closed = False
 
     @property
     def end(self) -> int:
         """Where the file will end once what is held is written."""
         return self.position + self.held
 
+    def jobs(self) -> list[Job]:
+        """Every job given for this file that may not have ended yet."""
+        return [job for job, _ in self.writing] + ([self.writeout] if self.writeout else [])
+
     async def add(self, chunk: Chunk) -> None:
-        """Copy the chunk into batches, handing each full one to a thread."""
+        """Copy the chunk into batches, handing each full one to the disk threads."""
         self.window += len(chunk)
         if self.window >= FAST_PROOF:  # time to judge the pace again
             now = self.clock()
@@ -187,69 +311,58 @@ class _Batches:
                 await self._hand_over()
 
     async def _hand_over(self) -> None:
-        """Write the batch in a thread, once the previous write has ended."""
+        """Give the batch to the disk threads, once fewer than IN_FLIGHT are being written."""
         assert self.buffer is not None
-        await self._previous_ended()
-        self.writing = self.pool.submit(_write, self.fd, memoryview(self.buffer)[: self.held],
-                                        self.position)
-        self.written_buffer, self.buffer = self.buffer, None
+        await self._ended(IN_FLIGHT - 1)
+        job = self.disk.submit(_write, self.fd, memoryview(self.buffer)[: self.held], self.position)
+        self.writing.append((job, self.buffer))
+        self.buffer = None
         self.position += self.held
         self.since_writeout += self.held
         self.held = 0
-        if self.since_writeout >= WRITEOUT_EVERY and (self.writeout is None or self.writeout.done()):
+        if self.since_writeout >= WRITEOUT_EVERY and (self.writeout is None or self.writeout.done):
             if self.writeout is not None:
-                self.writeout.result()  # done already: only to raise its error
-            self.writeout = self.pool.submit(_start_writeback, self.fd)
+                await self.writeout.wait()  # done already: only to raise its error
+            self.writeout = self.disk.submit(_start_writeback, self.fd)
             self.since_writeout = 0
 
-    async def _previous_ended(self) -> None:
-        if self.writing is not None:
-            await _result(self.writing)  # its error, if any, is raised here
-        if self.written_buffer is not None:
-            spare = _spare_buffers[len(self.written_buffer)]
-            if len(spare) < SPARE_BUFFERS[len(self.written_buffer)]:
-                spare.append(self.written_buffer)
-            self.written_buffer = None
+    async def _ended(self, at_most: int) -> None:
+        """Take back the buffers of the writes that have ended, and wait for the oldest
+        until at most `at_most` are still being written; a write's error is raised here."""
+        while self.writing and (self.writing[0][0].done or len(self.writing) > at_most):
+            job, buffer = self.writing[0]
+            await job.wait()
+            self.writing.popleft()
+            spare = _spare_buffers[len(buffer)]
+            if len(spare) < SPARE_BUFFERS[len(buffer)]:
+                spare.append(buffer)
 
     async def finish(self) -> int:
         """Write what is held, flush and close the file; where the file ends, once on disk."""
-        await self._previous_ended()
-        self.writing = self.pool.submit(_write_flush_close, self.fd, self._held_bytes(),
-                                        self.position, self.writeout)
-        self.written_buffer, self.buffer = self.buffer, None
+        await self._ended(0)
+        last, position = self._held_bytes(), self.position
         self.position += self.held
-        self.held = 0
-        await self._previous_ended()
+        self.buffer, self.held = None, 0
+        self.closed = True  # by that job, however it ends: never closed twice
+        await self.disk.run(_write_flush_close, self.fd, last, position, self.writeout)
         return self.position
 
     def write_what_is_held(self) -> None:
         """After a break in the stream: what arrived is written and flushed after the
-        previous write, in a thread, not waited for here."""
+        writes before it, in a thread, not waited for here."""
         if self.held:
-            self.writing = self.pool.submit(_write_after, self.writing, self.fd, self._held_bytes(),
-                                            self.position)
-            self.buffer, self.held = None, 0  # not given back: a thread holds it
+            job = self.disk.submit(_write_after, self.jobs(), self.fd, self._held_bytes(),
+                                   self.position)
+            self.writing.append((job, bytearray()))  # its buffer is not given back
+            self.buffer, self.held = None, 0
 
     def _held_bytes(self) -> memoryview:
         return memoryview(self.buffer or b"")[: self.held]
 
 
-async def _result(future: Future[T]) -> T:
-    """The result of a call made in a thread.
-
-    A call that has already ended costs nothing more; only when it has not
-    does the thread have to wake the loop when it ends.
-    """
-    if not future.done():
-        # shielded: a cancelled wait must not cancel a call that has not started yet
-        # (a batch that was never written would leave a hole before the next one)
-        return await asyncio.shield(asyncio.wrap_future(future))
-    return future.result()
-
-
 async def rename(source: Path, target: Path) -> None:
     """os.replace, then flush the directory, so the new name survives a power cut too."""
-    await _result(disk_pool().submit(rename_durably, source, target))
+    await disk_threads().run(rename_durably, source, target)
 
 
 def _open(path: Path, offset: int) -> int:
@@ -279,29 +392,28 @@ def _start_writeback(fd: int) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_flush_close(fd: int, data: Chunk, position: int, writeout: Future[None] | None) -> None:
+def _write_flush_close(fd: int, data: Chunk, position: int, writeout: Job | None) -> None:
     try:
         _write(fd, data, position)
         os.fdatasync(fd)
     finally:
         if writeout is not None:
-            concurrent.futures.wait([writeout])
+            writeout.wait_in_thread()
         os.close(fd)
 
 
-def _write_after(previous: Future[None] | None, fd: int, data: Chunk, position: int) -> None:
-    if previous is not None:
-        concurrent.futures.wait([previous])
-        if previous.cancelled() or previous.exception() is not None:
-            return  # the file ends before position: what follows cannot be placed
+def _write_after(previous: Iterable[Job], fd: int, data: Chunk, position: int) -> None:
+    for job in previous:
+        job.wait_in_thread()
+        if job.error is not None:
+            return  # the file may end before position: what follows cannot be placed
     _write(fd, data, position)
     os.fdatasync(fd)
 
 
-def _close_after(fd: int, *pending: Future[None] | None) -> None:
-    for call in pending:
-        if call is not None:
-            concurrent.futures.wait([call])
+def _close_after(fd: int, pending: Iterable[Job]) -> None:
+    for job in pending:
+        job.wait_in_thread()
     os.close(fd)
 
 

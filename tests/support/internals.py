@@ -7,7 +7,8 @@ from pathlib import Path
 
 from video_async.app import create_app
 from video_async.config import MIB, RESOLUTIONS, Settings, build_parser
-from video_async.ffmpeg import Media, media_from, mp4_duration, output_size, parse_progress
+from video_async.ffmpeg import (Limits, Media, ProbePool, media_from, mp4_duration, output_size,
+                                parse_progress)
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 from video_async.multipart import HEAD_LIMIT
 from video_async.jobs import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME
@@ -37,6 +38,6 @@ def kept_tasks(store: TaskStore, count: int, uploads: Path) -> list[Task]:
     return tasks
 
 
-__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Media", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
+__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "media_from", "parse_progress", "receive"]

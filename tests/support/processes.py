@@ -32,6 +32,12 @@ async def ffmpeg_gone(folder: Path) -> bool:
     return ffmpeg_pids(folder) == []
 
 
+def probe_pids(server: int) -> list[int]:
+    """The probe processes a server started, and any child one of them forked for a file."""
+    mark = str(server).encode()
+    return [pid for pid, argv in _live() if b"video_async.probe" in argv and mark in argv]
+
+
 def pids_of(program: Path) -> list[int]:
     """Running processes of a program (such as a stand-in ffmpeg, run by its interpreter)."""
     mark = str(program).encode()

@@ -153,13 +153,12 @@ def check_cost(media: ffmpeg.Media, settings: Settings) -> None:
 
 
 async def check_video(path: Path, container: str, settings: Settings,
-                      probes: asyncio.Semaphore) -> ffmpeg.Media:
+                      probes: ffmpeg.ProbePool) -> ffmpeg.Media:
     """The stored file's probe, read as the container it was accepted as: 415 if it holds
     no video, 422 if it would cost too much. Probes wait their turn in a pool of their own,
     so a burst of finishing uploads cannot start any number of them at once."""
     try:
-        async with probes:
-            media = await ffmpeg.probe(path, container, ffmpeg.Limits.of(settings))
+        media = await probes.probe(path, container)
     except ffmpeg.TooCostly as exc:
         raise ApiError(422, "too_costly", str(exc)) from None
     except ffmpeg.FFmpegError as exc:
