@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from . import access, ffmpeg
 from .config import Settings
+from .display import api_json
 from .errors import ApiError
 from .keys import (FFMPEG, LAG, PAGE, PROBES, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT,
                    STORE, UPLOADS)
@@ -62,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
                      cors(settings.cors_origins), access.same_origin(settings),
                      access.token_check(settings), json_errors, small_bodies])
     app[SETTINGS] = settings
-    app[STORE] = TaskStore()
+    app[STORE] = TaskStore(api_json)
     app[UPLOADS] = UploadCounter()
     app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry,
                                         settings.reserve_idle)

@@ -1,20 +1,22 @@
 """Every text a person reads on a task card, defined once.
 
 The server renders the first paint with these and sends them with each task
-as `display`, and app.js only copies them into the card: the page never
-formats a size, a clock or a status line of its own.
+as `display` (api_json), and app.js only copies them into the card: the page never
+formats a size, a clock or a status line of its own. The store knows nothing of them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Any
 
 from .ffmpeg import output_size
+from .store import Task
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
-    from .store import Task
+def api_json(task: Task, queue_position: int | None) -> dict[str, Any]:
+    """A task as the API sends it: its fields, and every text of its card."""
+    return {**task.to_json(queue_position), "display": card_texts(task, queue_position)}
 
 
 def one_of(items: Iterable[object], last: str = "or") -> str:

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from .ffmpeg import Media
 from .layout import DataLayout
-from .store import Output, Task
+from .store import Order, Output, Task
 from .worker import Done, Failed
 
 QUEUE_NAME = "video_async"
@@ -35,23 +35,23 @@ class TranscodeJob:
     """
     task_id: str
     source: str  # relative to the data dir
-    resolution: int
+    order: Order
     media: Media | None
 
     @classmethod
     def of(cls, task: Task, layout: DataLayout) -> TranscodeJob:
-        return cls(task.id, layout.relative(task.source_path), task.resolution, task.media)
+        return cls(task.id, layout.relative(task.source_path), task.order(), task.media)
 
     def to_json(self) -> dict[str, Any]:
         """The job's keyword arguments in Redis."""
-        return {"task_id": self.task_id, "source": self.source, "resolution": self.resolution,
+        return {"task_id": self.task_id, "source": self.source, **self.order.order_json(),
                 "media": self.media.to_json() if self.media else None}
 
     @classmethod
     def from_json(cls, arguments: dict[str, Any]) -> TranscodeJob:
         media = arguments.get("media")
         return cls(str(arguments["task_id"]), str(arguments["source"]),
-                   int(arguments["resolution"]), Media.from_json(media) if media else None)
+                   Order.from_json(arguments), Media.from_json(media) if media else None)
 
     def source_in(self, layout: DataLayout) -> Path:
         """The source as a path here; ValueError unless it is a file the server named for

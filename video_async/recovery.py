@@ -2,7 +2,7 @@
 
 A server killed with SIGKILL (or by the OOM killer, or a power cut) leaves
 behind what it was doing: an upload half written to `uploads/<id>.partial`,
-an output half written to `outputs/<id>.partial.mp4`, and, because ffmpeg runs
+an output half written under its partial name (layout.py), and, because ffmpeg runs
 in its own session, an ffmpeg still busy writing that output. Before the
 worker starts, `recover` stops such ffmpeg processes (Linux: found through
 /proc by the data-dir paths on their command line), removes the partial files,

@@ -140,8 +140,7 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
             outcome: worker.Done | worker.Failed | None = await existing_output(settings, task_id)
             if outcome is None:
                 outcome = await worker.transcode_task(
-                    task_id, source_path, job.media, job.resolution, ffmpeg_path, settings,
-                    reporter)
+                    task_id, source_path, job.media, job.order, ffmpeg_path, settings, reporter)
         finally:
             reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

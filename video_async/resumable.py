@@ -2,7 +2,7 @@
 disk and in memory.
 
 Each upload is two files (layout.py): its bytes, `<id>.tus`, and a sidecar,
-`<id>.tus.json`, with what its creation said (length, file name, resolution).
+`<id>.tus.json`, with what its creation said (its length, and its task's order).
 Nothing else is written as bytes arrive: the offset is the length of the bytes'
 file, and the last activity is the later of the two files' modification times,
 so a restarted server, even after SIGKILL, knows every upload as it was. The
@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RESOLUTIONS
 from .layout import DataLayout
 from .receive import rename, rename_durably
+from .store import Order
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ SWEEP_EVERY = 60.0  # seconds between looks for expired uploads, at most
 class Upload:
     id: str
     length: int  # the whole file, as its creation announced
-    filename: str  # display text only, never a path
-    resolution: int
+    order: Order  # what its task will be asked to make
     metadata: str = ""  # Upload-Metadata as the client sent it: HEAD answers with it
     client: str = ""  # the address it was created from: caps count per client
     offset: int = 0  # bytes stored so far
@@ -79,8 +78,8 @@ class Upload:
         return self.last_active + expiry
 
     def sidecar(self) -> dict[str, Any]:
-        return {"length": self.length, "filename": self.filename, "resolution": self.resolution,
-                "metadata": self.metadata, "client": self.client}
+        return {"length": self.length, **self.order.order_json(), "metadata": self.metadata,
+                "client": self.client}
 
 
 @dataclass
@@ -320,13 +319,12 @@ def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
 def _read(info: Path, upload_id: str) -> Upload | None:
     try:
         said = json.loads(info.read_text())
-        upload = Upload(id=upload_id, length=int(said["length"]), filename=str(said["filename"]),
-                        resolution=int(said["resolution"]), metadata=str(said.get("metadata", "")),
-                        client=str(said.get("client", "")))
+        upload = Upload(id=upload_id, length=int(said["length"]), order=Order.from_json(said),
+                        metadata=str(said.get("metadata", "")), client=str(said.get("client", "")))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s is unreadable (%s); its upload is removed", info.name, exc)
         return None
-    if upload.length < 0 or upload.resolution not in RESOLUTIONS:
+    if upload.length < 0:
         log.warning("%s holds values no creation accepts; its upload is removed", info.name)
         return None
     return upload

@@ -33,10 +33,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import RESOLUTIONS, Settings
+from .config import Settings
 from .ffmpeg import Media
 from .layout import TASK_ID, DataLayout
-from .store import Output, State, Task, TaskStore, utc_now
+from .store import Order, Output, State, Task, TaskStore, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ def to_record(task: Task, layout: DataLayout) -> dict[str, Any]:
 
     return {
         "id": task.id,
-        "filename": task.filename,
-        "resolution": str(task.resolution),
+        **task.order_json(),
         "source": relative(task.source_path),
         "size": task.size,
         "media": task.media.to_json() if task.media else None,
@@ -76,9 +75,7 @@ def from_record(record: dict[str, Any], layout: DataLayout) -> Task:
     task_id = record["id"]
     if not isinstance(task_id, str) or not TASK_ID.match(task_id):
         raise ValueError("bad task id")
-    resolution = int(record["resolution"])
-    if resolution not in RESOLUTIONS or not isinstance(record["filename"], str):
-        raise ValueError("bad resolution or file name")
+    order = Order.from_json(record)
     for key in ("media", "output"):
         if record.get(key) is not None and not isinstance(record[key], dict):
             raise ValueError(f"bad {key}")
@@ -88,9 +85,8 @@ def from_record(record: dict[str, Any], layout: DataLayout) -> Task:
         return None if record.get(key) is None else layout.ours(record[key], task_id, kind)
 
     return Task(
+        **vars(order),
         id=task_id,
-        filename=record["filename"][:255],
-        resolution=resolution,
         source_path=layout.ours(record["source"], task_id, "source"),
         size=int(record["size"]),
         media=_media(media),

@@ -22,14 +22,14 @@ import json
 import re
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .display import card_texts
+from .config import DEFAULT_RESOLUTION, RESOLUTIONS
 from .ffmpeg import Media
 
 # What a person is told when a bug of ours broke something (a job, or a request); the
@@ -80,10 +80,40 @@ class Output:
 
 
 @dataclass(eq=False)
-class Task:
-    id: str
+class Order:
+    """What the uploader chose for a task, with its upload (the form's fields, or a
+    resumable upload's metadata).
+
+    These fields travel with a task everywhere: every outside form of a task (the API's
+    JSON, the snapshot's record, an unfinished resumable upload's sidecar, a queue job)
+    carries them through order_json and Order.from_json, so a new per-upload option is
+    added here, and to what reads it from the uploader and what acts on it, alone.
+    """
     filename: str  # the uploader's name: display text only, never a path
-    resolution: int  # the short side asked for: 480, 720 or 1080
+    resolution: int = DEFAULT_RESOLUTION  # the short side asked for: 480, 720 or 1080
+
+    def order_json(self) -> dict[str, Any]:
+        return {"filename": self.filename, "resolution": str(self.resolution)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Order:
+        """The order a JSON form of it describes; ValueError (or KeyError, TypeError) for
+        one no upload could have made. A queue job may leave out the name it does not need."""
+        resolution = int(data["resolution"])
+        filename = data.get("filename", "")
+        if resolution not in RESOLUTIONS or not isinstance(filename, str):
+            raise ValueError("bad resolution or file name")
+        return cls(filename=filename[:255], resolution=resolution)
+
+    def order(self) -> Order:
+        """The order alone (of a Task: without its state)."""
+        return Order.from_json(self.order_json())
+
+
+@dataclass(eq=False, kw_only=True)
+class Task(Order):
+    """An order and what became of it."""
+    id: str
     source_path: Path  # the upload, under a generated name
     size: int
     media: Media | None = None  # from probing the upload
@@ -107,11 +137,12 @@ class Task:
         return [p for p in (self.source_path, self.output_path, self.thumbnail_path) if p]
 
     def to_json(self, queue_position: int | None = None) -> dict[str, Any]:
+        """The task's fields as the API shows them (the app adds its card's texts: see
+        TaskStore's to_json)."""
         completed = self.state is State.COMPLETED
         return {
             "id": self.id,
-            "filename": self.filename,
-            "resolution": str(self.resolution),
+            **self.order_json(),
             "state": self.state.value,
             "progress": self.progress,
             "queue_position": queue_position,
@@ -128,7 +159,6 @@ class Task:
             "output": asdict(self.output) if self.output else None,
             "download_url": f"/tasks/{self.id}/download" if completed else None,
             "thumbnail_url": f"/tasks/{self.id}/thumbnail" if self.thumbnail_path else None,
-            "display": card_texts(self, queue_position),
         }
 
 
@@ -136,8 +166,14 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
 
 
+# A task's API JSON, given its place in the queue.
+TaskJson = Callable[[Task, int | None], dict[str, Any]]
+
+
 class TaskStore:
-    def __init__(self) -> None:
+    def __init__(self, to_json: TaskJson = Task.to_json) -> None:
+        """to_json: what the API shows of a task; the app's adds the texts of its card."""
+        self._to_json = to_json
         self._tasks: dict[str, Task] = {}  # insertion order is upload order: oldest first
         self._version = 0
         # part of every ETag, so a restarted server never reuses an old version's tag
@@ -245,7 +281,7 @@ class TaskStore:
         return len(self._queue_positions)
 
     def to_json(self, task: Task) -> dict[str, Any]:
-        return task.to_json(self._queue_positions.get(task.id))
+        return self._to_json(task, self._queue_positions.get(task.id))
 
     def all_json(self) -> list[dict[str, Any]]:
         """Every task as the API shows it, oldest first: the page's first paint."""

@@ -20,7 +20,7 @@ import aiofiles.os
 from . import ffmpeg
 from .config import Settings
 from .layout import DataLayout
-from .store import INTERNAL_ERROR, Output, State, Task, TaskStore
+from .store import INTERNAL_ERROR, Order, Output, State, Task, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ async def _job_loop(store: TaskStore, ffmpeg_path: str, settings: Settings) -> N
 
 async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Settings) -> None:
     """Run one task's job here, in this process: its outcome goes straight into the store."""
-    outcome = await transcode_task(task.id, task.source_path, task.media, task.resolution,
-                                   ffmpeg_path, settings,
+    outcome = await transcode_task(task.id, task.source_path, task.media, task, ffmpeg_path,
+                                   settings,
                                    lambda progress, eta: store.set_progress(task, progress, eta))
     record(store, task, outcome, settings.layout)
 
@@ -86,14 +86,15 @@ class Failed:
     detail: str = ""  # ffmpeg's own words
 
 
-async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None, resolution: int,
+async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None, order: Order,
                          ffmpeg_path: str, settings: Settings,
                          on_progress: Callable[[int, float | None], None]) -> Done | Failed:
     """Transcode with progress, thumbnail, then Done; any failure is Failed, never raised.
 
     The one job, whoever runs it: the in-process worker (run_job) or a queue worker on
-    another machine. It touches only files named after the task in settings' data dir,
-    and reports progress (percent, seconds left) through on_progress.
+    another machine. It makes what the order asks for (a Task is one), touches only files
+    named after the task in settings' data dir, and reports progress (percent, seconds
+    left) through on_progress.
 
     The upload was probed before the task existed, so the job starts ffmpeg's
     transcode at once; the output needs no probe either: its size is the one
@@ -124,7 +125,7 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
             # a tasks.json from before probing was kept has no media: probe now
             media = media or await ffmpeg.probe(source, ffmpeg.container_of(source), limits)
             duration = media.duration or 0.0
-            warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, resolution,
+            warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, order.resolution,
                                              lambda seconds: progress(seconds, duration),
                                              limits, settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
@@ -137,7 +138,7 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
         if not isinstance(exc, Exception):
             raise  # cancelled (DELETE, shutdown): the task did not fail
         return Failed(*_failure(task_id, exc, settings))
-    width, height = ffmpeg.output_size(media, resolution)
+    width, height = ffmpeg.output_size(media, order.resolution)
     # what was made, which for a small source is less than what was asked
     log.info("job %s completed in %.1f s: %dx%d (%dp)", task_id, loop.time() - started,
              width, height, min(width, height))

@@ -13,13 +13,15 @@ from video_async.layout import SOURCE_EXTENSIONS, DataLayout
 from video_async.multipart import HEAD_LIMIT
 from video_async.jobs import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME
 from video_async.receive import BATCH_SIZE, receive
-from video_async.display import clock, human_size
+from video_async.display import api_json, clock, human_size
 from video_async.routes.tasks import content_disposition
 from video_async.routes.intake import container_of, display_name
-from video_async.snapshot import Encoder, SnapshotWriter, to_record
+from video_async.snapshot import Encoder, SnapshotWriter, from_record, to_record
 from video_async.keys import STORE
 from video_async.routes.tasks import MAX_PAGE_SIZE, PAGE_SIZE
-from video_async.store import REMOVALS_KEPT, State, Task, TaskStore, new_task_id
+from video_async.jobs import TranscodeJob
+from video_async.resumable import Upload
+from video_async.store import REMOVALS_KEPT, Order, State, Task, TaskStore, new_task_id
 
 
 def a_task(source: Path) -> Task:
@@ -38,6 +40,6 @@ def kept_tasks(store: TaskStore, count: int, uploads: Path) -> list[Task]:
     return tasks
 
 
-__all__ = ["BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
+__all__ = ["Order", "TranscodeJob", "Upload", "from_record", "api_json", "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "media_from", "parse_progress", "receive"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -22,7 +23,7 @@ from ..display import made_at, one_of
 from ..errors import ApiError
 from ..keys import PROBES, SETTINGS, SNAPSHOT, STORE
 from ..layout import SOURCE_EXTENSIONS
-from ..store import Task
+from ..store import Order, Task
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,26 @@ def resolution(text: str) -> int:
     if value not in RESOLUTIONS:
         raise ApiError(400, "bad_resolution", f"resolution must be one of {one_of(RESOLUTIONS)}.")
     return value
+
+
+# The order's options as an uploader names them (a form field, a tus metadata key): the
+# Order field each one sets, and its check. Both upload routes read them through option().
+OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "resolution": ("resolution", resolution),
+}
+
+
+def option(name: str, text: str) -> tuple[str, Any]:
+    """(the Order field, its checked value) for an option the uploader sent; 400 if bad."""
+    field, check = OPTIONS[name]
+    return field, check(text)
+
+
+def order(filename: str, sent: Mapping[str, str]) -> Order:
+    """The order of an upload whose options came together (tus metadata): each checked,
+    the default for any not sent, or sent empty."""
+    return Order(filename, **dict(option(name, text) for name, text in sent.items()
+                                  if name in OPTIONS and text))
 
 
 def too_large(settings: Settings) -> ApiError:

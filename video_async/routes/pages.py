@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
-from ..display import human_size, one_of
+from ..display import api_json, human_size, one_of
 from ..errors import ApiError
 from ..keys import FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, STORE, UPLOADS
 from ..layout import SOURCE_EXTENSIONS
@@ -20,8 +20,8 @@ from ..store import Task
 
 routes = web.RouteTableDef()
 # The blank card app.js clones for a task the page has not drawn yet.
-EMPTY_TASK = Task(id="", filename="", resolution=DEFAULT_RESOLUTION, source_path=Path(),
-                  size=0).to_json()
+EMPTY_TASK = api_json(Task(id="", filename="", resolution=DEFAULT_RESOLUTION,
+                            source_path=Path(), size=0), None)
 STATIC_DIR = asset_dir("static")
 STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # a file of that folder, never a path
 # What /healthz shows to a caller without the token, when one is required.

@@ -32,7 +32,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import receive
-from ..config import DEFAULT_RESOLUTION, Settings
+from ..config import Settings
 from ..errors import ApiError
 from ..keys import RESUMABLE, SETTINGS, STORE
 from ..resumable import Upload
@@ -88,20 +88,20 @@ async def create(request: web.Request) -> web.Response:
                        "'filename' (base64), e.g. 'filename aG9saWRheS5tb3Y='.")
     filename = intake.display_name(metadata["filename"])
     intake.container_kind(filename)  # 415, before any byte is stored
-    resolution = intake.resolution(metadata.get("resolution") or str(DEFAULT_RESOLUTION))
+    order = intake.order(filename, metadata)
     with_body = _has_body(request)
     if with_body:
         _check_content_type(request)
         if (request.content_length or 0) > length:  # refused before anything is made
             raise _past_length(request.content_length or 0, length)
     await limits.check_room(request.app, settings, length)  # 507
-    upload = Upload(id=new_task_id(), length=length, filename=filename, resolution=resolution,
-                    metadata=raw_metadata, client=limits.client_of(request))
+    upload = Upload(id=new_task_id(), length=length, order=order, metadata=raw_metadata,
+                    client=limits.client_of(request))
     limits.hold_room(request, settings, upload)  # 429, 503
     uploads = request.app[RESUMABLE]
     await uploads.create(upload)
     log.info("resumable upload %s created: %r, %d bytes, %sp, from %s", upload.id, filename,
-             length, resolution, upload.client)
+             length, order.resolution, upload.client)
     headers = {"Location": f"{PREFIX}/{upload.id}"}
     if with_body:  # creation-with-upload: the first bytes come with the creation
         try:
@@ -122,7 +122,7 @@ async def unfinished(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     uploads = request.app[RESUMABLE]
     now = time.time()
-    listed = [{"id": upload.id, "url": f"{PREFIX}/{upload.id}", "filename": upload.filename,
+    listed = [{"id": upload.id, "url": f"{PREFIX}/{upload.id}", "filename": upload.order.filename,
                "offset": upload.offset, "length": upload.length, "client": upload.client,
                "receiving": upload.busy,
                "idle_seconds": 0.0 if upload.busy else round(max(0.0, now - upload.last_active), 1),
@@ -249,7 +249,7 @@ async def _store(request: web.Request, upload: Upload, settings: Settings) -> in
     path = request.app[SETTINGS].layout.resumable(upload.id)
     start = upload.offset
     # its first bytes are judged as they come, as the multipart route does
-    check = intake.signature_check(intake.container_kind(upload.filename)) if start == 0 else None
+    check = intake.signature_check(intake.container_kind(upload.order.filename)) if start == 0 else None
     try:
         received = await receive.receive(request.content.iter_chunked(settings.upload_chunk),
                                          path, upload.length, start, check_head=check,
@@ -280,16 +280,15 @@ async def _finish(request: web.Request, upload: Upload, settings: Settings) -> N
     path = layout.resumable(upload.id)
     upload.finishing = True
     try:
-        await intake.check_stored_signature(path, intake.container_kind(upload.filename))
-        source, media = await intake.settle(request, path, upload.id, upload.filename)
+        await intake.check_stored_signature(path, intake.container_kind(upload.order.filename))
+        source, media = await intake.settle(request, path, upload.id, upload.order.filename)
     except ApiError:
         await uploads.remove(upload, "refused")  # a file that fails a check is not kept
         raise
     finally:
         upload.finishing = False
     uploads.finished(upload)
-    await intake.queue(request, Task(id=upload.id, filename=upload.filename,
-                                     resolution=upload.resolution, source_path=source,
+    await intake.queue(request, Task(**vars(upload.order), id=upload.id, source_path=source,
                                      size=upload.length, media=media))
     # The task is on disk: the sidecar has done its job. Were the server to stop just
     # before this, start-up would remove it, seeing the task.

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import aiofiles.os
 from aiohttp import web
 
-from ..layout import TASK_ID
+from ..layout import OUTPUT_TYPES, TASK_ID
 from ..store import State, Task, TaskStore
 from ..errors import ApiError, wants_html
 from ..keys import SNAPSHOT, STORE
@@ -27,15 +27,16 @@ PAGE_SIZE = 100  # tasks in a page of GET /tasks?after=... that gives no limit
 MAX_PAGE_SIZE = 1000
 
 
-def content_disposition(filename: str, resolution: int) -> str:
-    """`attachment` naming the download "<stem>-<res>p.mp4", safe for any original name.
+def content_disposition(filename: str, resolution: int, extension: str = ".mp4") -> str:
+    """`attachment` naming the download "<stem>-<res>p.mp4" (or the output's own extension),
+    safe for any original name.
 
     Old clients read the ASCII `filename`; RFC 6266 clients read `filename*`,
     which keeps non-ASCII letters, percent-encoded so quotes or newlines in
     the name can never break out of the header.
     """
     stem = Path(filename).stem or "video"
-    name = f"{stem}-{resolution}p.mp4"
+    name = f"{stem}-{resolution}p{extension}"
     ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
@@ -134,11 +135,12 @@ async def download(request: web.Request) -> web.FileResponse:
     if not await aiofiles.os.path.exists(task.output_path):
         raise ApiError(404, "file_missing", "The output file is gone from disk.")
     # FileResponse sends the file with sendfile() off the loop and answers Range requests.
+    extension = task.output_path.suffix
     return web.FileResponse(task.output_path, headers={
-        "Content-Type": "video/mp4",
+        "Content-Type": OUTPUT_TYPES[extension],
         # named by what it is: a 360p source asked for at 1080 downloads as ...-360p.mp4
         "Content-Disposition": content_disposition(
-            task.filename, task.output.short_side if task.output else task.resolution),
+            task.filename, task.output.short_side if task.output else task.resolution, extension),
     })
 
 

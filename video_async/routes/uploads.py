@@ -19,15 +19,16 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiofiles.os
 from aiohttp import hdrs, web
 
 from .. import multipart, receive
-from ..config import DEFAULT_RESOLUTION, Settings
+from ..config import Settings
 from ..errors import ApiError, wants_html
 from ..keys import SETTINGS, STORE
-from ..store import Task, new_task_id
+from ..store import Order, Task, new_task_id
 from . import intake, limits
 from .intake import SIGNATURE_SIZE, display_name
 
@@ -61,8 +62,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
 @dataclass(frozen=True)
 class _Form:
     """What the multipart body said, once its video is on disk."""
-    filename: str
-    resolution: int
+    order: Order
     size: int
 
 
@@ -74,28 +74,29 @@ async def _receive(request: web.Request, settings: Settings) -> Task:
     partial = layout.partial_upload(task_id)  # until every check has passed
     try:
         form = await _read_form(request, partial, settings)
-        source, media = await intake.settle(request, partial, task_id, form.filename)
+        source, media = await intake.settle(request, partial, task_id, form.order.filename)
     except BaseException:
         # every way out without a task, a client disconnect included, removes the file
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(partial)
         raise
-    return Task(id=task_id, filename=form.filename, resolution=form.resolution,
-                source_path=source, size=form.size, media=media)
+    return Task(**vars(form.order), id=task_id, source_path=source, size=form.size, media=media)
 
 
 async def _read_form(request: web.Request, target: Path, settings: Settings) -> _Form:
-    """Read every part: the resolution, the one video (streamed to target), small extras."""
+    """Read every part: the order's options, the one video (streamed to target), small extras."""
     filename: str | None = None
-    resolution, size = DEFAULT_RESOLUTION, 0
+    options: dict[str, Any] = {}
+    size = 0
     try:
         reader = multipart.Reader(request.content, request.headers.get(hdrs.CONTENT_TYPE, ""),
                                   limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
         while (part := await reader.next()) is not None:
             if part.is_multipart:
                 raise ApiError(400, "bad_multipart", "Nested multipart is not supported.")
-            if part.name == "resolution":  # sent first (the page does): no wasted upload
-                resolution = intake.resolution(await _read_small(part))
+            if part.name in intake.OPTIONS:  # sent first (the page does): no wasted upload
+                field, value = intake.option(part.name, await _read_small(part))
+                options[field] = value
             elif part.name == "video":
                 if filename is not None:
                     raise ApiError(400, "bad_multipart", "Send one 'video' file per upload.")
@@ -113,7 +114,7 @@ async def _read_form(request: web.Request, target: Path, settings: Settings) -> 
         raise intake.too_large(settings) from None
     if filename is None:
         raise ApiError(400, "no_file", "No file in the 'video' field.")
-    return _Form(filename, resolution, size)
+    return _Form(Order(filename, **options), size)
 
 
 def _video_name(part: multipart.Part) -> str:
