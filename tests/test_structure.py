@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 # A queue worker's whole start: the command's entry, the worker module, the SAQ pieces its
 # serve() imports, and the job function built from its settings.
@@ -30,3 +32,75 @@ def test_a_queue_worker_loads_no_web_server_and_no_templates() -> None:
            if name.startswith(("aiohttp.web", "jinja2", "video_async.routes", "video_async.app",
                                "video_async.keys", "video_async.access", "video_async.errors"))]
     assert web == []
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "video_async"
+# What mirrors the original (server.js: app; tasksStore.js: store; worker.js: worker; its
+# two route files) and the services it stands on: an app of these alone takes an upload,
+# transcodes it and serves the result.
+CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
+        "routes.intake", "receive", "multipart", "snapshot", "display", "layout", "config",
+        "ffmpeg", "probe", "errors", "keys", "loop_lag"}
+# Each plugs in through one setup(app) (features.py lists them), or serves one that does.
+WINGS = {"access", "recovery", "resumable", "routes.resumable", "routes.limits",
+         "queue", "jobs", "remote_worker"}
+# The command, the list of wings, and the page (which shows what every wing is doing).
+OTHERS = {"__init__", "__main__", "features", "routes.__init__", "routes.pages"}
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def imported(path: Path) -> set[str]:
+    """The package's modules that `path` imports, wherever in it: a function's lazy import,
+    and one for the type checker alone (a circle a reader must follow is one all the same)."""
+    tree = ast.parse(path.read_text())
+    here = module_name(path).split(".")[:-1]  # the package the module is in
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - node.level + 1]
+            stem = [*base, *(node.module.split(".") if node.module else [])]
+            for alias in node.names:
+                found.add(".".join([*stem, alias.name]))
+                found.add(".".join(stem))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) \
+                else [node.module or ""]
+            found |= {name.removeprefix("video_async.") for name in names
+                      if name.startswith("video_async.")}
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {name for name in found if name in modules} - {module_name(path)}
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module_name(path): imported(path) for path in PACKAGE.rglob("*.py")}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for name in graph[todo.pop()] - seen:
+            seen.add(name)
+            todo.append(name)
+    return seen
+
+
+def test_every_module_is_core_a_wing_or_named() -> None:
+    assert set(import_graph()) == CORE | WINGS | OTHERS
+
+
+def test_no_import_circle() -> None:
+    graph = import_graph()
+    circles = sorted(name for name in graph if name in reachable(graph, name))
+    assert circles == []
+
+
+def test_no_core_module_imports_a_wing() -> None:
+    graph = import_graph()
+    assert {name: sorted(graph[name] & WINGS) for name in CORE if graph[name] & WINGS} == {}
+    # nor through another module: only the app factory reaches the wings, through their list
+    assert {name: sorted(reachable(graph, name) & WINGS)
+            for name in CORE - {"app"} if reachable(graph, name) & WINGS} == {}
+    assert graph["app"] & (WINGS | OTHERS) == {"features", "routes.pages"}

@@ -1,4 +1,4 @@
-"""Who may use the server: four middlewares, outermost first.
+"""Who may use the server: the access wing's five middlewares, outermost first (setup).
 
 - `forwarded`: behind a reverse proxy named with --trusted-proxy, a request from
   that proxy is taken as the proxy says it came (X-Forwarded-Proto and
@@ -7,6 +7,9 @@
 - `host_check`: a loopback server answers only requests addressed to this
   machine (or to a name given with --allow-host). A hostile page that points its
   own name at 127.0.0.1 (DNS rebinding) still sends its own name in `Host`.
+- `cors`: the origins given with --cors-origin (e.g. the original React app) may call
+  the API from their pages; no other origin may. It comes before the refusals below,
+  so they still reach an allowed front end as responses it can read.
 - `same_origin`: a request that changes something (any method but GET, HEAD and
   OPTIONS, so every route present and future) is refused when its `Origin`, or
   its `Referer` if no `Origin` is sent, names another site. That stops another
@@ -37,6 +40,7 @@ from yarl import URL
 from .config import Settings, is_loopback
 from .errors import ApiError, wants_html
 from .keys import SETTINGS
+from .routes import resumable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,6 +56,19 @@ NEEDS_TOKEN_PAGE = """<!doctype html>
 <p>Not the one who started it? Ask the person who did for that link.</p>
 </body></html>
 """
+
+
+def setup(app: web.Application) -> None:
+    """Plug access control in, ahead of the core's own middlewares.
+
+    A trusted proxy's word on scheme and client first; then the Host check; CORS next,
+    so the refusals after it still reach an allowed front end as responses it can read.
+    """
+    settings = app[SETTINGS]
+    ours = [forwarded(settings), host_check(settings), cors(settings.cors_origins),
+            same_origin(settings), token_check(settings)]
+    for place, middleware in enumerate(ours):
+        app.middlewares.insert(place, middleware)
 
 
 def forwarded(settings: Settings) -> Middleware:
@@ -183,6 +200,40 @@ def _from_here(source: str, host: str | None, allowed: frozenset[Origin]) -> boo
     except ValueError:
         return False
     return (name, port) == (host_name(host), host_port)
+
+
+def cors(origins: tuple[str, ...]) -> Middleware:
+    """Let the listed origins (e.g. the original React app) call the API; no one else."""
+    allowed = frozenset(origin.rstrip("/") for origin in origins)
+    exposed = ", ".join(dict.fromkeys(("Location", "ETag", *resumable.CORS_EXPOSED_HEADERS)))
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin not in allowed:
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, PATCH, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": ", ".join(
+                    ("Authorization", "Content-Type", "If-None-Match",
+                     *resumable.CORS_REQUEST_HEADERS)),
+                "Access-Control-Max-Age": "600",
+            })
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers["Access-Control-Allow-Origin"] = origin
+                exc.headers["Access-Control-Expose-Headers"] = exposed  # e.g. a 409's Upload-Offset
+                exc.headers["Vary"] = "Origin"
+                raise
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = exposed
+        response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
 
 
 def cookie_name(settings: Settings) -> str:

@@ -1,11 +1,17 @@
-"""create_app(settings): routes, middlewares, and the background tasks' lifecycle (server.js).
+"""create_app(settings): the core's routes and background tasks, then the wings (server.js).
 
-The factory is synchronous (its only disk access is reading the page
-template), so tests build the exact app the command line runs. Anything that needs the
-running loop (the one-time ffmpeg check, the data-dir lock, recovery after a crash, the worker,
-the lag monitor, the snapshot writer) starts in `background_tasks`, a cleanup
-context: the code before `yield` runs at start-up, the code after it at
-shutdown.
+The core is the task store, the in-process worker, the upload route and the task
+routes: an app of these alone takes uploads, transcodes them and serves the results.
+Every other feature is a wing (features.py lists them) that plugs in through one
+`setup(app)` call, adding its routes, middlewares, background tasks and hooks; the core
+imports none of them.
+
+The factory is synchronous (its only disk access is reading the page template), so
+tests build the exact app the command line runs. Anything that needs the running loop
+starts in a cleanup context: the code before `yield` runs at start-up, the code after
+it at shutdown. `start_up` (ffmpeg, the data dir) runs before the wings' own
+(recovery's among them), and `run` (the lag monitor, the workers, the snapshot writer)
+after them, so the worker starts on the tasks recovery put back.
 """
 
 from __future__ import annotations
@@ -17,19 +23,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
-from . import access, ffmpeg
+from . import features, ffmpeg
 from .config import Settings
 from .display import api_json
 from .errors import ApiError
-from .keys import (FFMPEG, LAG, PAGE, PROBES, QUEUE, RECOVERY, RESUMABLE, SETTINGS, SNAPSHOT,
-                   STORE, UPLOADS)
+from .keys import (FFMPEG, HEALTH, JOB_RUNNER, LAG, PAGE, PROBES, SETTINGS, SNAPSHOT, STORE,
+                   STREAMING_PATHS)
 from .loop_lag import LagMonitor
-from .recovery import DataDirLock, recover
-from .resumable import ResumableUploads
-from .routes import pages, resumable, tasks, uploads
-from .routes.limits import UploadCounter
+from .routes import pages, tasks, uploads
 from .snapshot import SnapshotWriter
 from .store import INTERNAL_ERROR, TaskStore
 from .worker import run_workers
@@ -50,70 +52,57 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 def create_app(settings: Settings) -> web.Application:
     if not (settings.on_loopback or settings.token or settings.no_token):
         raise ValueError(f"{settings.host} is reachable by others: give a token, or no_token=True")
-    # A trusted proxy's word on scheme and client first; then the Host check; CORS next,
-    # so the refusals after it still reach an allowed front end as responses it can read.
     # aiohttp (3.14) has no timer for a request's headers as such; its keep-alive timer
     # is one: started when a connection opens and after each answer, never moved by
     # bytes that arrive, it closes a connection still waiting for a whole request's
     # headers (and an idle one) when it fires.
-    app = web.Application(
-        client_max_size=SMALL_BODY,
-        handler_args={"keepalive_timeout": settings.header_timeout},
-        middlewares=[access.forwarded(settings), access.host_check(settings),
-                     cors(settings.cors_origins), access.same_origin(settings),
-                     access.token_check(settings), json_errors, small_bodies])
+    app = web.Application(client_max_size=SMALL_BODY,
+                          handler_args={"keepalive_timeout": settings.header_timeout},
+                          middlewares=[json_errors, small_bodies])
     app[SETTINGS] = settings
     app[STORE] = TaskStore(api_json)
-    app[UPLOADS] = UploadCounter()
-    app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry,
-                                        settings.reserve_idle)
     app[LAG] = LagMonitor()
     app[SNAPSHOT] = SnapshotWriter(app[STORE], settings)
     app[PAGE] = pages.load_page()
+    app[STREAMING_PATHS] = [uploads.PATH]
+    app[HEALTH] = {}
     app.add_routes(uploads.routes)
-    app.add_routes(resumable.routes)
     app.add_routes(tasks.routes)
     app.add_routes(pages.routes)
-    app.cleanup_ctx.append(background_tasks)
     app.on_response_prepare.append(security_headers)
-    app.on_response_prepare.append(resumable.tus_resumable_header)
+    app.cleanup_ctx.append(start_up)
+    for setup in features.wings(settings):
+        setup(app)
+    app.cleanup_ctx.append(run)
     return app
 
 
-async def background_tasks(app: web.Application) -> AsyncIterator[None]:
+async def start_up(app: web.Application) -> AsyncIterator[None]:
+    """ffmpeg checked once, its probe pool, the data dir made; the pool closed at the end."""
     settings = app[SETTINGS]
     # asyncio.to_thread's pool (tasks.json, the disk's free space, a file's first bytes):
     # of a fixed size, not one that grows with the machine's cores. Uploads' bytes have
     # threads of their own (receive.disk_threads), so neither waits behind the other.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
-    layout = settings.layout
     ffmpeg.watch_children()
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
     app[PROBES] = ffmpeg.ProbePool(settings.max_probes, ffmpeg.Limits.of(settings))
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
-    if await asyncio.to_thread(layout.make_private):
-        log.info("created the data dir %s", layout.data_dir.resolve())
-    lock = DataDirLock(layout)
-    await asyncio.to_thread(lock.acquire)
-    try:
-        # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
-        app[RECOVERY] = await recover(app[STORE], app[RESUMABLE], settings)
-    except BaseException:
-        lock.release()
-        raise
+    if await asyncio.to_thread(settings.layout.make_private):
+        log.info("created the data dir %s", settings.layout.data_dir.resolve())
+    yield
+    await app[PROBES].close()
+
+
+async def run(app: web.Application) -> AsyncIterator[None]:
+    """The lag monitor, the workers (or a wing's job runner) and the snapshot writer."""
+    settings = app[SETTINGS]
+    runner = app.get(JOB_RUNNER)
+    jobs = runner() if runner else run_workers(app[STORE], app[FFMPEG].path, settings)
     # Strong references: the loop itself only keeps weak ones to running tasks.
     running = [asyncio.create_task(app[LAG].run(), name="loop-lag"),
-               asyncio.create_task(app[RESUMABLE].run_expiry(), name="upload-expiry")]
-    if settings.queue:
-        # Queue mode: workers elsewhere transcode; an optional extra, imported only here.
-        from .queue import JobQueue
-        jobs = JobQueue(app[STORE], settings)
-        app[QUEUE] = jobs.status
-        running.append(asyncio.create_task(jobs.run(), name="queue"))
-    else:
-        running.append(asyncio.create_task(run_workers(app[STORE], app[FFMPEG].path, settings),
-                                           name="workers"))
+               asyncio.create_task(jobs, name="jobs")]
     writer = app[SNAPSHOT]  # made before loading: what loading changed is written back at once
     if writer.enabled:
         running.append(asyncio.create_task(writer.run(), name="snapshot"))
@@ -121,18 +110,21 @@ async def background_tasks(app: web.Application) -> AsyncIterator[None]:
     # Shutdown: cancelling the workers cancels their jobs, and each job stops its
     # ffmpeg and removes its partial output before the cancellation completes. (Queue
     # workers' jobs go on: a restarted server follows them again.)
+    await stop(running)
+    if writer.enabled:
+        try:
+            await writer.save()  # the last word: jobs that were running are queued again on start
+        except OSError as exc:
+            log.error("could not write %s at shutdown: %s", settings.layout.snapshot_path, exc)
+
+
+async def stop(running: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has ended."""
     for task in running:
         task.cancel()
     for task in running:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await app[PROBES].close()
-    if writer.enabled:
-        try:
-            await writer.save()  # the last word: jobs that were running are queued again on start
-        except OSError as exc:
-            log.error("could not write %s at shutdown: %s", layout.snapshot_path, exc)
-    lock.release()
 
 
 @web.middleware
@@ -164,7 +156,8 @@ async def small_bodies(request: web.Request, handler: Handler) -> web.StreamResp
     client_max_size caps what a handler reads; this also stops a big body sent to
     a handler that never reads it, before aiohttp would drain it.
     """
-    streams = request.path == "/videos/upload" or resumable.is_tus(request)
+    streams = any(request.path == path or request.path.startswith(path + "/")
+                  for path in request.app[STREAMING_PATHS])
     if not streams and (request.content_length or 0) > SMALL_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=SMALL_BODY,
                                             actual_size=request.content_length or 0)
@@ -173,40 +166,6 @@ async def small_bodies(request: web.Request, handler: Handler) -> web.StreamResp
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
-
-
-def cors(origins: tuple[str, ...]) -> Middleware:
-    """Let the listed origins (e.g. the original React app) call the API; no one else."""
-    allowed = frozenset(origin.rstrip("/") for origin in origins)
-    exposed = ", ".join(dict.fromkeys(("Location", "ETag", *resumable.CORS_EXPOSED_HEADERS)))
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin not in allowed:
-            return await handler(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response: web.StreamResponse = web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, HEAD, POST, PATCH, DELETE, OPTIONS",
-                "Access-Control-Allow-Headers": ", ".join(
-                    ("Authorization", "Content-Type", "If-None-Match",
-                     *resumable.CORS_REQUEST_HEADERS)),
-                "Access-Control-Max-Age": "600",
-            })
-        else:
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                exc.headers["Access-Control-Allow-Origin"] = origin
-                exc.headers["Access-Control-Expose-Headers"] = exposed  # e.g. a 409's Upload-Offset
-                exc.headers["Vary"] = "Origin"
-                raise
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = exposed
-        response.headers["Vary"] = "Origin"
-        return response
-
-    return middleware
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

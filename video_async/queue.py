@@ -33,7 +33,10 @@ import aiofiles.os
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
 
+from aiohttp import web
+
 from .config import Settings
+from .keys import HEALTH, JOB_RUNNER, SETTINGS, STORE
 from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_from_json,
                    without_password)
 from .store import State, Task, TaskStore
@@ -66,6 +69,14 @@ class QueueStatus:
     def to_json(self) -> dict[str, Any]:
         return {"url": self.url, "reachable": self.reachable, "workers": self.workers,
                 "jobs_queued": self.jobs_queued, "jobs_running": self.jobs_running}
+
+
+def setup(app: web.Application) -> None:
+    """Plug queue mode in: the QUEUED tasks go to Redis, for workers elsewhere, instead of
+    to the in-process workers; /healthz shows what the queue looks like."""
+    jobs = JobQueue(app[STORE], app[SETTINGS])
+    app[HEALTH]["queue"] = jobs.status.to_json
+    app[JOB_RUNNER] = jobs.run
 
 
 @dataclass(eq=False)

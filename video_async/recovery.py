@@ -25,11 +25,15 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import IO
 
+from aiohttp import web
+
 from .config import Settings
+from .keys import SETTINGS, STORE
 from .layout import DataLayout
-from .resumable import ResumableUploads, scan
+from .resumable import RESUMABLE, ResumableUploads, scan
 from .snapshot import load_tasks
 from .store import Task, TaskStore
 
@@ -75,6 +79,27 @@ class RecoveryReport:
     removed_partials: list[str] = field(default_factory=list)
     removed_uploads: list[str] = field(default_factory=list)  # expired resumable uploads' files
     unreferenced: list[str] = field(default_factory=list)  # relative to the data dir
+
+
+RECOVERY = web.AppKey("recovery", RecoveryReport)
+
+
+def setup(app: web.Application) -> None:
+    """Plug recovery in: at start-up, before the worker, the data dir is locked and
+    whatever a crash left is put right (it needs the resumable uploads' wing)."""
+    app.cleanup_ctx.append(_locked_and_recovered)
+
+
+async def _locked_and_recovered(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    lock = DataDirLock(settings.layout)
+    await asyncio.to_thread(lock.acquire)
+    try:
+        # Before the worker starts: stray ffmpeg stopped, partial files gone, tasks loaded.
+        app[RECOVERY] = await recover(app[STORE], app[RESUMABLE], settings)
+        yield
+    finally:
+        lock.release()  # after the last snapshot is written: the core's context ends first
 
 
 async def recover(store: TaskStore, resumable: ResumableUploads, settings: Settings) -> RecoveryReport:

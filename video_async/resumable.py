@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from .layout import DataLayout
 from .receive import rename, rename_durably
 from .store import Order
@@ -347,3 +349,6 @@ def _write_flushed(path: Path, data: bytes) -> None:
         out.write(data)
         out.flush()
         os.fdatasync(out.fileno())
+
+
+RESUMABLE = web.AppKey("resumable", ResumableUploads)

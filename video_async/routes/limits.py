@@ -35,8 +35,9 @@ from aiohttp import web
 from ..config import MIB, Settings
 from ..display import human_size
 from ..errors import ApiError
-from ..keys import RESUMABLE, STORE, UPLOADS
-from ..resumable import Reservations, Upload
+from ..keys import SETTINGS, STORE, UPLOAD_GUARD
+from ..resumable import RESUMABLE, Reservations, Upload
+from ..store import Task
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,20 @@ class UploadCounter:
     free_asking: asyncio.Task[int] | None = None
 
 
+UPLOADS = web.AppKey("uploads", UploadCounter)
 T = TypeVar("T")
+
+
+def setup(app: web.Application) -> None:
+    """Plug the limits in: every multipart upload admitted first, then watched."""
+    settings = app[SETTINGS]
+    app[UPLOADS] = UploadCounter()
+
+    async def guarded(request: web.Request, receiving: Callable[[], Awaitable[Task]]) -> Task:
+        async with admitted(request, settings):  # 503 or 507 before any byte is stored
+            return await watched(request, settings, receiving)
+
+    app[UPLOAD_GUARD] = guarded
 
 RETRY_BUSY = 5  # seconds: an upload slot frees up as soon as any upload ends
 RETRY_QUEUE_FULL = 60  # seconds: the queue drains one transcode at a time

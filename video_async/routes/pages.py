@@ -14,8 +14,11 @@ from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import api_json, human_size, one_of
 from ..errors import ApiError
-from ..keys import FFMPEG, LAG, PAGE, QUEUE, RECOVERY, RESUMABLE, SETTINGS, STORE, UPLOADS
+from ..keys import FFMPEG, HEALTH, LAG, PAGE, SETTINGS, STORE
 from ..layout import SOURCE_EXTENSIONS
+from ..recovery import RECOVERY
+from ..resumable import RESUMABLE
+from .limits import UPLOADS
 from ..store import Task
 
 routes = web.RouteTableDef()
@@ -57,7 +60,8 @@ def heartbeat(app: web.Application) -> dict[str, Any]:
         "unreferenced_files": app[RECOVERY].unreferenced,
         # "in-process": transcodes run in this process; "queue": on the queue's workers
         "mode": "queue" if app[SETTINGS].queue else "in-process",
-        "queue": app[QUEUE].to_json() if QUEUE in app else None,
+        "queue": None,
+        **{name: part() for name, part in app[HEALTH].items()},  # a wing's own, e.g. the queue
     }
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -34,8 +36,8 @@ from aiohttp import web
 from .. import receive
 from ..config import Settings
 from ..errors import ApiError
-from ..keys import RESUMABLE, SETTINGS, STORE
-from ..resumable import Upload
+from ..keys import SETTINGS, STORE, STREAMING_PATHS
+from ..resumable import RESUMABLE, ResumableUploads, Upload
 from ..layout import TASK_ID
 from ..store import Task, new_task_id
 from . import intake, limits
@@ -54,6 +56,26 @@ CORS_REQUEST_HEADERS = ("Tus-Resumable", "Upload-Length", "Upload-Metadata", "Up
 CORS_EXPOSED_HEADERS = ("Location", "Upload-Offset", "Upload-Length", "Upload-Expires",
                         "Upload-Metadata", "Tus-Resumable", "Tus-Version", "Tus-Extension",
                         "Tus-Max-Size")
+
+
+def setup(app: web.Application) -> None:
+    """Plug resumable uploads in: the routes under /files, their upload store, the
+    version header on every answer, and the expiry of abandoned uploads."""
+    settings = app[SETTINGS]
+    app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry,
+                                      settings.reserve_idle)
+    app[STREAMING_PATHS].append(PREFIX)
+    app.add_routes(routes)
+    app.on_response_prepare.append(tus_resumable_header)
+    app.cleanup_ctx.append(_expiring)
+
+
+async def _expiring(app: web.Application) -> AsyncIterator[None]:
+    expiry = asyncio.create_task(app[RESUMABLE].run_expiry(), name="upload-expiry")
+    yield
+    expiry.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await expiry
 
 
 def is_tus(request: web.Request) -> bool:

@@ -10,13 +10,15 @@ upload's own write and flush them), so the loop keeps serving other requests
 while the disk works, and the 201 goes out only once the file and its name
 are on disk. Until the task exists the file has a temporary name; on any
 error, or if the client goes away, it is deleted, so a failed upload leaves
-no file and no task behind.
+no file and no task behind. The limits wing, when plugged in, admits each upload and
+watches it as it streams (UPLOAD_GUARD).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,20 +29,22 @@ from aiohttp import hdrs, web
 from .. import multipart, receive
 from ..config import Settings
 from ..errors import ApiError, wants_html
-from ..keys import SETTINGS, STORE
+from ..keys import SETTINGS, STORE, UPLOAD_GUARD
 from ..store import Order, Task, new_task_id
-from . import intake, limits
+from . import intake
 from .intake import SIGNATURE_SIZE, display_name
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+
+PATH = "/videos/upload"
 
 # Room for the multipart boundaries, part headers and the resolution field on top of
 # the file itself, when judging a Content-Length before reading anything.
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-@routes.post("/videos/upload")
+@routes.post(PATH)
 async def upload(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if intake.media_type(request) != "multipart/form-data":
@@ -50,8 +54,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise intake.too_large(settings)
 
-    async with limits.admitted(request, settings):  # 503 or 507 before any byte is stored
-        task = await limits.watched(request, settings, lambda: _receive(request, settings))
+    guard = request.app.get(UPLOAD_GUARD, _unguarded)
+    task = await guard(request, lambda: _receive(request, settings))
 
     await intake.queue(request, task)
     if wants_html(request):  # the no-JavaScript form: back to the page, which lists the task
@@ -64,6 +68,10 @@ class _Form:
     """What the multipart body said, once its video is on disk."""
     order: Order
     size: int
+
+
+async def _unguarded(request: web.Request, receiving: Callable[[], Awaitable[Task]]) -> Task:
+    return await receiving()
 
 
 async def _receive(request: web.Request, settings: Settings) -> Task:
