@@ -69,7 +69,7 @@ async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
 async def test_reliability_flags_and_variables() -> None:
     defaults = Settings.from_args([], environ={})
     assert (defaults.job_timeout, defaults.stall_timeout, defaults.max_duration) == (3600, 120, 10800)
-    assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 8, 1024 * MIB)
+    assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 1000, 1024 * MIB)
     assert (defaults.upload_idle_timeout, defaults.persist) == (60, True)
     flags = Settings.from_args(["--stall-timeout", "5", "--max-duration", "60", "--max-queued", "3",
                                 "--max-uploads", "2", "--min-free-mb", "10",
