@@ -129,7 +129,10 @@ class Reader:
             # buffer completes: hand out everything before them, hold them back.
             held_from = max(start, len(buffer) - len(delimiter) + 1)
             if held_from > start:
-                self._position = held_from
+                # Only those few bytes are kept (copied), not the whole buffer: once the
+                # caller is done with the data, the buffer is freed, and an upload that
+                # waits for its next bytes holds none of its last ones.
+                self._buffer, self._position = buffer[held_from:], 0
                 return memoryview(buffer)[start:held_from]
             held = buffer[start:]
             following = await self._read()

@@ -80,10 +80,12 @@ IN_FLIGHT = 4
 # Start writing out to the device once this much has been written since the last
 # start: the final flush then has at most this much (plus a batch) left to do.
 WRITEOUT_EVERY = 8 * 1024 * 1024
-# Buffers kept for the next batches once written, beyond those in use.
-SPARE_BUFFERS = {SLOW_BATCH: 256, BATCH_SIZE: 2 * DISK_THREADS}
+# 1 MiB buffers kept for the next fast batches once written, beyond those in use. (A
+# slow batch's buffer is small enough for the allocator to reuse its memory at once;
+# a stock of them would only be memory held for uploads that have ended.)
+SPARE_BUFFERS = 2 * DISK_THREADS
 
-_spare_buffers: dict[int, list[bytearray]] = {size: [] for size in SPARE_BUFFERS}  # the loop's thread only
+_spare_buffers: list[bytearray] = []  # the loop's thread only
 
 
 class TooLarge(Exception):
@@ -240,6 +242,9 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
                     check, check_head = check_head, None
                     check(head)
             await batches.add(chunk)
+            # Let go of the chunk now, not when the next one comes: a slow upload waits
+            # for its next bytes most of the time, and would hold its last ones meanwhile.
+            del chunk
         return await batches.finish() - offset
     except BaseException:
         # The stream broke off (the client went away, a check refused it, it was
@@ -301,14 +306,15 @@ class _Batches:
         rest = memoryview(chunk)
         while rest:
             if self.buffer is None:
-                spare = _spare_buffers[self.size]
-                self.buffer = spare.pop() if spare else bytearray(self.size)
+                fast = self.size == BATCH_SIZE and _spare_buffers
+                self.buffer = _spare_buffers.pop() if fast else bytearray(self.size)
             taken = rest[: len(self.buffer) - self.held]
             self.buffer[self.held: self.held + len(taken)] = taken
             self.held += len(taken)
             rest = rest[len(taken):]
             if self.held == len(self.buffer):
                 await self._hand_over()
+        self._take_back_buffers()
 
     async def _hand_over(self) -> None:
         """Give the batch to the disk threads, once fewer than IN_FLIGHT are being written."""
@@ -327,15 +333,20 @@ class _Batches:
             self.since_writeout = 0
 
     async def _ended(self, at_most: int) -> None:
-        """Take back the buffers of the writes that have ended, and wait for the oldest
-        until at most `at_most` are still being written; a write's error is raised here."""
-        while self.writing and (self.writing[0][0].done or len(self.writing) > at_most):
-            job, buffer = self.writing[0]
-            await job.wait()
-            self.writing.popleft()
-            spare = _spare_buffers[len(buffer)]
-            if len(spare) < SPARE_BUFFERS[len(buffer)]:
-                spare.append(buffer)
+        """Wait for the oldest writes until at most `at_most` are still being written,
+        and take back the buffers of those that have ended; a write's error is raised here."""
+        while len(self.writing) > at_most:
+            await self.writing[0][0].wait()
+            self._take_back_buffers()
+        self._take_back_buffers()
+
+    def _take_back_buffers(self) -> None:
+        """Let go of the buffers of the writes that have ended (a fast one's goes back to the
+        stock); a failed write stays, for _ended to raise its error."""
+        while self.writing and self.writing[0][0].done and self.writing[0][0].error is None:
+            _, buffer = self.writing.popleft()
+            if len(buffer) == BATCH_SIZE and len(_spare_buffers) < SPARE_BUFFERS:
+                _spare_buffers.append(buffer)
 
     async def finish(self) -> int:
         """Write what is held, flush and close the file; where the file ends, once on disk."""
