@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # one place that says so; `make test` installs whatever of it is missing.
 SYSTEM_DEPS := chromium:chromium redis-server:redis-server
 
-.PHONY: run test deps screenshot bench clean
+.PHONY: run test test-fast deps screenshot bench clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ deps:
 # coroutines and slow callbacks that would otherwise pass silently.
 test: deps $(TEST_STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone, in seconds, to run after every edit: the tests marked `unit`, which
+# need no ffmpeg, Redis or browser (so no `deps`) and may open no socket.
+test-fast: $(TEST_STAMP)
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
 # The README's pictures (docs/screenshot.png, docs/screenshot-phone.png): the page with
 # tasks in every state, at 1280 and 390 px wide, from the browser test.

@@ -57,6 +57,7 @@ async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> No
     assert "video-async:" in message and "ffmpeg" in message
 
 
+@pytest.mark.unit
 async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
     settings = Settings.from_args([], environ={"VIDEO_ASYNC_PORT": "9001", "VIDEO_ASYNC_WORKERS": "3",
                                                "VIDEO_ASYNC_CORS_ORIGIN": "http://a.test,http://b.test"})
@@ -65,6 +66,7 @@ async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
     assert Settings.from_args(["--port", "9002"], environ={"VIDEO_ASYNC_PORT": "9001"}).port == 9002
 
 
+@pytest.mark.unit
 async def test_reliability_flags_and_variables() -> None:
     defaults = Settings.from_args([], environ={})
     assert (defaults.job_timeout, defaults.stall_timeout, defaults.max_duration) == (3600, 120, 10800)
