@@ -143,7 +143,7 @@ def test_the_version_clients_see_names_this_store(tmp_path: Path) -> None:
     assert store.version_named(store.list_version) == store.version == 1
     assert store.version_named(other.list_version) == -1  # another run's: older than any
     for garbage in ("", "1", "abc.1", f"{store.instance}.", f"{store.instance}.-1",
-                    f"{store.instance}.1 ", f"{store.instance}.{'9' * 19}"):
+                    f"{store.instance}.1 ", f"{store.instance}.1\n", f"{store.instance}.{'9' * 19}"):
         with pytest.raises(ValueError):
             store.version_named(garbage)
 
