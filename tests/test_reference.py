@@ -113,6 +113,7 @@ def test_every_route_is_listed() -> None:
     served -= {("HEAD", path) for method, path in served if method == "GET"}
     listed = set()
     for route_cell, *_ in table("HTTP API"):
-        method, path = code(route_cell).split(" ", 1)
-        listed.add((method, re.sub(r"\{\w+\}", "{}", path)))
+        for route in re.findall(r"`([A-Z]+ /[^`]*)`", route_cell):  # a path may have two spellings
+            method, path = route.split(" ", 1)
+            listed.add((method, re.sub(r"\{\w+\}", "{}", path)))
     assert sorted(listed) == sorted(served)
