@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -14,8 +15,11 @@ from .support.clips import Clips, realtime_ffmpeg
 from .support.internals import MIB, Settings
 from .support.processes import ffmpeg_pids, threads_of
 from .support.servers import refused_start, start_server
-from .support.uploading import transcoding, upload_ok, wait_for_state
+from .support.tus import TUS, created, patch
+from .support.uploading import delete, get_json, transcoding, upload_ok, wait_for_state
 from .support.waiting import wait_until
+
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -148,3 +152,53 @@ async def test_running_ffmpegs_cost_no_thread_each(tmp_path: Path, clips: Clips)
     finally:
         await server.stop()
     assert ffmpeg_pids(server.data_dir) == []
+
+
+async def test_what_the_server_writes_into_a_checkout_is_ignored_by_git(tmp_path: Path,
+                                                                       clips: Clips) -> None:
+    """Run in a copy of this checkout, its data dir the checkout itself (the default, the
+    current folder): an upload, resumable uploads finished, ended and left unfinished, a
+    delete. Afterwards git sees nothing new and nothing changed."""
+    checkout = tmp_path / "checkout"
+    await copy_of_this_checkout(checkout)
+    server = await start_server(checkout, cwd=checkout)
+    try:
+        async with server.session() as session:
+            task = await upload_ok(session, clips.small(), "480")
+            await wait_for_state(session, task["id"], "COMPLETED")
+            data = clips.small().read_bytes()
+            resumed = await created(session, len(data))
+            assert (await patch(session, resumed, 0, data)).status == 204
+            ended = await created(session, len(data))
+            assert (await session.delete(ended, headers=TUS)).status == 204
+            await created(session, len(data))  # left unfinished
+            await delete(session, resumed.rsplit("/", 1)[-1])
+            assert (await get_json(session, "/healthz"))["unfinished_uploads"]["count"] == 1
+    finally:
+        assert await server.stop() == 0
+    assert (checkout / "resumable-ended.json").is_file() and (checkout / "tasks.json").is_file()
+    assert await git(checkout, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+async def copy_of_this_checkout(target: Path) -> None:
+    """The files git tracks here, as they are in the working tree, committed in a new repository."""
+    listed = await git(CHECKOUT, "ls-files", "-z")
+    for name in filter(None, listed.split("\0")):
+        source = CHECKOUT / name
+        if source.is_file():  # (a file deleted but not yet committed is not copied)
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    await git(target, "init", "--quiet")
+    await git(target, "add", "--all")
+    await git(target, "-c", "user.name=test", "-c", "user.email=test@example.invalid",
+              "commit", "--quiet", "--no-verify", "--message", "the checkout as it is")
+
+
+async def git(repository: Path, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "git", "-C", str(repository), *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
