@@ -4,6 +4,7 @@ real Redis; every process on this machine, sharing one data dir."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tomllib
 from datetime import datetime
@@ -244,8 +245,11 @@ async def test_make_worker_runs_a_worker_with_its_args() -> None:
 async def make_would_run(*args: str) -> str:
     """The commands `make ARGS...` would run in the checkout on first use (-B: as if nothing
     were installed yet), printed, not run (-n)."""
+    # as typed in a shell: not as a sub-make of the `make test` that may be running this
+    alone = {name: value for name, value in os.environ.items()
+             if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     proc = await asyncio.create_subprocess_exec(
-        "make", "-n", "-B", *args, cwd=CHECKOUT, stdout=asyncio.subprocess.PIPE,
+        "make", "-n", "-B", *args, cwd=CHECKOUT, env=alone, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     async with asyncio.timeout(30):
         out, err = await proc.communicate()
