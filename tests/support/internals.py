@@ -47,7 +47,9 @@ def kept_tasks(store: TaskStore, count: int, uploads: Path) -> list[Task]:
 
 def job_updates(store: TaskStore, settings: Settings) -> Callable[[Task, Job], None]:
     """What the web process does to a task on reading its queue job as Redis has it (a
-    state, progress, a result), without Redis: the job is made by the test."""
+    state, progress, a result), without Redis: the job is made by the test. The one
+    place a test reaches inside JobQueue, so that a move of the job contract changes
+    this function, not the tests."""
     jobs = JobQueue(store, replace(settings, queue="redis://127.0.0.1:1/0"))  # never connected
 
     def apply(task: Task, job: Job) -> None:
