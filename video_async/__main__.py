@@ -12,7 +12,7 @@ from aiohttp import web
 
 from . import access
 from .app import create_app
-from .config import Settings
+from .config import QUEUE_EXTRA_INSTALL, Settings
 from .ffmpeg import FFmpegError
 from .layout import PRIVATE_UMASK
 from .recovery import DataDirInUse
@@ -86,7 +86,7 @@ def _need_queue_extra(what: str) -> None:
         import saq  # noqa: F401
     except ImportError as exc:
         sys.exit(f"{what}: the queue needs the 'queue' extra ({exc.name} is missing); "
-                 "install it with: pip install 'video_async[queue]'")
+                 f"install it with: {QUEUE_EXTRA_INSTALL}")
 
 
 if __name__ == "__main__":

@@ -236,9 +236,12 @@ def add_flag(parser: argparse.ArgumentParser, env: Mapping[str, str], name: str,
     parser.add_argument(f"--{name}", type=kind, default=env.get(variable, shown), help=text)
 
 
+# The package is on no index: its queue extra is installed from the checkout.
+QUEUE_EXTRA_INSTALL = ("make queue-extra, in the checkout (or pip install -e '.[queue]' there, "
+                       "into another environment)")
 QUEUE_HELP = ("Redis URL of the job queue, e.g. redis://HOST:6379/0: the server then transcodes "
               "nothing itself, and `video-async worker` processes on any machine that shares "
-              "the data dir do (needs the queue extra: pip install 'video_async[queue]')")
+              f"the data dir do (needs the queue extra: {QUEUE_EXTRA_INSTALL})")
 MAX_PIXELS_HELP = ("largest frame accepted, in pixels (width x height); larger ones are refused "
                    "with 422 before anything decodes them, and no decoder may allocate one "
                    "(default: %(default)s, 7680x4320)")

@@ -167,7 +167,9 @@ class Reader:
             if end >= 0:
                 self._position += len(taken) - (len(head) - end - 4)
                 return bytes(head[:end])
-            if len(head) > HEAD_LIMIT:
+            # the same bound however the bytes were split: a buffer's bytes are taken up
+            # to the blank line's last possible byte, and so are a byte at a time
+            if len(head) >= HEAD_LIMIT + 4:
                 raise Malformed(f"a part's headers are longer than {HEAD_LIMIT} bytes")
             self._buffer, self._position = await self._read(), 0
 
