@@ -168,9 +168,13 @@ _threads_waiting = 0  # threads in wait_in_thread: only then is a job's end anno
 class DiskThreads:
     """A few threads that do every upload's file work, handed over in lists.
 
-    Jobs given during one turn of the loop go to the threads together, at its
-    end (one call_soon), so a hundred uploads' writes cost one thread wake-up,
-    not a hundred.
+    Jobs given during one turn of the loop (`submit`: the writes, which nobody
+    waits for) go to the threads together, at its end (one call_soon), so a
+    hundred uploads' writes cost one thread wake-up, not a hundred. A call the
+    loop waits for (`run`: an open, a final flush) goes at once, in a list of its
+    own, so that a long fdatasync holds up no other upload's writes; whatever was
+    gathered before it goes first, so the threads still take every job in the
+    order it was given.
     """
 
     def __init__(self, count: int) -> None:
@@ -183,6 +187,7 @@ class DiskThreads:
         self._lock = threading.Lock()
 
     def submit(self, call: Callable[..., Any], *args: Any) -> Job:
+        """The job, handed over at the end of this turn of the loop."""
         job = Job(call, args)
         loop = asyncio.get_running_loop()
         gathering = self._gathering.get(loop)
@@ -193,11 +198,18 @@ class DiskThreads:
         return job
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        """submit, and wait for the result."""
-        return await self.submit(call, *args).wait()
+        """The call's result, from a thread, handed over at once."""
+        job = Job(call, args)
+        self._hand_over(asyncio.get_running_loop())
+        self._put([job])
+        return await job.wait()
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        jobs = self._gathering.pop(loop)
+        jobs = self._gathering.pop(loop, None)
+        if jobs:  # (none when a run() handed them over already)
+            self._put(jobs)
+
+    def _put(self, jobs: list[Job]) -> None:
         with self._lock:
             if self._started < self.count:
                 self._started += 1
@@ -258,7 +270,7 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
             # A thread cannot be stopped mid-call: the file is closed once the calls
             # made for it have ended. The closing is a job of its own, so that it
             # happens even if this coroutine is cancelled again while it waits.
-            await disk.submit(_close_after, fd, batches.jobs()).wait()
+            await disk.run(_close_after, fd, batches.jobs())
 
 
 class _Batches:
