@@ -16,7 +16,7 @@ from video_async.ffmpeg import (Limits, Media, ProbePool, explain, input_args, m
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout, checked_id
 from video_async.multipart import HEAD_LIMIT, BodyTooLarge, Malformed, Reader as MultipartReader
 from video_async.queue import FUNCTION as QUEUE_FUNCTION, QUEUE_NAME, JobQueue, Followed, job_key, without_password
-from video_async.receive import BATCH_SIZE, receive
+from video_async.receive import BATCH_SIZE, DiskThreads, receive
 from video_async.display import card_texts, clock, human_size, one_of, ordinal, time_left
 from video_async.remote_worker import outcome_json
 from video_async.resumable import ResumableUploads, Upload, scan as scan_uploads
@@ -64,4 +64,4 @@ __all__ = ["BodyTooLarge", "Done", "Failed", "Job", "JobStatus", "MAX_PIXELS_CEI
            "scan_uploads", "time_left", "without_password",
            "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
-           "media_from", "parse_progress", "receive"]
+           "media_from", "parse_progress", "receive", "DiskThreads"]
