@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
+QUEUE_STAMP := $(VENV)/.installed-queue
 # What the tests need from the system, as command:Debian-package pairs. This is the
 # one place that says so; `make test` installs whatever of it is missing.
 SYSTEM_DEPS := chromium:chromium redis-server:redis-server
 
-.PHONY: run test deps screenshot bench clean
+.PHONY: run worker queue-extra test test-fast deps screenshot bench clean
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,19 @@ $(TEST_STAMP): $(RUN_STAMP)
 
 run: $(RUN_STAMP)
 	$(BIN)/python -m video_async $(ARGS)
+
+# The queue mode's packages (SAQ, redis), for `--queue` and for workers: the package is
+# on no index, so this is how a clone gets its `queue` extra.
+$(QUEUE_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --quiet -e '.[queue]'
+	touch $(QUEUE_STAMP)
+
+queue-extra: $(QUEUE_STAMP)
+
+# A queue worker on this machine (docs/scaling.md), e.g.
+# make worker ARGS="--queue redis://HOST:6379/0 --data-dir /mnt/video"
+worker: $(QUEUE_STAMP)
+	$(BIN)/python -m video_async worker $(ARGS)
 
 # Installs the missing SYSTEM_DEPS with apt-get (as root, or through sudo); where
 # neither can, stops with one line naming what to install.
@@ -47,6 +61,11 @@ deps:
 # coroutines and slow callbacks that would otherwise pass silently.
 test: deps $(TEST_STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone, in seconds, to run after every edit: the tests marked `unit`, which
+# need no ffmpeg, Redis or browser (so no `deps`) and may open no socket.
+test-fast: $(TEST_STAMP)
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
 # The README's pictures (docs/screenshot.png, docs/screenshot-phone.png): the page with
 # tasks in every state, at 1280 and 390 px wide, from the browser test.

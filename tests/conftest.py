@@ -16,7 +16,15 @@ from .support.clips import Clips
 from .support.internals import Settings, create_app
 from .support.queue import Redis
 from .support.servers import MakeClient, Serve
+from .support.unit import MARKER, forbid_sockets_and_processes
 from .support.uploading import AppClient
+
+
+@pytest.fixture(autouse=True)
+def unit_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests marked `unit` may open no socket and start no process (support/unit.py)."""
+    if request.node.get_closest_marker(MARKER) is not None:
+        forbid_sockets_and_processes(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import pytest
 from .support.internals import (Media, clock, container_of, content_disposition, display_name,
                                 human_size, media_from, mp4_duration, output_size, parse_progress)
 
+pytestmark = pytest.mark.unit
+
 def video(codec: str | None = "h264", width: int = 1280, height: int = 720, pixel_format: str = "yuv420p",
           sar: list[int] | None = None, rate: list[int] | None = None,
           attached_pic: bool = False) -> dict[str, Any]:

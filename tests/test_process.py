@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -15,8 +16,11 @@ from .support.clips import Clips, realtime_ffmpeg
 from .support.internals import MIB, Limits, ProbePool, Settings
 from .support.processes import ffmpeg_pids, probe_pids, threads_of
 from .support.servers import refused_start, start_server
-from .support.uploading import transcoding, upload_ok, wait_for_state
+from .support.tus import TUS, created, patch
+from .support.uploading import delete, get_json, transcoding, upload_ok, wait_for_state
 from .support.waiting import wait_until
+
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -58,6 +62,7 @@ async def test_broken_ffmpeg_is_a_clear_error(tmp_path: Path, ffmpeg: str) -> No
     assert "video-async:" in message and "ffmpeg" in message
 
 
+@pytest.mark.unit
 async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
     settings = Settings.from_args([], environ={"VIDEO_ASYNC_PORT": "9001", "VIDEO_ASYNC_WORKERS": "3",
                                                "VIDEO_ASYNC_CORS_ORIGIN": "http://a.test,http://b.test"})
@@ -66,10 +71,11 @@ async def test_environment_variables_configure_the_app(tmp_path: Path) -> None:
     assert Settings.from_args(["--port", "9002"], environ={"VIDEO_ASYNC_PORT": "9001"}).port == 9002
 
 
+@pytest.mark.unit
 async def test_reliability_flags_and_variables() -> None:
     defaults = Settings.from_args([], environ={})
     assert (defaults.job_timeout, defaults.stall_timeout, defaults.max_duration) == (3600, 120, 10800)
-    assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 8, 1024 * MIB)
+    assert (defaults.max_queued, defaults.max_uploads, defaults.min_free_bytes) == (100, 1000, 1024 * MIB)
     assert (defaults.upload_idle_timeout, defaults.persist) == (60, True)
     flags = Settings.from_args(["--stall-timeout", "5", "--max-duration", "60", "--max-queued", "3",
                                 "--max-uploads", "2", "--min-free-mb", "10",
@@ -189,3 +195,53 @@ async def test_an_idle_probe_process_is_let_go(clips: Clips) -> None:
         await wait_until(gone, 10, "the idle probe process to be let go")
     finally:
         await pool.close()
+
+
+async def test_what_the_server_writes_into_a_checkout_is_ignored_by_git(tmp_path: Path,
+                                                                       clips: Clips) -> None:
+    """Run in a copy of this checkout, its data dir the checkout itself (the default, the
+    current folder): an upload, resumable uploads finished, ended and left unfinished, a
+    delete. Afterwards git sees nothing new and nothing changed."""
+    checkout = tmp_path / "checkout"
+    await copy_of_this_checkout(checkout)
+    server = await start_server(checkout, cwd=checkout)
+    try:
+        async with server.session() as session:
+            task = await upload_ok(session, clips.small(), "480")
+            await wait_for_state(session, task["id"], "COMPLETED")
+            data = clips.small().read_bytes()
+            resumed = await created(session, len(data))
+            assert (await patch(session, resumed, 0, data)).status == 204
+            ended = await created(session, len(data))
+            assert (await session.delete(ended, headers=TUS)).status == 204
+            await created(session, len(data))  # left unfinished
+            await delete(session, resumed.rsplit("/", 1)[-1])
+            assert (await get_json(session, "/healthz"))["unfinished_uploads"]["count"] == 1
+    finally:
+        assert await server.stop() == 0
+    assert (checkout / "resumable-ended.json").is_file() and (checkout / "tasks.json").is_file()
+    assert await git(checkout, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+async def copy_of_this_checkout(target: Path) -> None:
+    """The files git tracks here, as they are in the working tree, committed in a new repository."""
+    listed = await git(CHECKOUT, "ls-files", "-z")
+    for name in filter(None, listed.split("\0")):
+        source = CHECKOUT / name
+        if source.is_file():  # (a file deleted but not yet committed is not copied)
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    await git(target, "init", "--quiet")
+    await git(target, "add", "--all")
+    await git(target, "-c", "user.name=test", "-c", "user.email=test@example.invalid",
+              "commit", "--quiet", "--no-verify", "--message", "the checkout as it is")
+
+
+async def git(repository: Path, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "git", "-C", str(repository), *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import unicodedata
 
+import pytest
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,8 @@ from .support.internals import Media, content_disposition, display_name, media_f
 
 settings.register_profile("project", derandomize=True, max_examples=300, deadline=None)
 settings.load_profile("project")
+
+pytestmark = pytest.mark.unit
 
 
 # -- parse_progress ---------------------------------------------------------------------

@@ -4,7 +4,9 @@ real Redis; every process on this machine, sharing one data dir."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tomllib
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from .support.uploading import (delete, download, get_json, list_tasks, transcod
 from .support.waiting import in_snapshot, wait_until
 
 HEARTBEAT = ("--queue-heartbeat", "1")  # a dead worker's job runs elsewhere within seconds
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis: Redis) -> None:
@@ -224,7 +227,34 @@ async def test_the_worker_says_plainly_when_the_queue_extra_is_missing(tmp_path:
         _, err = await proc.communicate()
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
-    assert len(lines) == 1 and "pip install 'video_async[queue]'" in lines[0], lines
+    assert len(lines) == 1 and "install it with: make queue-extra" in lines[0], lines
+    assert "pip install -e '.[queue]'" in lines[0]  # the extra, from the checkout
+    # what it names is there: the Makefile's target installs the extra the project declares
+    assert "queue" in tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert "pip install --quiet -e '.[queue]'" in await make_would_run("queue-extra")
+
+
+async def test_make_worker_runs_a_worker_with_its_args() -> None:
+    commands = (await make_would_run("worker", "ARGS=--queue redis://q:6379/0 --jobs 2")).splitlines()
+    # on first use, the extra first (and the .venv it goes into before that)
+    assert "pip install --quiet -e '.[queue]'" in "\n".join(commands[:-1])
+    assert commands[-1].endswith("/python -m video_async worker --queue redis://q:6379/0 --jobs 2")
+
+
+async def make_would_run(*args: str) -> str:
+    """The commands `make ARGS...` would run in the checkout on first use (-B: as if nothing
+    were installed yet), printed, not run (-n)."""
+    # as typed in a shell: not as a sub-make of the `make test` that may be running this
+    alone = {name: value for name, value in os.environ.items()
+             if name not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    proc = await asyncio.create_subprocess_exec(
+        "make", "-n", "-B", *args, cwd=CHECKOUT, env=alone, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 async def test_retry_runs_a_new_job(tmp_path: Path, clips: Clips, redis: Redis) -> None:

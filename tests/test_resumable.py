@@ -107,10 +107,34 @@ async def test_tuspy_stops_part_way_and_a_new_client_resumes(
     assert (await unfinished(client))["count"] == 0
 
 
+async def test_tuspy_with_the_endpoint_written_with_a_slash(client: AppClient, settings: Settings,
+                                                             clips: Clips) -> None:
+    """As tusd's and the tus Node server's examples write it: /files/."""
+    data = clips.small().read_bytes()
+    endpoint = str(client.make_url("/files/"))
+
+    def upload() -> str:
+        with KeptOpen(data) as stream:
+            uploader = TusClient(endpoint).uploader(
+                file_stream=stream, chunk_size=MIB, metadata={"filename": "slash.mp4",
+                                                              "resolution": "480"})
+            uploader.upload()
+            return str(uploader.url)
+
+    url = await asyncio.to_thread(upload)
+    task_id = url.rsplit("/", 1)[-1]
+    assert url == str(client.make_url(f"/files/{task_id}"))
+    task = await get_json(client, f"/tasks/{task_id}")
+    assert (task["filename"], task["resolution"], task["size"]) == ("slash.mp4", "480", len(data))
+    assert settings.layout.source(task_id, ".mp4").read_bytes() == data
+
+
 # -- the protocol, request by request ---------------------------------------------------------
 
-async def test_options_says_what_the_server_speaks(client: AppClient, settings: Settings) -> None:
-    response = await client.options("/files")
+@pytest.mark.parametrize("endpoint", ["/files", "/files/"])
+async def test_options_says_what_the_server_speaks(client: AppClient, settings: Settings,
+                                                   endpoint: str) -> None:
+    response = await client.options(endpoint)
     assert response.status == 204
     assert response.headers["Tus-Resumable"] == "1.0.0"
     assert response.headers["Tus-Version"] == "1.0.0"
@@ -164,6 +188,24 @@ async def test_create_head_patch_to_a_queued_task(client: AppClient, settings: S
     assert len(await get_json(client, "/tasks")) == 1
     assert (await client.delete(f"/tasks/{task_id}")).status in (200, 204)
     assert (await head(client, url)).status == 404  # its task gone: so is the upload
+
+
+async def test_create_head_patch_from_the_endpoint_with_a_slash(client: AppClient, settings: Settings,
+                                                                 clips: Clips) -> None:
+    data = clips.small().read_bytes()
+    response = await create(client, len(data), "slash.mp4", "480", endpoint="/files/")
+    assert response.status == 201, await response.text()
+    url = response.headers["Location"]
+    assert url.startswith("/files/") and response.headers["Tus-Resumable"] == "1.0.0"
+    listed = await get_json(client, "/files/")
+    assert [upload["url"] for upload in listed] == [url]
+    assert await offset_of(client, url) == 0
+    assert (await patch(client, url, 0, data[:1000])).status == 204
+    assert await offset_of(client, url) == 1000
+    last = await patch(client, url, 1000, data[1000:])
+    assert last.status == 204 and last.headers["Upload-Offset"] == str(len(data))
+    task = await get_json(client, f"/tasks/{url.rsplit('/', 1)[-1]}")
+    assert (task["filename"], task["resolution"], task["size"]) == ("slash.mp4", "480", len(data))
 
 
 async def test_creation_with_upload(client: AppClient, settings: Settings, clips: Clips) -> None:

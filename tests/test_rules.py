@@ -13,10 +13,12 @@ from .support.raw import post_named
 from .support.uploading import AppClient, upload_ok, wait_for_state
 
 
+@pytest.mark.unit
 def test_flags_default_to_the_settings_defaults() -> None:
     assert Settings.from_args([], environ={}) == Settings()
 
 
+@pytest.mark.unit
 def test_generated_names_are_ours_and_nothing_else_is(tmp_path: Path) -> None:
     layout = DataLayout(tmp_path)
     task_id = "0" * 32

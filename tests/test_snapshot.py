@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .support.checks import files_in
 from .support.clips import Clips, realtime_ffmpeg
 from .support.failing import failed_task
@@ -181,6 +183,7 @@ async def test_a_burst_of_progress_updates_is_a_few_writes(tmp_path: Path) -> No
     assert snapshot(settings)["tasks"][0]["progress"] == changes % 99  # and the last one is in
 
 
+@pytest.mark.unit
 def test_each_record_is_encoded_once_per_change(settings: Settings) -> None:
     """A snapshot write re-encodes only the tasks that changed since the last one, and
     what it writes is every task's record all the same."""

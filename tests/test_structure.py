@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # A queue worker's whole start: the command's entry, the worker module, the SAQ pieces its
 # serve() imports, and the job function built from its settings.
 WORKER_START = """
@@ -87,16 +89,19 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+@pytest.mark.unit
 def test_every_module_is_core_a_wing_or_named() -> None:
     assert set(import_graph()) == CORE | WINGS | OTHERS
 
 
+@pytest.mark.unit
 def test_no_import_circle() -> None:
     graph = import_graph()
     circles = sorted(name for name in graph if name in reachable(graph, name))
     assert circles == []
 
 
+@pytest.mark.unit
 def test_no_core_module_imports_a_wing() -> None:
     graph = import_graph()
     assert {name: sorted(graph[name] & WINGS) for name in CORE if graph[name] & WINGS} == {}

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .support.checks import assert_error
 from .support.clips import Clips, hanging_ffmpeg
 from .support.failing import queue_held
@@ -34,6 +36,7 @@ def ids(tasks: list[dict[str, Any]]) -> list[str]:
 
 # -- the store's version counter, no sockets ------------------------------------------
 
+@pytest.mark.unit
 def test_the_store_counts_versions_and_knows_what_changed(tmp_path: Path) -> None:
     store = TaskStore()
     first, second, third = (store.add(a_task(tmp_path / f"{n}.mp4")) for n in range(3))
@@ -62,6 +65,7 @@ def test_the_store_counts_versions_and_knows_what_changed(tmp_path: Path) -> Non
     assert store.changes_since(store.version + 1) is None
 
 
+@pytest.mark.unit
 def test_a_removal_older_than_the_store_remembers_means_the_whole_list(tmp_path: Path) -> None:
     store = TaskStore()
     # none queued, so a removal changes no other task

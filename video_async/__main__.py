@@ -11,7 +11,7 @@ import resource
 import sys
 from collections.abc import Sequence
 
-from .config import Settings
+from .config import QUEUE_EXTRA_INSTALL, Settings
 from .ffmpeg import FFmpegError
 from .layout import PRIVATE_UMASK
 
@@ -95,7 +95,7 @@ def _need_queue_extra(what: str) -> None:
         import saq  # noqa: F401
     except ImportError as exc:
         sys.exit(f"{what}: the queue needs the 'queue' extra ({exc.name} is missing); "
-                 "install it with: pip install 'video_async[queue]'")
+                 f"install it with: {QUEUE_EXTRA_INSTALL}")
 
 
 if __name__ == "__main__":

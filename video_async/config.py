@@ -58,7 +58,7 @@ class Settings:
     stall_timeout: float = 120.0  # seconds without ffmpeg progress before a job is killed
     max_duration: float = 3 * 3600.0  # seconds: longer videos are refused at upload (422)
     max_queued: int = 100  # queued tasks (plus uploads in progress) before uploads get 503
-    max_uploads: int = 8  # uploads streaming at once before the next one gets 503
+    max_uploads: int = 1000  # uploads streaming at once before the next one gets 503 (as measured)
     min_free_bytes: int = 1024 * MIB  # disk space uploads may never eat into (507)
     upload_idle_timeout: float = 60.0  # seconds an upload may send nothing before it is dropped
     upload_expiry: float = 24 * 3600.0  # seconds an unfinished resumable upload is kept after its last byte
@@ -236,9 +236,12 @@ def add_flag(parser: argparse.ArgumentParser, env: Mapping[str, str], name: str,
     parser.add_argument(f"--{name}", type=kind, default=env.get(variable, shown), help=text)
 
 
+# The package is on no index: its queue extra is installed from the checkout.
+QUEUE_EXTRA_INSTALL = ("make queue-extra, in the checkout (or pip install -e '.[queue]' there, "
+                       "into another environment)")
 QUEUE_HELP = ("Redis URL of the job queue, e.g. redis://HOST:6379/0: the server then transcodes "
               "nothing itself, and `video-async worker` processes on any machine that shares "
-              "the data dir do (needs the queue extra: pip install 'video_async[queue]')")
+              f"the data dir do (needs the queue extra: {QUEUE_EXTRA_INSTALL})")
 MAX_PIXELS_HELP = ("largest frame accepted, in pixels (width x height); larger ones are refused "
                    "with 422 before anything decodes them, and no decoder may allocate one "
                    "(default: %(default)s, 7680x4320)")
@@ -319,8 +322,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("max-queued", base.max_queued, int, "queued tasks (counting uploads in progress) beyond "
          "which uploads get 503 with Retry-After (default: %(default)s)")
     flag("max-uploads", base.max_uploads, int, "uploads streaming at once; one more gets 503 at "
-         "once. An upload in flight costs a socket, a file and tens of KiB, no thread "
-         "(default: %(default)s)")
+         "once. An upload in flight costs a socket, a file and some KiB, no thread; the "
+         "default is what one process was measured to hold. --max-queued counts uploads in "
+         "progress too (default: %(default)s)")
     flag("min-free-mb", base.min_free_bytes // MIB, int, "free disk space, in MiB, that uploads "
          "may never eat into; they get 507 instead (default: %(default)s)")
     flag("upload-idle-timeout", base.upload_idle_timeout, float, "seconds an upload may send "

@@ -709,8 +709,11 @@ PLAIN_REASONS = (
 )
 
 
-# How a child says that an allocation failed: FFmpeg's ENOMEM, Python's and C++'s.
-_OUT_OF_MEMORY = ("Cannot allocate memory", "MemoryError", "std::bad_alloc", "out of memory")
+# How a child says that an allocation failed: FFmpeg's ENOMEM, Python's and C++'s, and
+# FFmpeg's words when a picture buffer or a thread (its stack is address space too)
+# could not be had. Which one a capped ffmpeg hits first depends on its threads' timing.
+_OUT_OF_MEMORY = ("Cannot allocate memory", "MemoryError", "std::bad_alloc", "out of memory",
+                  "get_buffer() failed", "pthread_create() failed")
 
 
 def _out_of_memory(stderr: str, limits: Limits) -> bool:

@@ -32,9 +32,10 @@ PRIVATE_UMASK = 0o077
 PRIVATE_FOLDER = 0o700
 PRIVATE_FILE = 0o600
 # What new_task_id makes: the only thing a file name in the data dir is built from.
-TASK_ID = re.compile(r"^[0-9a-f]{32}$")
-_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)$")
-_RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?$")
+# \Z, not $: a $ also matches before a final line break, which no id of ours has.
+TASK_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)\Z")
+_RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?\Z")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
 
 

@@ -129,7 +129,10 @@ class Reader:
             # buffer completes: hand out everything before them, hold them back.
             held_from = max(start, len(buffer) - len(delimiter) + 1)
             if held_from > start:
-                self._position = held_from
+                # Only those few bytes are kept (copied), not the whole buffer: once the
+                # caller is done with the data, the buffer is freed, and an upload that
+                # waits for its next bytes holds none of its last ones.
+                self._buffer, self._position = buffer[held_from:], 0
                 return memoryview(buffer)[start:held_from]
             held = buffer[start:]
             following = await self._read()
@@ -164,7 +167,9 @@ class Reader:
             if end >= 0:
                 self._position += len(taken) - (len(head) - end - 4)
                 return bytes(head[:end])
-            if len(head) > HEAD_LIMIT:
+            # the same bound however the bytes were split: a buffer's bytes are taken up
+            # to the blank line's last possible byte, and so are a byte at a time
+            if len(head) >= HEAD_LIMIT + 4:
                 raise Malformed(f"a part's headers are longer than {HEAD_LIMIT} bytes")
             self._buffer, self._position = await self._read(), 0
 

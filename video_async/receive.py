@@ -80,10 +80,12 @@ IN_FLIGHT = 4
 # Start writing out to the device once this much has been written since the last
 # start: the final flush then has at most this much (plus a batch) left to do.
 WRITEOUT_EVERY = 8 * 1024 * 1024
-# Buffers kept for the next batches once written, beyond those in use.
-SPARE_BUFFERS = {SLOW_BATCH: 256, BATCH_SIZE: 2 * DISK_THREADS}
+# 1 MiB buffers kept for the next fast batches once written, beyond those in use. (A
+# slow batch's buffer is small enough for the allocator to reuse its memory at once;
+# a stock of them would only be memory held for uploads that have ended.)
+SPARE_BUFFERS = 2 * DISK_THREADS
 
-_spare_buffers: dict[int, list[bytearray]] = {size: [] for size in SPARE_BUFFERS}  # the loop's thread only
+_spare_buffers: list[bytearray] = []  # the loop's thread only
 
 
 class TooLarge(Exception):
@@ -166,9 +168,13 @@ _threads_waiting = 0  # threads in wait_in_thread: only then is a job's end anno
 class DiskThreads:
     """A few threads that do every upload's file work, handed over in lists.
 
-    Jobs given during one turn of the loop go to the threads together, at its
-    end (one call_soon), so a hundred uploads' writes cost one thread wake-up,
-    not a hundred.
+    Jobs given during one turn of the loop (`submit`: the writes, which nobody
+    waits for) go to the threads together, at its end (one call_soon), so a
+    hundred uploads' writes cost one thread wake-up, not a hundred. A call the
+    loop waits for (`run`: an open, a final flush) goes at once, in a list of its
+    own, so that a long fdatasync holds up no other upload's writes; whatever was
+    gathered before it goes first, so the threads still take every job in the
+    order it was given.
     """
 
     def __init__(self, count: int) -> None:
@@ -181,6 +187,7 @@ class DiskThreads:
         self._lock = threading.Lock()
 
     def submit(self, call: Callable[..., Any], *args: Any) -> Job:
+        """The job, handed over at the end of this turn of the loop."""
         job = Job(call, args)
         loop = asyncio.get_running_loop()
         gathering = self._gathering.get(loop)
@@ -191,11 +198,18 @@ class DiskThreads:
         return job
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        """submit, and wait for the result."""
-        return await self.submit(call, *args).wait()
+        """The call's result, from a thread, handed over at once."""
+        job = Job(call, args)
+        self._hand_over(asyncio.get_running_loop())
+        self._put([job])
+        return await job.wait()
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        jobs = self._gathering.pop(loop)
+        jobs = self._gathering.pop(loop, None)
+        if jobs:  # (none when a run() handed them over already)
+            self._put(jobs)
+
+    def _put(self, jobs: list[Job]) -> None:
         with self._lock:
             if self._started < self.count:
                 self._started += 1
@@ -240,6 +254,9 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
                     check, check_head = check_head, None
                     check(head)
             await batches.add(chunk)
+            # Let go of the chunk now, not when the next one comes: a slow upload waits
+            # for its next bytes most of the time, and would hold its last ones meanwhile.
+            del chunk
         return await batches.finish() - offset
     except BaseException:
         # The stream broke off (the client went away, a check refused it, it was
@@ -253,7 +270,7 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
             # A thread cannot be stopped mid-call: the file is closed once the calls
             # made for it have ended. The closing is a job of its own, so that it
             # happens even if this coroutine is cancelled again while it waits.
-            await disk.submit(_close_after, fd, batches.jobs()).wait()
+            await disk.run(_close_after, fd, batches.jobs())
 
 
 class _Batches:
@@ -301,14 +318,15 @@ class _Batches:
         rest = memoryview(chunk)
         while rest:
             if self.buffer is None:
-                spare = _spare_buffers[self.size]
-                self.buffer = spare.pop() if spare else bytearray(self.size)
+                fast = self.size == BATCH_SIZE and _spare_buffers
+                self.buffer = _spare_buffers.pop() if fast else bytearray(self.size)
             taken = rest[: len(self.buffer) - self.held]
             self.buffer[self.held: self.held + len(taken)] = taken
             self.held += len(taken)
             rest = rest[len(taken):]
             if self.held == len(self.buffer):
                 await self._hand_over()
+        self._take_back_buffers()
 
     async def _hand_over(self) -> None:
         """Give the batch to the disk threads, once fewer than IN_FLIGHT are being written."""
@@ -327,15 +345,20 @@ class _Batches:
             self.since_writeout = 0
 
     async def _ended(self, at_most: int) -> None:
-        """Take back the buffers of the writes that have ended, and wait for the oldest
-        until at most `at_most` are still being written; a write's error is raised here."""
-        while self.writing and (self.writing[0][0].done or len(self.writing) > at_most):
-            job, buffer = self.writing[0]
-            await job.wait()
-            self.writing.popleft()
-            spare = _spare_buffers[len(buffer)]
-            if len(spare) < SPARE_BUFFERS[len(buffer)]:
-                spare.append(buffer)
+        """Wait for the oldest writes until at most `at_most` are still being written,
+        and take back the buffers of those that have ended; a write's error is raised here."""
+        while len(self.writing) > at_most:
+            await self.writing[0][0].wait()
+            self._take_back_buffers()
+        self._take_back_buffers()
+
+    def _take_back_buffers(self) -> None:
+        """Let go of the buffers of the writes that have ended (a fast one's goes back to the
+        stock); a failed write stays, for _ended to raise its error."""
+        while self.writing and self.writing[0][0].done and self.writing[0][0].error is None:
+            _, buffer = self.writing.popleft()
+            if len(buffer) == BATCH_SIZE and len(_spare_buffers) < SPARE_BUFFERS:
+                _spare_buffers.append(buffer)
 
     async def finish(self) -> int:
         """Write what is held, flush and close the file; where the file ends, once on disk."""

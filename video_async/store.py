@@ -36,7 +36,7 @@ from .ffmpeg import Media
 # details go to the log.
 INTERNAL_ERROR = "Something went wrong on the server; it has been logged."
 # A version as clients see it: the store's instance, a dot, its version.
-LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})$")
+LIST_VERSION = re.compile(r"^([0-9a-f]{8})\.([0-9]{1,18})\Z")
 # How many removals the store remembers for changes_since(): a page further behind
 # than that gets the whole list again (about 100 bytes each).
 REMOVALS_KEPT = 1000

@@ -10,4 +10,5 @@
 - failing: a task that has FAILED, and a queue held by a job that runs until deleted
 - processes: what runs on the machine, read from /proc
 - servers: the app in the test's loop, and `python -m video_async` as its own process
+- unit: what the unit tier (`make test-fast`) may not do: open sockets, start processes
 """

@@ -27,9 +27,10 @@ def metadata(**pairs: str) -> str:
 
 
 async def create(http: Http, length: int, filename: str = "clip.mp4", resolution: str = "480",
-                 headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
-    """POST /files; the answer, whatever it is."""
-    response = await http.post("/files", headers={
+                 headers: dict[str, str] | None = None,
+                 endpoint: str = "/files") -> aiohttp.ClientResponse:
+    """POST /files (or the endpoint given); the answer, whatever it is."""
+    response = await http.post(endpoint, headers={
         **TUS, "Upload-Length": str(length),
         "Upload-Metadata": metadata(filename=filename, resolution=resolution), **(headers or {})})
     await response.read()

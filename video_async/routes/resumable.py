@@ -88,7 +88,10 @@ async def tus_resumable_header(request: web.Request, response: web.StreamRespons
         response.headers["Tus-Resumable"] = TUS_VERSION
 
 
+# The collection answers at /files and at /files/: tus clients are configured with either
+# (tusd's and the tus Node server's examples end the endpoint with a slash).
 @routes.route("OPTIONS", PREFIX)
+@routes.route("OPTIONS", PREFIX + "/")
 async def options(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     return web.Response(status=204, headers={
@@ -99,6 +102,7 @@ async def options(request: web.Request) -> web.Response:
 
 
 @routes.post(PREFIX)
+@routes.post(PREFIX + "/")
 async def create(request: web.Request) -> web.Response:
     _check_version(request)
     settings = request.app[SETTINGS]
@@ -138,6 +142,7 @@ async def create(request: web.Request) -> web.Response:
 
 
 @routes.get(PREFIX)
+@routes.get(PREFIX + "/")
 async def unfinished(request: web.Request) -> web.Response:
     """The unfinished uploads, oldest activity first, for an operator to look at; any of
     them can be ended with DELETE /files/{id}."""
