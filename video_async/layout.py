@@ -23,11 +23,11 @@ from pathlib import Path
 # The accepted upload extensions and the container each must hold (checked by
 # its first bytes). The page and the snapshot's path check read this too.
 SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
+# Each output's media type, by its extension: what a download is served as.
+OUTPUT_TYPES = {".mp4": "video/mp4"}
 
 # Only the server's own user may read the data: the program runs under this umask, so
 # every file it or its ffmpeg makes is 0600 and every folder 0700.
-# Each output's media type, by its extension: what a download is served as.
-OUTPUT_TYPES = {".mp4": "video/mp4"}
 PRIVATE_UMASK = 0o077
 PRIVATE_FOLDER = 0o700
 PRIVATE_FILE = 0o600
