@@ -39,7 +39,7 @@ from yarl import URL
 
 from .config import Settings, is_loopback
 from .errors import ApiError, wants_html
-from .keys import SETTINGS
+from .keys import SETTINGS, TRUSTED
 from .routes import resumable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,6 +69,7 @@ def setup(app: web.Application) -> None:
             same_origin(settings), token_check(settings)]
     for place, middleware in enumerate(ours):
         app.middlewares.insert(place, middleware)
+    app[TRUSTED] = has_token
 
 
 def forwarded(settings: Settings) -> Middleware:

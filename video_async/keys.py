@@ -47,3 +47,6 @@ UPLOAD_GUARD: web.AppKey[UploadGuard] = web.AppKey("upload_guard")
 JOB_RUNNER: web.AppKey[JobRunner] = web.AppKey("job_runner")
 # sections a wing adds to /healthz and the page's heartbeat, each made when asked
 HEALTH: web.AppKey[dict[str, Callable[[], Any]]] = web.AppKey("health")
+# whether a request may see what only the token's holders see (/healthz's details):
+# without the access wing, everyone may
+TRUSTED: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("trusted")

@@ -31,7 +31,7 @@ from typing import IO
 from aiohttp import web
 
 from .config import Settings
-from .keys import SETTINGS, STORE
+from .keys import HEALTH, SETTINGS, STORE
 from .layout import DataLayout
 from .resumable import RESUMABLE, ResumableUploads, scan
 from .snapshot import load_tasks
@@ -88,6 +88,8 @@ def setup(app: web.Application) -> None:
     """Plug recovery in: at start-up, before the worker, the data dir is locked and
     whatever a crash left is put right (it needs the resumable uploads' wing)."""
     app.cleanup_ctx.append(_locked_and_recovered)
+    # finished files that no task refers to, found at start-up: kept, for a person to look at
+    app[HEALTH]["unreferenced_files"] = lambda: app[RECOVERY].unreferenced
 
 
 async def _locked_and_recovered(app: web.Application) -> AsyncIterator[None]:

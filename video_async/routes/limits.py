@@ -35,7 +35,7 @@ from aiohttp import web
 from ..config import MIB, Settings
 from ..display import human_size
 from ..errors import ApiError
-from ..keys import SETTINGS, STORE, UPLOAD_GUARD
+from ..keys import HEALTH, SETTINGS, STORE, UPLOAD_GUARD
 from ..resumable import RESUMABLE, Reservations, Upload
 from ..store import Task
 
@@ -61,6 +61,7 @@ def setup(app: web.Application) -> None:
     """Plug the limits in: every multipart upload admitted first, then watched."""
     settings = app[SETTINGS]
     app[UPLOADS] = UploadCounter()
+    app[HEALTH]["uploads_in_progress"] = lambda: app[UPLOADS].active
 
     async def guarded(request: web.Request, receiving: Callable[[], Awaitable[Task]]) -> Task:
         async with admitted(request, settings):  # 503 or 507 before any byte is stored

@@ -10,15 +10,11 @@ import aiofiles.os
 import jinja2
 from aiohttp import web
 
-from .. import access
 from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import api_json, human_size, one_of
 from ..errors import ApiError
-from ..keys import FFMPEG, HEALTH, LAG, PAGE, SETTINGS, STORE
+from ..keys import FFMPEG, HEALTH, LAG, PAGE, SETTINGS, STORE, TRUSTED
 from ..layout import SOURCE_EXTENSIONS
-from ..recovery import RECOVERY
-from ..resumable import RESUMABLE
-from .limits import UPLOADS
 from ..store import Task
 
 routes = web.RouteTableDef()
@@ -42,39 +38,31 @@ def load_page() -> jinja2.Template:
 
 def heartbeat(app: web.Application) -> dict[str, Any]:
     """What the server is doing right now; /healthz and the page's heartbeat panel show it."""
-    store, lag, resumable = app[STORE], app[LAG], app[RESUMABLE]
+    store, lag = app[STORE], app[LAG]
     counts = store.counts()
     return {
         "status": "ok",
         "tasks": counts,
-        "uploads_in_progress": app[UPLOADS].active,
-        # resumable uploads waiting for more bytes, streaming or not, and what they hold on disk
-        "unfinished_uploads": {"count": resumable.count(), "bytes": resumable.held(),
-                               "text": _unfinished_text(resumable.count(), resumable.held())},
         "jobs_running": counts["PROCESSING"],
         "event_loop_lag_ms": {"last": round(lag.last * 1000, 2), "max_2s": round(lag.recent * 1000, 2),
                               "max_1m": round(lag.max * 1000, 2)},
         "ffmpeg": {"path": app[FFMPEG].path, "version": app[FFMPEG].version},
         "persist": app[SETTINGS].persist,
-        # finished files that no task refers to, found at start-up: kept, for a person to look at
-        "unreferenced_files": app[RECOVERY].unreferenced,
         # "in-process": transcodes run in this process; "queue": on the queue's workers
         "mode": "queue" if app[SETTINGS].queue else "in-process",
         "queue": None,
-        **{name: part() for name, part in app[HEALTH].items()},  # a wing's own, e.g. the queue
+        # what each wing adds: uploads streaming, unfinished resumable uploads, the files
+        # recovery found that no task refers to, the queue
+        **{name: part() for name, part in app[HEALTH].items()},
     }
-
-
-def _unfinished_text(count: int, held: int) -> str:
-    """What the heartbeat panel shows: '2 (63.5 MB)', or '0'."""
-    return f"{count} ({human_size(held)})" if count else "0"
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     health = heartbeat(request.app)
-    if not access.has_token(request):  # open to monitors, so nothing that names a file or task
-        counts = {key: health[key] for key in COUNTS_ONLY}
+    trusted = request.app.get(TRUSTED)
+    if trusted and not trusted(request):  # open to monitors, so nothing that names a file or task
+        counts = {key: health[key] for key in COUNTS_ONLY if key in health}
         # whether Redis answers, so a monitor sees a stalled queue; never its address or workers
         counts["queue"] = {"reachable": health["queue"]["reachable"]} if health["queue"] else None
         health = counts

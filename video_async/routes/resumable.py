@@ -30,13 +30,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from .. import receive
 from ..config import Settings
 from ..errors import ApiError
-from ..keys import SETTINGS, STORE, STREAMING_PATHS
+from ..display import human_size
+from ..keys import HEALTH, SETTINGS, STORE, STREAMING_PATHS
 from ..resumable import RESUMABLE, ResumableUploads, Upload
 from ..layout import TASK_ID
 from ..store import Task, new_task_id
@@ -68,6 +70,15 @@ def setup(app: web.Application) -> None:
     app.add_routes(routes)
     app.on_response_prepare.append(tus_resumable_header)
     app.cleanup_ctx.append(_expiring)
+    app[HEALTH]["unfinished_uploads"] = lambda: unfinished_uploads(app[RESUMABLE])
+
+
+def unfinished_uploads(uploads: ResumableUploads) -> dict[str, Any]:
+    """The heartbeat's section: resumable uploads waiting for more bytes, streaming or not,
+    and what they hold on disk; its text reads '2 (63.5 MB)', or '0'."""
+    count, held = uploads.count(), uploads.held()
+    return {"count": count, "bytes": held,
+            "text": f"{count} ({human_size(held)})" if count else "0"}
 
 
 async def _expiring(app: web.Application) -> AsyncIterator[None]:
