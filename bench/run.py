@@ -42,7 +42,7 @@ from bench.many_uploads import bench_many
 from bench.queue_mode import bench_queue
 from bench.servers import ROOT, Server, running, stop
 from bench.stats import Summary, percentile, ratios
-from video_async import ffmpeg
+from video_async import ffmpeg, probing
 from video_async.config import Settings
 
 log = logging.getLogger("bench")
@@ -229,7 +229,7 @@ async def bench_upload(session: aiohttp.ClientSession, app: Server, sink: Server
         copy_s.append(await copy_and_fsync(big, scratch / "copy.mp4"))
         # the route ends with ffmpeg's probe of the whole file: a fixed cost the sink has not
         began = time.perf_counter()
-        await ffmpeg.probe(big, "bmff", LIMITS)
+        await probing.probe(big, "bmff", LIMITS)
         probe_s.append(time.perf_counter() - began)
 
     for run in range(runs):
@@ -510,7 +510,7 @@ async def timed_exec(args: list[str]) -> float:
 async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Path,
                            scratch: Path, runs: int, report: Report) -> None:
     exe = ffmpeg.locate(None)  # the server's own choice when given no --ffmpeg
-    source_media = await ffmpeg.probe(clip, "bmff", LIMITS)
+    source_media = await probing.probe(clip, "bmff", LIMITS)
     target = scratch / "direct.mp4"
     # exactly the list the worker builds for this clip at 720
     args = ffmpeg.transcode_args(exe, clip, target, ffmpeg.output_size(source_media, 720),

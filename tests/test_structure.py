@@ -42,7 +42,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "video_async"
 # transcodes it and serves the result.
 CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
         "routes.intake", "receive", "multipart", "snapshot", "display", "layout", "config",
-        "ffmpeg", "probe", "errors", "keys", "loop_lag"}
+        "ffmpeg", "probing", "probe", "processes", "mp4", "errors", "keys", "loop_lag"}
 # Each plugs in through one setup(app) (features.py lists them), or serves one that does.
 WINGS = {"access", "recovery", "resumable", "routes.resumable", "routes.limits",
          "queue", "jobs", "remote_worker"}

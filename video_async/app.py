@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import features, ffmpeg
+from . import features, ffmpeg, probing, processes
 from .config import Settings
 from .display import api_json
 from .errors import ApiError
@@ -85,9 +85,9 @@ async def start_up(app: web.Application) -> AsyncIterator[None]:
     # threads of their own (receive.disk_threads), so neither waits behind the other.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="blocking"))
-    ffmpeg.watch_children()
+    processes.watch_children()
     app[FFMPEG] = await ffmpeg.check(settings.ffmpeg)
-    app[PROBES] = ffmpeg.ProbePool(settings.max_probes, ffmpeg.Limits.of(settings))
+    app[PROBES] = probing.ProbePool(settings.max_probes, ffmpeg.Limits.of(settings))
     log.info("using %s (%s)", app[FFMPEG].path, app[FFMPEG].version)
     if await asyncio.to_thread(settings.layout.make_private):
         log.info("created the data dir %s", settings.layout.data_dir.resolve())

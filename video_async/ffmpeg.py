@@ -1,17 +1,19 @@
-"""Everything that talks to ffmpeg: locate, probe, transcode, thumbnail.
+"""ffmpeg itself: locate it, describe a file (Media), plan sizes, transcode, thumbnail,
+and say in plain words why a run failed.
 
-Each run is an asyncio subprocess started from an argument list, never a shell
-string, so a file name can't inject a command. While ffmpeg runs the event
-loop is free: we only await its pipes. Whatever way a run ends (success,
-error, timeout, cancellation) the process is terminated, killed after a grace
-period if it ignores that, and reaped, so none outlives its job.
+Each run is a child process (processes.py) started from an argument list, never a shell
+string, so a file name can't inject a command. While ffmpeg runs the event loop is
+free: we only await its pipes. Whatever way a run ends (success, error, timeout,
+cancellation) the process is terminated, killed after a grace period if it ignores
+that, and reaped, so none outlives its job.
 
 Uploads are hostile until proven otherwise. Every run that reads one names its
 demuxer (from the container the upload was accepted as), may open that one file
 and nothing else (the file protocol only, no MOV data references), and may not
 decode a picture larger than the pixel budget; each child gets an address-space
-cap of its own. The probe's facts come from a structured source (see probe.py),
-never from text that the file's own metadata can print lines into.
+cap of its own. The probe's facts come from a structured source (probing.py runs
+probe.py), never from text that the file's own metadata can print lines into; an
+output's duration comes from its own index (mp4.py).
 
 The readers (`media_from`, `parse_progress`) and the size planner (`output_size`)
 are pure functions with their own tests.
@@ -21,33 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import os
 import re
-import resource
 import shutil
-import signal
-import struct
-import sys
-import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVarTuple
+from typing import Any
 
 import aiofiles.os
 
+from . import processes
 from .config import MIB, Settings
 from .layout import SOURCE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 30.0
-NICENESS = 10
 # The demuxer that reads each accepted container: named, never guessed from the contents,
 # so a manifest or playlist dressed as a video is read as the video it claims to be.
 DEMUXERS = {"bmff": "mov", "ebml": "matroska"}
@@ -229,141 +224,6 @@ def media_from(facts: dict[str, Any]) -> Media | None:
     )
 
 
-# How long a probe process may wait for the next file before it is let go: a quiet
-# server keeps none of them (each holds PyAV, about 40 MB).
-PROBER_IDLE = 30.0
-
-
-class ProbePool:
-    """Where files are probed: at most `size` at once, each in a child that a long-lived
-    probe process (probe.py) forks for it, so a probe costs a fork, not a Python start.
-
-    The probe processes are started when work comes, and let go after `idle`
-    seconds without any. One that does not answer within PROBE_TIMEOUT, or that
-    dies, is killed with the child it forked (they share a process group) and
-    replaced at the next probe.
-    """
-
-    def __init__(self, size: int, limits: Limits, idle: float = PROBER_IDLE) -> None:
-        self.limits = limits
-        self.idle = idle
-        self._slots = asyncio.Semaphore(size)
-        self._idle: list[_Prober] = []  # most recently used last
-        self._stopping: set[asyncio.Task[None]] = set()
-
-    async def probe(self, path: Path, container: str) -> Media:
-        """Describe a media file; NotAVideo if it has no usable video stream, TooCostly if
-        reading it went past the memory cap."""
-        async with self._slots:
-            prober = self._idle.pop() if self._idle else await _Prober.start(self.limits)
-            prober.cancel_retirement()
-            try:
-                facts = await prober.describe(path, container, self.limits)
-            except BaseException:
-                await prober.stop()
-                raise
-            prober.retire_after(self.idle, self._retire)
-            self._idle.append(prober)
-        return _media_of(facts, self.limits)
-
-    def _retire(self, prober: _Prober) -> None:
-        if prober in self._idle:
-            self._idle.remove(prober)
-            stopping = asyncio.create_task(prober.stop(), name="probe-retire")
-            self._stopping.add(stopping)
-            stopping.add_done_callback(self._stopping.discard)
-
-    async def close(self) -> None:
-        """Stop every probe process (at shutdown)."""
-        idle, self._idle = self._idle, []
-        for prober in idle:
-            prober.cancel_retirement()
-            await prober.stop()
-        for stopping in list(self._stopping):
-            await stopping
-
-
-class _Prober:
-    """One probe process: a request written, one answer read, in turn."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self._retirement: asyncio.TimerHandle | None = None
-
-    @classmethod
-    async def start(cls, limits: Limits) -> _Prober:
-        args = [sys.executable, "-m", "video_async.probe", "--serve", str(os.getpid())]
-        # its stderr is the server's: nothing reads a pipe of it between requests
-        proc = await _start(args, limits.memory_bytes, stdin=asyncio.subprocess.PIPE, stderr=None)
-        return cls(proc)
-
-    async def describe(self, path: Path, container: str, limits: Limits) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        request = {"path": os.path.abspath(path), "demuxer": DEMUXERS[container],
-                   "max_pixels": limits.max_pixels}
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-                await self.proc.stdin.drain()
-                line = await self.proc.stdout.readline()
-        except TimeoutError:
-            raise FFmpegError(f"Reading the file took longer than {PROBE_TIMEOUT:g} s, so it "
-                              "was given up: the file may be damaged, or the server too "
-                              "busy.") from None
-        except ConnectionError:
-            line = b""
-        try:
-            facts = json.loads(line) if line else None
-        except ValueError:
-            facts = None
-        if not isinstance(facts, dict):
-            raise FFmpegError("The server's probe process stopped before it answered; "
-                              "try the upload again.")
-        return facts
-
-    def retire_after(self, seconds: float, retire: Callable[[_Prober], None]) -> None:
-        self._retirement = asyncio.get_running_loop().call_later(seconds, retire, self)
-
-    def cancel_retirement(self) -> None:
-        if self._retirement is not None:
-            self._retirement.cancel()
-            self._retirement = None
-
-    async def stop(self) -> None:
-        """Kill the process and the child it may have forked (one process group: it was
-        started in a session of its own), and reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        await asyncio.shield(self.proc.wait())
-
-
-def _media_of(facts: dict[str, Any], limits: Limits) -> Media:
-    """The Media a probe's answer describes, or why there is none."""
-    if "error" in facts:
-        said = str(facts["error"])
-        if _out_of_memory(said, limits):
-            raise TooCostly(out_of_memory(limits))
-        raise NotAVideo(*explain(said, "ffmpeg does not recognise this file as a video."))
-    media = media_from(facts)
-    if media is None:
-        if any(isinstance(s, dict) and s.get("type") == "video" and s.get("codec") is None
-               for s in facts.get("streams") or ()):
-            raise NotAVideo(NO_DECODER)
-        raise NotAVideo("The file has no video stream.")
-    return media
-
-
-async def probe(path: Path, container: str, limits: Limits) -> Media:
-    """Describe one media file in a probe process of its own, started and stopped for it:
-    for the rare probe outside an upload (an output, a task restored without its facts).
-    Uploads share an app's ProbePool."""
-    pool = ProbePool(1, limits)
-    try:
-        return await pool.probe(path, container)
-    finally:
-        await pool.close()
-
-
 # -- planning and transcoding -------------------------------------------------
 
 def _even(value: float) -> int:
@@ -382,36 +242,6 @@ def output_size(media: Media, resolution: int) -> tuple[int, int]:
     target_short = _even(min(resolution, short))
     target_long = _even(long * target_short / short)
     return (target_short, target_long) if width <= height else (target_long, target_short)
-
-
-# How much of a finished output to read for its index: with +faststart the `moov`
-# box, and the `mvhd` at its head, come right after the first few dozen bytes.
-INDEX_SEARCH = 64 * 1024
-
-
-def mp4_duration(head: bytes) -> float | None:
-    """The movie's duration, as players and ffprobe report it, from an MP4's `mvhd` box
-    (None if head does not hold one). The box: size, "mvhd", version, 3 bytes of flags,
-    two timestamps (4 bytes each in version 0, 8 in version 1), timescale, duration."""
-    at = head.find(b"mvhd")
-    if at < 4 or at + 5 > len(head):
-        return None
-    try:
-        if head[at + 4] == 1:
-            timescale, duration = struct.unpack_from(">IQ", head, at + 8 + 16)
-        else:
-            timescale, duration = struct.unpack_from(">II", head, at + 8 + 8)
-    except struct.error:  # cut off inside the box
-        return None
-    return duration / timescale if timescale else None
-
-
-async def output_duration(path: Path) -> float | None:
-    """The finished output's duration from its index, read in a thread (no ffmpeg run)."""
-    def read_head() -> bytes:
-        with path.open("rb") as video:
-            return video.read(INDEX_SEARCH)
-    return mp4_duration(await asyncio.to_thread(read_head))
 
 
 def transcode_args(ffmpeg: str, source: Path, target: Path, size: tuple[int, int],
@@ -467,7 +297,7 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
                           media.audio_codec is not None, limits)
     code, err = await _run_streaming(args, on_progress, stall_timeout, limits)
     if code != 0:
-        if _out_of_memory(err, limits):
+        if ran_out_of_memory(err, limits):
             raise FFmpegError(out_of_memory(limits), _last_line(err))
         raise FFmpegError(*explain(err, f"ffmpeg could not transcode this video (exit status {code})."))
     return explain(err, "")[1]
@@ -484,149 +314,17 @@ async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float,
         raise FFmpegError(*explain(err, "No frame could be taken for a thumbnail."))
 
 
-# -- running processes --------------------------------------------------------
-
-_death_signal: list[str] = []  # the launcher die_with_parent() puts before each command
-
-
-@functools.cache
-def _tool(name: str) -> str | None:
-    """A util-linux program (setpriv, prlimit), looked up once."""
-    return shutil.which(name)
-
-
-def die_with_parent() -> None:
-    """From now on, every ffmpeg this process starts is killed when it dies (Linux).
-
-    A queue worker calls this at start: a worker killed with SIGKILL then leaves no
-    ffmpeg writing into the shared data dir while its job runs again on another worker.
-    The single server keeps its ffmpeg instead: recovery at its next start finds and
-    stops them.
-
-    util-linux's `setpriv --pdeathsig KILL` asks for the signal and then execs the
-    command, which keeps it: no code of ours runs between fork and exec, so Python can
-    start children with vfork instead of copying the whole process. (A worker killed
-    in the microseconds between the vfork and setpriv's prctl would miss it.)
-    """
-    setpriv = _tool("setpriv")
-    if setpriv is None:
-        log.warning("setpriv (util-linux) not found: an ffmpeg may outlive a killed worker")
-        return
-    _death_signal[:] = [setpriv, "--pdeathsig", "KILL", "--"]
-
-
-def _launcher(memory_bytes: int) -> list[str]:
-    """What runs before the command: the death signal, then the memory cap, each of
-    which execs the next, so the cap is in force before ffmpeg's first instruction."""
-    launcher = list(_death_signal)
-    if memory_bytes and (prlimit := _tool("prlimit")):
-        launcher += [prlimit, f"--as={memory_bytes}", "--"]
-    return launcher
-
-
-_Ts = TypeVarTuple("_Ts")
-
-
-class _PidfdWatcher(asyncio.AbstractChildWatcher):
-    """Python 3.12's child watcher, for 3.11: each child's exit is read from a pidfd on
-    the loop that started it. 3.11's default starts a thread per child, and its own
-    PidfdChildWatcher is tied to one loop."""
-
-    def add_child_handler(self, pid: int, callback: Callable[[int, int, *_Ts], object],
-                          *args: *_Ts) -> None:
-        loop = asyncio.get_running_loop()
-        pidfd = os.pidfd_open(pid)
-        loop.add_reader(pidfd, self._reap, loop, pid, pidfd, callback, args)
-
-    @staticmethod
-    def _reap(loop: asyncio.AbstractEventLoop, pid: int, pidfd: int,
-              callback: Callable[..., object], args: tuple[Any, ...]) -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        try:
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:  # reaped by someone else
-            code = 255
-        callback(pid, code, *args)
-
-    def remove_child_handler(self, pid: int) -> bool:
-        return True  # asyncio never calls it
-
-    def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def is_active(self) -> bool:
-        return True
-
-    def __enter__(self) -> _PidfdWatcher:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-def watch_children() -> None:
-    """Reap children without a thread each (on 3.12 and later, asyncio already does)."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    with warnings.catch_warnings():  # get_child_watcher is deprecated from 3.12 on
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if not isinstance(asyncio.get_child_watcher(), _PidfdWatcher):
-            asyncio.set_child_watcher(_PidfdWatcher())
-
-
-async def _start(args: Sequence[str], memory: int, stdin: int = asyncio.subprocess.DEVNULL,
-                 stderr: int | None = asyncio.subprocess.PIPE) -> asyncio.subprocess.Process:
-    """A child under the launcher (death signal, memory cap), at a lower priority."""
-    # start_new_session: a Ctrl-C in the terminal reaches the server only; the
-    # server then stops ffmpeg itself, in order, instead of ffmpeg racing it.
-    proc = await asyncio.create_subprocess_exec(
-        *_launcher(memory), *args, stdin=stdin,
-        stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True)
-    if memory and _tool("prlimit") is None:
-        # no prlimit to launch through: capped a moment after the start, before the
-        # child has read much of anything
-        with contextlib.suppress(OSError):
-            resource.prlimit(proc.pid, resource.RLIMIT_AS, (memory, memory))
-    # ffmpeg would happily take every core; at a lower priority it still does, but
-    # the event loop gets the CPU at once when a request comes in.
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, proc.pid, NICENESS)
-    return proc
-
+# -- running ffmpeg -----------------------------------------------------------
 
 @contextlib.asynccontextmanager
 async def _spawn(args: Sequence[str], limits: Limits | None = None,
                  grace: float = 3.0) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await _start(args, limits.memory_bytes if limits is not None else 0)
+    proc = await processes.start(args, limits.memory_bytes if limits is not None else 0)
     try:
         yield proc
     finally:
         if proc.returncode is None:
-            await _stop(proc, grace)
-
-
-async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """terminate, wait up to grace seconds, kill, and always reap, even when cancelled."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.shield(proc.wait())
-    except asyncio.CancelledError:
-        # cancelled again while stopping: still make sure nothing is left running
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.shield(proc.wait())
-        raise
-    log.debug("stopped ffmpeg pid %s", proc.pid)
+            await processes.stop(proc, grace)
 
 
 async def _run_to_end(args: Sequence[str], timeout: float,
@@ -716,7 +414,7 @@ _OUT_OF_MEMORY = ("Cannot allocate memory", "MemoryError", "std::bad_alloc", "ou
                   "get_buffer() failed", "pthread_create() failed")
 
 
-def _out_of_memory(stderr: str, limits: Limits) -> bool:
+def ran_out_of_memory(stderr: str, limits: Limits) -> bool:
     """A failure that the memory cap, not the file alone, explains."""
     return bool(limits.memory_bytes) and any(said in stderr for said in _OUT_OF_MEMORY)
 

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     import jinja2
 
     from .config import Settings
-    from .ffmpeg import FFmpegInfo, ProbePool
+    from .ffmpeg import FFmpegInfo
     from .loop_lag import LagMonitor
+    from .probing import ProbePool
     from .snapshot import SnapshotWriter
     from .store import Task, TaskStore
 

@@ -8,7 +8,7 @@ a class uploading at once would wait for their probes. So this process starts
 once, imports PyAV once, and then for each file forks a child that reads that
 one file and nothing else, and exits: the child costs a fork, the file keeps a
 process of its own, and no file can leave anything behind for the next one.
-The server keeps a few of these (ffmpeg.ProbePool) under the same memory cap
+The server keeps a few of these (probing.ProbePool) under the same memory cap
 as any ffmpeg (which the children inherit).
 
 Each request, on stdin, is one JSON line: {"path", "demuxer", "max_pixels"}.

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiofiles.os
 
-from . import ffmpeg, worker
+from . import ffmpeg, probing, processes, worker
 from .config import Settings
 from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_to_json,
                    without_password)
@@ -107,7 +107,7 @@ async def existing_output(settings: Settings, task_id: str) -> worker.Done | Non
     final = layout.output(task_id)
     try:
         stat = await aiofiles.os.stat(final)
-        result = await ffmpeg.probe(final, ffmpeg.container_of(final), ffmpeg.Limits.of(settings))
+        result = await probing.probe(final, ffmpeg.container_of(final), ffmpeg.Limits.of(settings))
     except (OSError, ffmpeg.FFmpegError):
         return None
     width, height = result.display_size
@@ -163,8 +163,8 @@ async def serve(settings: Settings) -> None:
         if not await asyncio.to_thread(folder.is_dir):
             raise SystemExit(f"video-async worker: {folder} is not there: give the server's "
                              "data dir, shared with this machine, as --data-dir")
-    ffmpeg.die_with_parent()
-    ffmpeg.watch_children()
+    processes.die_with_parent()
+    processes.watch_children()
     queue = RedisQueue.from_url(settings.queue, name=QUEUE_NAME)
     heartbeat = settings.queue_heartbeat
     # a dead worker's job is swept, and run again, about one heartbeat after its last

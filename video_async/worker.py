@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiofiles.os
 
-from . import ffmpeg
+from . import ffmpeg, mp4, probing
 from .config import Settings
 from .layout import DataLayout
 from .store import INTERNAL_ERROR, Order, Output, State, Task, TaskStore
@@ -123,14 +123,14 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
     try:
         async with asyncio.timeout(settings.job_timeout):
             # a tasks.json from before probing was kept has no media: probe now
-            media = media or await ffmpeg.probe(source, ffmpeg.container_of(source), limits)
+            media = media or await probing.probe(source, ffmpeg.container_of(source), limits)
             duration = media.duration or 0.0
             warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, order.resolution,
                                              lambda seconds: progress(seconds, duration),
                                              limits, settings.stall_timeout)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
-            length = await ffmpeg.output_duration(final) or encoded or None
+            length = await mp4.output_duration(final) or encoded or None
             # from the output: smaller than the upload, so cheaper to decode
             thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, length, limits)
     except BaseException as exc:

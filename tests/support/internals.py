@@ -11,8 +11,10 @@ from saq.job import Job, Status as JobStatus
 
 from video_async.app import create_app
 from video_async.config import MAX_PIXELS_CEILING, MIB, RESOLUTIONS, Settings, build_parser, is_loopback
-from video_async.ffmpeg import (Limits, Media, ProbePool, explain, input_args, media_from, mp4_duration,
-                                output_size, parse_progress)
+from video_async.ffmpeg import (Limits, Media, explain, input_args, media_from, output_size,
+                                parse_progress)
+from video_async.mp4 import mp4_duration
+from video_async.probing import ProbePool
 from video_async.layout import SOURCE_EXTENSIONS, DataLayout, checked_id
 from video_async.multipart import HEAD_LIMIT, BodyTooLarge, Malformed, Reader as MultipartReader
 from video_async.jobs import (FUNCTION as QUEUE_FUNCTION, QUEUE_NAME, TranscodeJob,

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from .. import ffmpeg, receive
+from .. import ffmpeg, probing, receive
 from ..config import MIB, RESOLUTIONS, Settings
 from ..display import made_at, one_of
 from ..errors import ApiError
@@ -174,7 +174,7 @@ def check_cost(media: ffmpeg.Media, settings: Settings) -> None:
 
 
 async def check_video(path: Path, container: str, settings: Settings,
-                      probes: ffmpeg.ProbePool) -> ffmpeg.Media:
+                      probes: probing.ProbePool) -> ffmpeg.Media:
     """The stored file's probe, read as the container it was accepted as: 415 if it holds
     no video, 422 if it would cost too much. Probes wait their turn in a pool of their own,
     so a burst of finishing uploads cannot start any number of them at once."""
