@@ -31,7 +31,7 @@ import aiohttp
 
 from bench import media
 from bench.client import own_lag, watch_lag
-from bench.servers import ROOT, Server, running
+from bench.servers import ROOT, Server, proc_status, running
 from bench.stats import percentile
 
 COUNTS = (100, 500, 1000)
@@ -42,19 +42,6 @@ POLL_EVERY = 0.1  # the page's pace
 SAMPLE_EVERY = 0.02
 RUN_TIMEOUT = 180.0
 KIB = 1024
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """Threads, VmRSS and VmHWM (bytes) of a process."""
-    found: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key == "Threads":
-                found[key] = int(value)
-            elif key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0]) * KIB
-    return found
 
 
 async def sample_threads(pid: int, stop: asyncio.Event) -> int:

@@ -40,7 +40,7 @@ from bench.client import (delete, elapsed_ms, finished, get_seconds, health, lat
 from bench.many_uploads import COUNTS as MANY_COUNTS
 from bench.many_uploads import bench_many
 from bench.queue_mode import bench_queue
-from bench.servers import ROOT, Server, running, stop
+from bench.servers import ROOT, Server, proc_status, running, stop
 from bench.stats import Summary, percentile, ratios
 from video_async import ffmpeg, probing
 from video_async.config import Settings
@@ -92,17 +92,6 @@ class Report:
 
 
 # -- helpers -------------------------------------------------------------------
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (peak) of a process, in bytes."""
-    found: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0]) * 1024
-    return found
-
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far: steadier than wall time on a busy machine."""
@@ -188,7 +177,7 @@ async def bench_upload(session: aiohttp.ClientSession, app: Server, sink: Server
     lags: list[float] = []
     peaks: list[int] = []
     after: list[int] = []
-    baseline = memory(app.pid)["VmRSS"]
+    baseline = proc_status(app.pid)["VmRSS"]
     peak_resets = True
     exe = ffmpeg.locate(None)
 
@@ -204,10 +193,10 @@ async def bench_upload(session: aiohttp.ClientSession, app: Server, sink: Server
             stop.set()
             lags.append(await lag)
         route_cpu.append(cpu_seconds(app.pid) - cpu)
-        peaks.append(memory(app.pid)["VmHWM"])
+        peaks.append(proc_status(app.pid)["VmHWM"])
         # the worker starts transcoding at once; stop it before it disturbs the next step
         await delete(session, app, task["id"])
-        after.append(memory(app.pid)["VmRSS"])
+        after.append(proc_status(app.pid)["VmRSS"])
         route_s.append(seconds)
 
     async def discard() -> None:
@@ -363,17 +352,17 @@ async def bench_concurrent(session: aiohttp.ClientSession, app: Server, sink: Se
     full, reference, paced, reference_paced = LoadRuns(), LoadRuns(), LoadRuns(), LoadRuns()
     peaks: list[int] = []
     after: list[int] = []
-    baseline = memory(app.pid)["VmRSS"]
+    baseline = proc_status(app.pid)["VmRSS"]
     peak_resets = True
 
     async def route() -> None:
         nonlocal peak_resets
         peak_resets &= reset_peak(app.pid)
         done = await load_run(session, app, big, full)
-        peaks.append(memory(app.pid)["VmHWM"])
+        peaks.append(proc_status(app.pid)["VmHWM"])
         for finished_upload in done:
             await delete(session, app, finished_upload["id"])
-        after.append(memory(app.pid)["VmRSS"])
+        after.append(proc_status(app.pid)["VmRSS"])
 
     async def discard() -> None:
         await load_run(session, sink, big, reference)
@@ -730,7 +719,7 @@ async def measure(runs: int, items: set[int], report: Report, counts: tuple[int,
                     await bench_queue(session, start, scratch, small, hd, runs, report)
                 if 8 in items:  # resumable uploads: bench/tus.py
                     app = await start("server-tus", "video_async", app_args(data("app-tus")) + UPLOADS_ONLY)
-                    await tus.bench_tus(session, app, big, runs, report, memory=memory,
+                    await tus.bench_tus(session, app, big, runs, report, memory=proc_status,
                                         reset_peak=reset_peak)
                 await stack.aclose()  # stop the servers above before item 6 starts three more
 

@@ -28,6 +28,19 @@ class Server:
     url: str  # http://127.0.0.1:PORT, no trailing slash
 
 
+def proc_status(pid: int) -> dict[str, int]:
+    """A server process's Threads, VmRSS (now) and VmHWM (peak, in bytes), from /proc."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key == "Threads":
+                found[key] = int(value)
+            elif key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) * 1024
+    return found
+
+
 def free_port() -> int:
     """A port nobody listens on now: the kernel's pick for a socket bound to port 0."""
     with socket.socket() as probe:
