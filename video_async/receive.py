@@ -347,10 +347,10 @@ class _Batches:
     async def _ended(self, at_most: int) -> None:
         """Wait for the oldest writes until at most `at_most` are still being written,
         and take back the buffers of those that have ended; a write's error is raised here."""
+        self._take_back_buffers()
         while len(self.writing) > at_most:
             await self.writing[0][0].wait()
             self._take_back_buffers()
-        self._take_back_buffers()
 
     def _take_back_buffers(self) -> None:
         """Let go of the buffers of the writes that have ended (a fast one's goes back to the

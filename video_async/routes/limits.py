@@ -52,6 +52,10 @@ class UploadCounter:
     free_seen_at: float = float("-inf")  # loop time
     free_asking: asyncio.Task[int] | None = None
 
+    def fresh_free_bytes(self, now: float) -> int | None:
+        """free_bytes if it was seen less than FREE_SPACE_MAX_AGE seconds ago, else None."""
+        return self.free_bytes if now - self.free_seen_at < FREE_SPACE_MAX_AGE else None
+
 
 UPLOADS = web.AppKey("uploads", UploadCounter)
 T = TypeVar("T")
@@ -79,9 +83,8 @@ FREE_SPACE_MAX_AGE = 0.25  # seconds: at 100 MB/s of uploads, 25 MB it may not h
 async def free_bytes(app: web.Application, folder: Path) -> int:
     """The disk's free space, as seen at most FREE_SPACE_MAX_AGE seconds ago."""
     counter = app[UPLOADS]
-    if counter.free_bytes is not None and \
-            asyncio.get_running_loop().time() - counter.free_seen_at < FREE_SPACE_MAX_AGE:
-        return counter.free_bytes
+    if (fresh := counter.fresh_free_bytes(asyncio.get_running_loop().time())) is not None:
+        return fresh
     return await asyncio.shield(_ask_free_space(app, folder))
 
 
@@ -244,7 +247,7 @@ class _Watch:
         if self.content.total_bytes != self.seen:
             self.seen, self.last_sent = self.content.total_bytes, now
             counter = self.app[UPLOADS]
-            if now - counter.free_seen_at >= FREE_SPACE_MAX_AGE:
+            if counter.fresh_free_bytes(now) is None:
                 _ask_free_space(self.app, self.settings.data_dir)  # seen at the next look
             if counter.free_bytes is not None and counter.free_bytes < self.settings.min_free_bytes:
                 self.disk_full = True
