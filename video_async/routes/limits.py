@@ -9,9 +9,10 @@ outside (the request's byte counter and the disk's free space), so the read
 loop in uploads.py stays as simple as it is.
 
 Hundreds of uploads at once must cost the loop little: the watcher is a timer
-that looks at its upload four times a second, not a task of its own, and the
-disk's free space is asked of the kernel (in a thread) at most every
-FREE_SPACE_MAX_AGE seconds for all uploads together.
+that looks at its upload four times a second (sooner near the reserve), not a
+task of its own, and the disk's free space is asked of the kernel (in a thread) at
+most every FREE_SPACE_MAX_AGE seconds for all uploads together; in between, what
+the uploads received is taken off the last reading.
 
 `hold_room` caps what unfinished resumable uploads may hold room for, per client
 (429) and in all (503), so that one client's unfinished uploads cannot leave the
@@ -51,10 +52,21 @@ class UploadCounter:
     free_bytes: int | None = None
     free_seen_at: float = float("-inf")  # loop time
     free_asking: asyncio.Task[int] | None = None
+    # What the watched uploads have received in all, as their watchers counted it, and
+    # how much of that the disk had already been handed when free_bytes was asked for.
+    received: int = 0
+    received_at_reading: int = 0
 
     def fresh_free_bytes(self, now: float) -> int | None:
         """free_bytes if it was seen less than FREE_SPACE_MAX_AGE seconds ago, else None."""
         return self.free_bytes if now - self.free_seen_at < FREE_SPACE_MAX_AGE else None
+
+    def free_bytes_now(self) -> int | None:
+        """The free space as last seen, less what uploads have received since: a fast
+        upload cannot run far past the reserve between two readings."""
+        if self.free_bytes is None:
+            return None
+        return self.free_bytes - (self.received - self.received_at_reading)
 
 
 UPLOADS = web.AppKey("uploads", UploadCounter)
@@ -78,6 +90,7 @@ RETRY_QUEUE_FULL = 60  # seconds: the queue drains one transcode at a time
 
 
 FREE_SPACE_MAX_AGE = 0.25  # seconds: at 100 MB/s of uploads, 25 MB it may not have seen
+MIN_TICK = 0.01  # seconds: the soonest a watcher looks again, however close to the reserve
 
 
 async def free_bytes(app: web.Application, folder: Path) -> int:
@@ -94,8 +107,10 @@ def _ask_free_space(app: web.Application, folder: Path) -> asyncio.Task[int]:
     if counter.free_asking is None:
         async def ask() -> int:
             try:
+                received = counter.received
                 free = (await asyncio.to_thread(shutil.disk_usage, folder)).free
                 counter.free_bytes, counter.free_seen_at = free, asyncio.get_running_loop().time()
+                counter.received_at_reading = received
                 return free
             finally:
                 counter.free_asking = None
@@ -226,7 +241,8 @@ class _Watch:
     """Looks at one upload every `tick` seconds from a timer (no task of its own): the
     upload is stopped, through its deadline, once it has sent nothing for
     upload_idle_timeout seconds (so at most a tick later than that), or as soon as the
-    disk's free space, as last seen, is below the reserve."""
+    disk's free space, as last seen less what uploads received since, is below the
+    reserve. Near the reserve it looks sooner, as the upload's rate requires."""
 
     def __init__(self, request: web.Request, settings: Settings, deadline: asyncio.Timeout) -> None:
         self.app = request.app
@@ -236,27 +252,38 @@ class _Watch:
         self.loop = asyncio.get_running_loop()
         self.tick = min(0.25, settings.upload_idle_timeout / 4)
         self.seen = self.content.total_bytes
-        self.last_sent = self.loop.time()
+        self.last_sent = self.looked_at = self.loop.time()
         self.expired = self.disk_full = False
-        self.timer = self.loop.call_later(self.tick, self.look)
+        self.timer = self.loop.call_later(MIN_TICK * 5, self.look)  # soon: its rate is not known yet
 
     def look(self) -> None:
         if self.content.is_eof():
             return
         now = self.loop.time()
+        delay = self.tick
         if self.content.total_bytes != self.seen:
-            self.seen, self.last_sent = self.content.total_bytes, now
+            received = self.content.total_bytes - self.seen
             counter = self.app[UPLOADS]
+            counter.received += received
+            self.seen, self.last_sent = self.content.total_bytes, now
             if counter.fresh_free_bytes(now) is None:
-                _ask_free_space(self.app, self.settings.data_dir)  # seen at the next look
-            if counter.free_bytes is not None and counter.free_bytes < self.settings.min_free_bytes:
-                self.disk_full = True
-                self._expire(now)
-                return
+                _ask_free_space(self.app, self.settings.data_dir)  # seen at a later look
+            free = counter.free_bytes_now()
+            if free is not None:
+                room = free - self.settings.min_free_bytes
+                if room < 0:
+                    self.disk_full = True
+                    self._expire(now)
+                    return
+                # Close to the reserve, look again before this upload can reach it at
+                # the rate it just went.
+                rate = received / max(now - self.looked_at, 1e-3)
+                delay = max(MIN_TICK, min(self.tick, room / rate))
         elif now - self.last_sent >= self.settings.upload_idle_timeout:
             self._expire(now)
             return
-        self.timer = self.loop.call_later(self.tick, self.look)
+        self.looked_at = now
+        self.timer = self.loop.call_later(delay, self.look)
 
     def _expire(self, now: float) -> None:
         self.expired = True
