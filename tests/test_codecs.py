@@ -39,7 +39,7 @@ def task_in(state: State, layout: DataLayout) -> Task:
     store.start(task)
     store.set_progress(task, 42, 3.25)
     if state is State.COMPLETED:
-        store.complete(task, layout.output(task_id), OUTPUT, layout.thumbnail(task_id))
+        store.complete(task, layout.output(task_id, ".mp4"), OUTPUT, layout.thumbnail(task_id))
     elif state is State.FAILED:
         store.fail(task, "The file is damaged.", "Invalid data found")
         store.retry(task)
@@ -242,7 +242,7 @@ def test_a_finished_jobs_result_completes_its_task(tmp_path: Path) -> None:
     apply(task, running(JobStatus.ACTIVE, progress=0.9))
     apply(task, running(JobStatus.COMPLETE, result=result))
     assert (task.state, task.output, task.progress) == (State.COMPLETED, OUTPUT, 100)
-    assert (task.output_path, task.thumbnail_path) == (settings.layout.output(task.id), thumbnail)
+    assert (task.output_path, task.thumbnail_path) == (settings.layout.output(task.id, ".mp4"), thumbnail)
     apply(task, running(JobStatus.ACTIVE, progress=0.1))  # a late message changes nothing
     assert task.state is State.COMPLETED
 
@@ -307,6 +307,7 @@ def test_every_form_of_a_task_carries_its_whole_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", [{"filename": "a.mp4", "resolution": "360"},
+                                 {"filename": "a.mp4", "resolution": "720p"},
                                  {"filename": 7, "resolution": "480"}, {"filename": "a.mp4"}])
 def test_an_order_no_upload_could_make_is_refused(bad: dict[str, Any]) -> None:
     with pytest.raises((ValueError, KeyError)):

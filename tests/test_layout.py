@@ -27,8 +27,9 @@ def test_anything_else_is_refused_wherever_a_path_is_built(tmp_path: Path,
     with pytest.raises(ValueError):
         checked_id(not_an_id)  # type: ignore[arg-type]
     for build in (layout.partial_upload, layout.resumable, layout.resumable_info,
-                  layout.partial_resumable_info, layout.partial_output, layout.output,
-                  layout.thumbnail, lambda task_id: layout.source(task_id, ".mp4")):
+                  layout.partial_resumable_info, lambda task_id: layout.partial_output(task_id, ".mp4"),
+                  lambda task_id: layout.output(task_id, ".mp4"), layout.thumbnail,
+                  lambda task_id: layout.source(task_id, ".mp4")):
         with pytest.raises(ValueError):
             build(not_an_id)
 
@@ -42,12 +43,23 @@ def test_a_source_keeps_only_an_accepted_extension(tmp_path: Path) -> None:
             layout.source(task_id, extension)
 
 
+def test_an_output_keeps_only_an_output_type(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    task_id = new_task_id()
+    assert layout.output(task_id, ".mp4") == tmp_path / "outputs" / f"{task_id}.mp4"
+    for extension in (".mov", ".jpg", "", ".mp4/../x", "mp4"):
+        with pytest.raises(ValueError):
+            layout.output(task_id, extension)
+        with pytest.raises(ValueError):
+            layout.partial_output(task_id, extension)
+
+
 def test_resumable_files_are_known_by_name(tmp_path: Path) -> None:
     layout = DataLayout(tmp_path)
     upload_id = new_task_id()
     assert layout.resumable_id(layout.resumable(upload_id)) == upload_id
     assert layout.resumable_id(layout.resumable_info(upload_id)) == upload_id
-    for other in (layout.partial_resumable_info(upload_id), layout.output(upload_id),
+    for other in (layout.partial_resumable_info(upload_id), layout.output(upload_id, ".mp4"),
                   layout.resumable(upload_id).with_name(f"{upload_id}.tus\n"),
                   layout.source(upload_id, ".mp4"), tmp_path / "uploads" / "x.tus"):
         assert layout.resumable_id(other) is None
@@ -58,7 +70,7 @@ def test_generated_names_are_those_in_our_folders(tmp_path: Path) -> None:
     layout = DataLayout(tmp_path)
     layout.make_private()
     task_id = new_task_id()
-    assert layout.is_generated(layout.output(task_id))
+    assert layout.is_generated(layout.output(task_id, ".mp4"))
     assert layout.is_generated(layout.source(task_id, ".mov"))
     assert not layout.is_generated(tmp_path / f"{task_id}.mp4")  # the data dir itself
     assert not layout.is_generated(tmp_path / "uploads" / ".gitkeep")

@@ -25,14 +25,14 @@ def test_generated_names_are_ours_and_nothing_else_is(tmp_path: Path) -> None:
     for extension in SOURCE_EXTENSIONS:
         assert layout.ours(f"uploads/{task_id}{extension}", task_id, "source") == \
             layout.source(task_id, extension)
-    assert layout.ours(f"outputs/{task_id}.mp4", task_id, "output") == layout.output(task_id)
+    assert layout.ours(f"outputs/{task_id}.mp4", task_id, "output") == layout.output(task_id, ".mp4")
     for stored in (f"uploads/{task_id}.txt", f"../uploads/{task_id}.mp4", "/etc/passwd",
                    f"outputs/{'1' * 32}.mp4", f"uploads/{task_id}.partial"):
         with pytest.raises(ValueError):
             layout.ours(stored, task_id, "source" if "uploads" in stored else "output")
     assert layout.is_partial(layout.partial_upload(task_id))
-    assert layout.is_partial(layout.partial_output(task_id))
-    assert not layout.is_partial(layout.output(task_id))
+    assert layout.is_partial(layout.partial_output(task_id, ".mp4"))
+    assert not layout.is_partial(layout.output(task_id, ".mp4"))
 
 
 async def test_the_page_offers_what_the_server_accepts(client: AppClient) -> None:

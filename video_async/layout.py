@@ -8,8 +8,8 @@ ever becomes a path:
     uploads/<id>.tus            a resumable upload's bytes so far (its offset is their length)
     uploads/<id>.tus.json       its length, file name, resolution (expiry: the two files' mtimes)
     uploads/<id>.tus.json.partial   that sidecar while it is being written
-    outputs/<id>.partial.mp4    a transcode still running
-    outputs/<id>.mp4            the finished video
+    outputs/<id>.partial<ext>   a transcode still running (<ext>: the order's, see OUTPUT_TYPES)
+    outputs/<id><ext>           the finished video
     outputs/<id>.jpg            its thumbnail
     tasks.json                  the snapshot of the task store (and tasks.json.lock)
     resumable-ended.json        resumable uploads that ended (terminated, expired), for 410s
@@ -34,7 +34,7 @@ PRIVATE_FILE = 0o600
 # What new_task_id makes: the only thing a file name in the data dir is built from.
 # \Z, not $: a $ also matches before a final line break, which no id of ours has.
 TASK_ID = re.compile(r"^[0-9a-f]{32}\Z")
-_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.mp4)?|tus\.json\.partial)\Z")
+_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.[a-z0-9]+)?|tus\.json\.partial)\Z")
 _RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?\Z")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
 
@@ -49,6 +49,12 @@ def checked_id(task_id: str) -> str:
     if not isinstance(task_id, str) or not TASK_ID.match(task_id):
         raise ValueError(f"not a task id: {task_id!r}")
     return task_id
+
+
+def _output_type(extension: str) -> str:
+    if extension not in OUTPUT_TYPES:
+        raise ValueError(f"not an output type: {extension!r}")
+    return extension
 
 
 class DataLayout:
@@ -98,11 +104,12 @@ class DataLayout:
     def partial_resumable_info(self, upload_id: str) -> Path:
         return self.uploads_dir / f"{checked_id(upload_id)}.tus.json.partial"
 
-    def partial_output(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{checked_id(task_id)}.partial.mp4"
+    def partial_output(self, task_id: str, extension: str) -> Path:
+        return self.outputs_dir / f"{checked_id(task_id)}.partial{_output_type(extension)}"
 
-    def output(self, task_id: str) -> Path:
-        return self.outputs_dir / f"{checked_id(task_id)}.mp4"
+    def output(self, task_id: str, extension: str) -> Path:
+        """The finished video; extension: the order's output_extension."""
+        return self.outputs_dir / f"{checked_id(task_id)}{_output_type(extension)}"
 
     def thumbnail(self, task_id: str) -> Path:
         return self.outputs_dir / f"{checked_id(task_id)}.jpg"
@@ -119,7 +126,7 @@ class DataLayout:
         hand-edited snapshot can never point the server outside the data dir."""
         allowed = {
             "source": [self.source(task_id, ext) for ext in SOURCE_EXTENSIONS],
-            "output": [self.output(task_id)],
+            "output": [self.output(task_id, ext) for ext in OUTPUT_TYPES],
             "thumbnail": [self.thumbnail(task_id)],
         }[kind]
         for path in allowed:

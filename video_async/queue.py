@@ -298,7 +298,8 @@ class JobQueue:
             if self._followed.get(task_id) is followed:
                 del self._followed[task_id]
         # whatever the job got to write before it stopped (the store never pointed at it)
-        for path in (self.layout.partial_output(task_id), self.layout.output(task_id),
+        made = followed.task.output_extension
+        for path in (self.layout.partial_output(task_id, made), self.layout.output(task_id, made),
                      self.layout.thumbnail(task_id)):
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(path)

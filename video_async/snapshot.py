@@ -306,7 +306,7 @@ def _check_files(task: Task, layout: DataLayout) -> Loaded:
         return found
     if task.state is State.PROCESSING:
         # interrupted mid-job: whatever the job had written is incomplete
-        for leftover in (layout.output(task.id), layout.thumbnail(task.id)):
+        for leftover in (layout.output(task.id, task.output_extension), layout.thumbnail(task.id)):
             leftover.unlink(missing_ok=True)
         found.interrupted = True
     if task.state is not State.FAILED and not task.source_path.is_file():

@@ -23,7 +23,7 @@ import re
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -79,6 +79,29 @@ class Output:
         return min(self.width, self.height)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """An order field the uploader sets: the key it is sent under (a form field, a
+    resumable upload's metadata key, and the key in every JSON form of a task), and how
+    its text is read (a ValueError says to a person what is accepted)."""
+    key: str
+    read: Callable[[str], Any]
+    # True for a choice added after forms were written without it: those get its default
+    missing_ok: bool = False
+
+
+def read_resolution(text: str) -> int:
+    """'720' -> 720."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value not in RESOLUTIONS:
+        *others, last = RESOLUTIONS
+        raise ValueError(f"resolution must be one of {', '.join(map(str, others))} or {last}.")
+    return value
+
+
 @dataclass(eq=False)
 class Order:
     """What the uploader chose for a task, with its upload (the form's fields, or a
@@ -86,28 +109,43 @@ class Order:
 
     These fields travel with a task everywhere: every outside form of a task (the API's
     JSON, the snapshot's record, an unfinished resumable upload's sidecar, a queue job)
-    carries them through order_json and Order.from_json, so a new per-upload option is
-    added here, and to what reads it from the uploader and what acts on it, alone.
+    carries them through order_json and Order.from_json, and both upload routes read
+    the choices by their metadata. A new per-upload option is a field here with its
+    Choice, and the code that acts on it.
     """
     filename: str  # the uploader's name: display text only, never a path
-    resolution: int = DEFAULT_RESOLUTION  # the short side asked for: 480, 720 or 1080
+    resolution: int = field(default=DEFAULT_RESOLUTION,  # the short side asked for
+                            metadata={"choice": Choice("resolution", read_resolution)})
+
+    @property
+    def output_extension(self) -> str:
+        """The container the transcode makes, as the output file's extension (one of
+        layout.OUTPUT_TYPES): the one place it is chosen."""
+        return ".mp4"
 
     def order_json(self) -> dict[str, Any]:
-        return {"filename": self.filename, "resolution": str(self.resolution)}
+        return {"filename": self.filename,
+                **{choice.key: str(getattr(self, name)) for name, choice in CHOICES.items()}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Order:
-        """The order a JSON form of it describes; ValueError (or KeyError, TypeError) for
-        one no upload could have made. A queue job may leave out the name it does not need."""
-        resolution = int(data["resolution"])
+        """The order a JSON form of it describes; ValueError (or KeyError) for one no
+        upload could have made. A queue job may leave out the name it does not need."""
         filename = data.get("filename", "")
-        if resolution not in RESOLUTIONS or not isinstance(filename, str):
-            raise ValueError("bad resolution or file name")
-        return cls(filename=filename[:255], resolution=resolution)
+        if not isinstance(filename, str):
+            raise ValueError("bad file name")
+        return cls(filename=filename[:255], **{name: choice.read(str(data[choice.key]))
+                                               for name, choice in CHOICES.items()
+                                               if choice.key in data or not choice.missing_ok})
 
     def order(self) -> Order:
         """The order alone (of a Task: without its state)."""
         return Order.from_json(self.order_json())
+
+
+# The Order fields an uploader sets, by field name.
+CHOICES: dict[str, Choice] = {item.name: item.metadata["choice"]
+                              for item in fields(Order) if "choice" in item.metadata}
 
 
 @dataclass(eq=False, kw_only=True)

@@ -71,7 +71,8 @@ def record(store: TaskStore, task: Task, outcome: Done | Failed, layout: DataLay
     if isinstance(outcome, Failed):
         store.fail(task, outcome.reason, outcome.detail)
     else:
-        store.complete(task, layout.output(task.id), outcome.output, outcome.thumbnail)
+        store.complete(task, layout.output(task.id, task.output_extension), outcome.output,
+                       outcome.thumbnail)
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,9 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
     got. Every ffmpeg run saved is time the user doesn't wait.
     """
     layout = settings.layout
-    final = layout.output(task_id)
+    final = layout.output(task_id, order.output_extension)
     # written under a temporary name and renamed when whole: a download never sees half a file
-    partial = layout.partial_output(task_id)
+    partial = layout.partial_output(task_id, order.output_extension)
     thumb = layout.thumbnail(task_id)
     loop = asyncio.get_running_loop()
     started = loop.time()

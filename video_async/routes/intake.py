@@ -18,12 +18,12 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from .. import ffmpeg, probing, receive
-from ..config import MIB, RESOLUTIONS, Settings
+from ..config import MIB, Settings
 from ..display import made_at, one_of
 from ..errors import ApiError
 from ..keys import PROBES, SETTINGS, SNAPSHOT, STORE
 from ..layout import SOURCE_EXTENSIONS
-from ..store import Order, Task
+from ..store import CHOICES, Choice, Order, Task
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +69,25 @@ def container_kind(filename: str) -> str:
     return kind
 
 
-def resolution(text: str) -> int:
-    """'720' -> 720; 400 for anything but an offered resolution."""
+# The order's choices by the key an uploader sends them under (a form field, a tus
+# metadata key): both upload routes read them through option().
+OPTIONS: dict[str, tuple[str, Choice]] = {choice.key: (name, choice) for name, choice in CHOICES.items()}
+
+
+def option(key: str, text: str) -> tuple[str, Any]:
+    """(the Order field, its checked value) for a choice the uploader sent; 400 if bad."""
+    name, choice = OPTIONS[key]
     try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if value not in RESOLUTIONS:
-        raise ApiError(400, "bad_resolution", f"resolution must be one of {one_of(RESOLUTIONS)}.")
-    return value
-
-
-# The order's options as an uploader names them (a form field, a tus metadata key): the
-# Order field each one sets, and its check. Both upload routes read them through option().
-OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "resolution": ("resolution", resolution),
-}
-
-
-def option(name: str, text: str) -> tuple[str, Any]:
-    """(the Order field, its checked value) for an option the uploader sent; 400 if bad."""
-    field, check = OPTIONS[name]
-    return field, check(text)
+        return name, choice.read(text)
+    except ValueError as exc:
+        raise ApiError(400, f"bad_{key}", str(exc)) from None
 
 
 def order(filename: str, sent: Mapping[str, str]) -> Order:
     """The order of an upload whose options came together (tus metadata): each checked,
     the default for any not sent, or sent empty."""
-    return Order(filename, **dict(option(name, text) for name, text in sent.items()
-                                  if name in OPTIONS and text))
+    return Order(filename, **dict(option(key, text) for key, text in sent.items()
+                                  if key in OPTIONS and text))
 
 
 def too_large(settings: Settings) -> ApiError:
