@@ -3,11 +3,13 @@ what each gives, which wins, and the values refused with a line that names the f
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from .support.internals import MAX_PIXELS_CEILING, MIB, Settings, is_loopback
+from .support.internals import (MAX_PIXELS_CEILING, MIB, Settings, build_parser, build_worker_parser,
+                                is_loopback)
 
 pytestmark = pytest.mark.unit
 
@@ -112,8 +114,22 @@ def test_a_worker_takes_the_servers_job_settings() -> None:
     assert from_env.queue == "redis://q/1"
 
 
+def test_the_flags_a_worker_shares_with_the_server_are_the_same_flags() -> None:
+    """Defined once: same default, same help, so a worker is set up as its server is."""
+    def flags(parser: argparse.ArgumentParser) -> dict[str, tuple[object, str | None]]:
+        return {action.dest: (action.default, action.help) for action in parser._actions}
+    server, worker = flags(build_parser({})), flags(build_worker_parser({}))
+    shared = set(server) & set(worker)
+    assert {"ffmpeg", "job_timeout", "stall_timeout", "max_pixels", "ffmpeg_memory_mb",
+            "queue_heartbeat", "log_level"} <= shared
+    for name in shared - {"queue", "data_dir", "help"}:  # these two say whose they are
+        assert server[name] == worker[name], name
+
+
 @pytest.mark.parametrize(("argv", "named"), [
     ([], "--queue"), (["--queue", "redis://q/0", "--jobs", "0"], "--jobs"),
+    (["--queue", "redis://q/0", "--ffmpeg-memory-mb", "-1"], "--ffmpeg-memory-mb"),
+    (["--queue", "redis://q/0", "--queue-heartbeat", "0"], "--queue-heartbeat"),
     (["--queue", "q:6379"], "--queue"),
     (["--queue", "redis://q/0", "--job-timeout", "0"], "--job-timeout"),
 ])

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .layout import DataLayout
 
@@ -100,18 +101,16 @@ class Settings:
         cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
         env, args = _parsed(build_parser, argv, environ)
-        if args.log_level not in LOG_LEVELS:  # argparse checks choices of flags, not of defaults
-            raise SystemExit(f"video-async: VIDEO_ASYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        transcoding = _transcode_settings(args, "video-async")
         if args.workers < 1:
             raise SystemExit("video-async: --workers must be at least 1")
         if args.max_upload_mb < 1:
             raise SystemExit("video-async: --max-upload-mb must be at least 1")
-        _require_positive(args, "video-async", "job_timeout", "stall_timeout", "max_duration",
+        _require_positive(args, "video-async", "max_duration",
                           "upload_idle_timeout", "upload_expiry", "max_unfinished",
                           "max_unfinished_per_client", "max_reserved_mb",
                           "max_reserved_mb_per_client", "reserve_idle", "header_timeout",
-                          "max_pixels", "max_probes")
-        _memory(args, "video-async")
+                          "max_probes")
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
             raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
                              "--min-free-mb at least 0")
@@ -125,16 +124,14 @@ class Settings:
         token = args.token or ("" if args.no_token or is_loopback(args.host)
                                else secrets.token_hex(32))
         return cls(
+            **transcoding,
             host=args.host,
             port=args.port,
             data_dir=Path(args.data_dir),
             max_upload_bytes=args.max_upload_mb * MIB,
             workers=args.workers,
-            ffmpeg=args.ffmpeg or None,
             cors_origins=tuple(args.cors_origin if args.cors_origin is not None
                                else _split(env.get("VIDEO_ASYNC_CORS_ORIGIN", ""))),
-            job_timeout=args.job_timeout,
-            stall_timeout=args.stall_timeout,
             max_duration=args.max_duration,
             max_queued=args.max_queued,
             max_uploads=args.max_uploads,
@@ -150,15 +147,11 @@ class Settings:
             trusted_proxies=_addresses(args.trusted_proxy if args.trusted_proxy is not None
                                        else _split(env.get("VIDEO_ASYNC_TRUSTED_PROXY", ""))),
             persist=args.persist,
-            log_level=args.log_level,
             allowed_hosts=tuple(args.allow_host if args.allow_host is not None
                                 else _split(env.get("VIDEO_ASYNC_ALLOW_HOST", ""))),
             token=token,
             no_token=args.no_token,
             queue=_queue_url(args.queue),
-            queue_heartbeat=_heartbeat(args.queue_heartbeat),
-            max_pixels=args.max_pixels,
-            ffmpeg_memory_mb=args.ffmpeg_memory_mb,
             max_probes=args.max_probes,
         )
 
@@ -168,18 +161,14 @@ class Settings:
     ) -> Settings:
         """`video-async worker ...`: the settings a queue worker runs its jobs with."""
         _, args = _parsed(build_worker_parser, argv, environ)
+        transcoding = _transcode_settings(args, "video-async worker")
         if not args.queue:
             raise SystemExit("video-async worker: give the queue: --queue redis://HOST:PORT/DB "
                              "(or VIDEO_ASYNC_QUEUE)")
         if args.jobs < 1:
             raise SystemExit("video-async worker: --jobs must be at least 1")
-        _require_positive(args, "video-async worker", "job_timeout", "stall_timeout", "max_pixels")
-        _memory(args, "video-async worker")
-        return cls(data_dir=Path(args.data_dir), workers=args.jobs, ffmpeg=args.ffmpeg or None,
-                   job_timeout=args.job_timeout, stall_timeout=args.stall_timeout,
-                   log_level=args.log_level, queue=_queue_url(args.queue),
-                   queue_heartbeat=_heartbeat(args.queue_heartbeat),
-                   max_pixels=args.max_pixels, ffmpeg_memory_mb=args.ffmpeg_memory_mb)
+        return cls(**transcoding, data_dir=Path(args.data_dir), workers=args.jobs,
+                   queue=_queue_url(args.queue))
 
 
 def _parsed(build: Callable[[Mapping[str, str]], argparse.ArgumentParser],
@@ -195,23 +184,10 @@ def _require_positive(args: argparse.Namespace, command: str, *names: str) -> No
             raise SystemExit(f"{command}: --{name.replace('_', '-')} must be positive")
 
 
-def _memory(args: argparse.Namespace, command: str) -> None:
-    if args.ffmpeg_memory_mb < 0:
-        raise SystemExit(f"{command}: --ffmpeg-memory-mb must be at least 0 (0: no cap)")
-    if args.max_pixels > MAX_PIXELS_CEILING:
-        raise SystemExit(f"{command}: --max-pixels can be at most {MAX_PIXELS_CEILING} (FFmpeg's own)")
-
-
 def _queue_url(url: str) -> str:
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise SystemExit("video-async: --queue must be a Redis URL, such as redis://HOST:6379/0")
     return url
-
-
-def _heartbeat(seconds: int) -> int:
-    if seconds < 1:
-        raise SystemExit("video-async: --queue-heartbeat must be at least 1")
-    return seconds
 
 
 def _addresses(listed: Sequence[str]) -> tuple[str, ...]:
@@ -242,14 +218,6 @@ QUEUE_EXTRA_INSTALL = ("make queue-extra, in the checkout (or pip install -e '.[
 QUEUE_HELP = ("Redis URL of the job queue, e.g. redis://HOST:6379/0: the server then transcodes "
               "nothing itself, and `video-async worker` processes on any machine that shares "
               f"the data dir do (needs the queue extra: {QUEUE_EXTRA_INSTALL})")
-MAX_PIXELS_HELP = ("largest frame accepted, in pixels (width x height); larger ones are refused "
-                   "with 422 before anything decodes them, and no decoder may allocate one "
-                   "(default: %(default)s, 7680x4320)")
-MEMORY_HELP = ("address space each ffmpeg (and each probe) may use, in MiB; one that needs more "
-               "is stopped and its task FAILED. A 1080p transcode reserves about 1.4 GiB on "
-               "2 cores, more with more cores. 0: no cap (default: %(default)s)")
-HEARTBEAT_HELP = ("seconds a queue job may go without a sign of life from its worker before "
-                  "it is run again on another (default: %(default)s)")
 
 
 def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -269,18 +237,50 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
          "(default: the current folder)")
     flag("jobs", base.workers, int, "how many ffmpeg jobs this worker runs at once "
          "(default: %(default)s)")
+    _add_transcode_flags(parser, env, base)
+    return parser
+
+
+def _add_transcode_flags(parser: argparse.ArgumentParser, env: Mapping[str, str],
+                         base: Settings) -> None:
+    """The flags of whatever runs ffmpeg, the server and a queue worker alike."""
+    def flag(name: str, fallback: object, kind: type, text: str) -> None:
+        add_flag(parser, env, name, fallback, kind, text)
+
     flag("ffmpeg", "", str, "path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
     flag("job-timeout", base.job_timeout, float, "seconds a transcode may run before it is "
          "stopped and FAILED (default: %(default)s)")
     flag("stall-timeout", base.stall_timeout, float, "seconds a transcode may go without "
          "progress before it is stopped and FAILED (default: %(default)s)")
-    flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
-    flag("max-pixels", base.max_pixels, int, MAX_PIXELS_HELP)
-    flag("ffmpeg-memory-mb", base.ffmpeg_memory_mb, int, MEMORY_HELP)
+    flag("max-pixels", base.max_pixels, int, "largest frame accepted, in pixels (width x "
+         "height); larger ones are refused with 422 before anything decodes them, and no "
+         "decoder may allocate one (default: %(default)s, 7680x4320)")
+    flag("ffmpeg-memory-mb", base.ffmpeg_memory_mb, int, "address space each ffmpeg (and each "
+         "probe) may use, in MiB; one that needs more is stopped and its task FAILED. A 1080p "
+         "transcode reserves about 1.4 GiB on 2 cores, more with more cores. 0: no cap "
+         "(default: %(default)s)")
+    flag("queue-heartbeat", base.queue_heartbeat, int, "seconds a queue job may go without a "
+         "sign of life from its worker before it is run again on another (default: %(default)s)")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                         default=env.get("VIDEO_ASYNC_LOG_LEVEL", base.log_level),
                         help="logging verbosity (default: %(default)s)")
-    return parser
+
+
+def _transcode_settings(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The settings from the flags _add_transcode_flags defines, checked."""
+    if args.log_level not in LOG_LEVELS:  # argparse checks choices of flags, not of defaults
+        raise SystemExit(f"{command}: VIDEO_ASYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    _require_positive(args, command, "job_timeout", "stall_timeout", "max_pixels")
+    if args.ffmpeg_memory_mb < 0:
+        raise SystemExit(f"{command}: --ffmpeg-memory-mb must be at least 0 (0: no cap)")
+    if args.max_pixels > MAX_PIXELS_CEILING:
+        raise SystemExit(f"{command}: --max-pixels can be at most {MAX_PIXELS_CEILING} (FFmpeg's own)")
+    if args.queue_heartbeat < 1:
+        raise SystemExit(f"{command}: --queue-heartbeat must be at least 1")
+    return {"ffmpeg": args.ffmpeg or None, "job_timeout": args.job_timeout,
+            "stall_timeout": args.stall_timeout, "max_pixels": args.max_pixels,
+            "ffmpeg_memory_mb": args.ffmpeg_memory_mb, "queue_heartbeat": args.queue_heartbeat,
+            "log_level": args.log_level}
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -308,15 +308,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("max-upload-mb", base.max_upload_bytes // MIB, int,
          "largest accepted upload, in MiB (default: %(default)s)")
     flag("workers", base.workers, int, "how many ffmpeg jobs may run at once (default: %(default)s)")
-    flag("ffmpeg", "", str, "path of the ffmpeg binary (default: the one shipped by imageio-ffmpeg)")
     # None, not []: flags given on the command line replace the variable's list
     parser.add_argument("--cors-origin", action="append", default=None, metavar="URL",
                         help="let a front end served from URL call the API; repeatable "
                              "(env: comma-separated; default: none, same-origin only)")
-    flag("job-timeout", base.job_timeout, float, "seconds a transcode may run before it is "
-         "stopped and FAILED (default: %(default)s)")
-    flag("stall-timeout", base.stall_timeout, float, "seconds a transcode may go without "
-         "progress before it is stopped and FAILED (default: %(default)s)")
     flag("max-duration", base.max_duration, float, "longest accepted video, in seconds; longer "
          "ones are refused with 422 (default: %(default)s, 3 hours)")
     flag("max-queued", base.max_queued, int, "queued tasks (counting uploads in progress) beyond "
@@ -353,19 +348,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                              "X-Forwarded-For are believed (the cookie is Secure when it says "
                              "https; limits per client go by the address it names); repeatable "
                              "(env: comma-separated; default: none)")
-    flag("max-pixels", base.max_pixels, int, MAX_PIXELS_HELP)
-    flag("ffmpeg-memory-mb", base.ffmpeg_memory_mb, int, MEMORY_HELP)
     flag("max-probes", base.max_probes, int, "uploads whose files are probed at once; the "
          "others wait their turn (default: %(default)s)")
     flag("queue", base.queue, str, QUEUE_HELP)
-    flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
+    _add_transcode_flags(parser, env, base)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,
                         help="keep tasks in memory only: no tasks.json snapshot, nothing "
                              "survives a restart (env: VIDEO_ASYNC_PERSIST=0)")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
-                        default=env.get("VIDEO_ASYNC_LOG_LEVEL", base.log_level),
-                        help="logging verbosity (default: %(default)s)")
     parser.add_argument("--allow-host", action="append", default=None, metavar="NAME",
                         help="also answer requests addressed to NAME (a reverse proxy's name); "
                              "repeatable (env: comma-separated). A loopback server otherwise "

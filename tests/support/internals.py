@@ -10,7 +10,7 @@ from pathlib import Path
 from saq.job import Job, Status as JobStatus
 
 from video_async.app import create_app
-from video_async.config import MAX_PIXELS_CEILING, MIB, RESOLUTIONS, Settings, build_parser, is_loopback
+from video_async.config import MAX_PIXELS_CEILING, MIB, RESOLUTIONS, Settings, build_parser, build_worker_parser, is_loopback
 from video_async.ffmpeg import (Limits, Media, explain, input_args, media_from, output_size,
                                 parse_progress)
 from video_async.mp4 import mp4_duration
@@ -65,6 +65,6 @@ __all__ = ["Order", "TranscodeJob", "api_json", "BodyTooLarge", "Done", "Failed"
            "card_texts", "checked_id", "explain", "from_record", "input_args", "is_loopback",
            "job_key", "job_updates", "new_task_id", "one_of", "ordinal", "outcome_json",
            "scan_uploads", "time_left", "without_password",
-           "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "clock", "container_of",
+           "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "build_worker_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "media_from", "parse_progress", "receive", "DiskThreads"]
