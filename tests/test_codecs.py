@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .support.internals import (DataLayout, Done, Failed, Job, JobStatus, Media, Order, Output,
+from .support.internals import (CHOICES, DataLayout, Done, Failed, Job, JobStatus, Media, Order, Output,
                                 ResumableUploads, Settings, State, Task, TaskStore,
                                 TranscodeJob, Upload, a_task, api_json, from_record, job_key,
                                 job_updates, new_task_id, outcome_json, scan_uploads, to_record,
@@ -53,7 +53,8 @@ def task_in(state: State, layout: DataLayout) -> Task:
 def test_the_api_json_of_a_queued_task(tmp_path: Path) -> None:
     task = task_in(State.QUEUED, DataLayout(tmp_path))
     shown = api_json(task, 3)  # the app's: the task's fields and its card's texts
-    assert set(shown) == {"id", "filename", "resolution", "state", "progress", "queue_position",
+    choices = {choice.key for choice in CHOICES.values()}  # "resolution", and any added since
+    assert set(shown) == {"id", "filename", *choices, "state", "progress", "queue_position",
                           "eta_seconds", "error", "error_detail", "retries", "retried_at", "size",
                           "created_at", "started_at", "finished_at", "media", "output",
                           "download_url", "thumbnail_url", "display"}

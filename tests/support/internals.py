@@ -28,7 +28,7 @@ from video_async.routes.intake import container_of, display_name
 from video_async.snapshot import Encoder, SnapshotWriter, from_record, to_record
 from video_async.keys import STORE
 from video_async.routes.tasks import MAX_PAGE_SIZE, PAGE_SIZE
-from video_async.store import REMOVALS_KEPT, Order, Output, State, Task, TaskStore, new_task_id
+from video_async.store import CHOICES, REMOVALS_KEPT, Order, Output, State, Task, TaskStore, new_task_id
 from video_async.worker import Done, Failed
 
 
@@ -65,6 +65,6 @@ __all__ = ["Order", "TranscodeJob", "api_json", "BodyTooLarge", "Done", "Failed"
            "card_texts", "checked_id", "explain", "from_record", "input_args", "is_loopback",
            "job_key", "job_updates", "new_task_id", "one_of", "ordinal", "outcome_json",
            "scan_uploads", "time_left", "without_password",
-           "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "build_worker_parser", "clock", "container_of",
+           "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "CHOICES", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "build_worker_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
            "media_from", "parse_progress", "receive", "DiskThreads"]
