@@ -22,7 +22,7 @@ from video_async.jobs import (FUNCTION as QUEUE_FUNCTION, QUEUE_NAME, TranscodeJ
 from video_async.queue import JobQueue, Followed, job_key
 from video_async.receive import BATCH_SIZE, DiskThreads, receive
 from video_async.display import api_json, card_texts, clock, human_size, one_of, ordinal, time_left
-from video_async.resumable import ResumableUploads, Upload, scan as scan_uploads
+from video_async.tus.uploads import ResumableUploads, Upload, scan as scan_uploads
 from video_async.routes.tasks import content_disposition
 from video_async.routes.intake import container_of, display_name
 from video_async.snapshot import Encoder, SnapshotWriter, from_record, to_record
