@@ -20,7 +20,8 @@ import pytest
 from aiohttp import web
 
 from .support.clips import Clips
-from .support.internals import BATCH_SIZE, Settings, create_app, receive
+from .support.internals import (BATCH_SIZE, Settings, create_app, receive, rename_durably,
+                                 replace_file)
 from .support.tus import created, patch
 from .support.uploading import upload_ok
 from .support.waiting import wait_until
@@ -146,3 +147,59 @@ async def test_resumable_upload_is_flushed_before_each_answer(
                for event in before_201), f"no flush of both names before the 201: {before_201}"
     assert any(event.get("inode") == data_file.stat().st_ino and event["size"] == cut
                for event in before_204), f"no flush of the bytes before the 204: {before_204}"
+
+
+# -- the one way to write a file durably (durable.py), alone -------------------------------
+
+def flushes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(os, "fsync", recording(events, "fsync", os.fsync))
+    monkeypatch.setattr(os, "fdatasync", recording(events, "fdatasync", os.fdatasync))
+    return events
+
+
+@pytest.mark.unit
+def test_a_file_is_replaced_whole_its_bytes_flushed_before_its_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "tasks.json"
+    target.write_bytes(b"the old list")
+    events = flushes(monkeypatch)
+
+    replace_file(target, b"the new, longer list")
+
+    assert target.read_bytes() == b"the new, longer list"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tasks.json"]  # no partial left
+    inode, folder = target.stat().st_ino, tmp_path.stat().st_ino
+    data = next(n for n, event in enumerate(events)
+                if event["inode"] == inode and event["size"] == len(b"the new, longer list"))
+    name = next(n for n, event in enumerate(events)
+                if event["inode"] == folder and event.get("entries") == {"tasks.json"})
+    assert data < name  # the bytes are on disk before the name that points at them
+
+
+@pytest.mark.unit
+def test_a_failed_write_leaves_the_old_file_and_no_partial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "resumable-ended.json"
+    target.write_bytes(b"{}")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+
+    with pytest.raises(OSError, match="No space left"):
+        replace_file(target, b'{"an id": 1.0}', tmp_path / "its.partial")
+    assert target.read_bytes() == b"{}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["resumable-ended.json"]
+
+
+@pytest.mark.unit
+def test_a_rename_is_flushed_with_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "upload.partial").write_bytes(b"video")
+    events = flushes(monkeypatch)
+
+    rename_durably(tmp_path / "upload.partial", tmp_path / "upload.mp4")
+
+    assert (tmp_path / "upload.mp4").read_bytes() == b"video"
+    folder = tmp_path.stat().st_ino
+    assert [event.get("entries") for event in events if event["inode"] == folder] == [{"upload.mp4"}]

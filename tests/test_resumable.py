@@ -5,6 +5,7 @@ CORS, and a server killed with SIGKILL mid-PATCH."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
@@ -20,7 +21,7 @@ from tusclient.storage.filestorage import FileStorage
 
 from .support.checks import assert_error, files_in
 from .support.clips import Clips, pad_to
-from .support.internals import MIB, Settings
+from .support.internals import MAX_METADATA, MIB, ApiError, Settings, read_tus_metadata
 from .support.raw import PART_HEAD, address, hang_up, open_upload
 from .support.servers import MakeClient, start_server
 from .support.tus import (OFFSET_STREAM, TUS, Trickle, answer_or_hang_up, create, created, head,
@@ -236,6 +237,18 @@ async def test_another_protocol_version_is_412(client: AppClient, settings: Sett
             assert response.headers["Tus-Resumable"] == "1.0.0"
     assert await offset_of(client, url) == 0  # nothing was done
     assert len(tus_files(settings)) == 2  # the one upload's sidecar and its empty bytes' file
+
+
+@pytest.mark.unit
+def test_upload_metadata_is_read_as_the_protocol_writes_it() -> None:
+    assert read_tus_metadata("") == {}
+    assert read_tus_metadata(metadata(filename="été.mp4", resolution="480") + ",is_draft") == {
+        "filename": "été.mp4", "resolution": "480", "is_draft": ""}  # a value may be left out
+    for bad in ("filename a.mp4!", "filename YQ==,filename Yg==", "name " + "YQ" * MAX_METADATA,
+                "filename " + base64.b64encode(b"\xff").decode()):
+        with pytest.raises(ApiError) as refused:
+            read_tus_metadata(bad)
+        assert refused.value.status == 400 and b"bad_metadata" in (refused.value.body or b"")
 
 
 async def test_creation_refusals_store_nothing(make_client: MakeClient, settings: Settings) -> None:

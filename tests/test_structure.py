@@ -41,10 +41,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "video_async"
 # two route files) and the services it stands on: an app of these alone takes an upload,
 # transcodes it and serves the result.
 CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
-        "routes.intake", "receive", "multipart", "snapshot", "display", "layout", "config",
+        "routes.intake", "receive", "durable", "multipart", "snapshot", "display", "layout", "config",
         "ffmpeg", "probing", "probe", "processes", "mp4", "errors", "keys", "loop_lag"}
 # Each plugs in through one setup(app) (features.py lists them), or serves one that does.
-WINGS = {"access", "recovery", "resumable", "routes.resumable", "routes.limits",
+WINGS = {"access", "recovery", "tus.__init__", "tus.protocol", "tus.handlers", "tus.uploads",
+         "tus.wing", "routes.limits",
          "queue", "jobs", "remote_worker"}
 # The command, the list of wings, and the page (which shows what every wing is doing).
 OTHERS = {"__init__", "__main__", "features", "routes.__init__", "routes.pages"}

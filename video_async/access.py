@@ -40,7 +40,7 @@ from yarl import URL
 from .config import Settings, is_loopback
 from .errors import ApiError, wants_html
 from .keys import SETTINGS, TRUSTED
-from .routes import resumable
+from .tus import protocol as tus
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -206,7 +206,7 @@ def _from_here(source: str, host: str | None, allowed: frozenset[Origin]) -> boo
 def cors(origins: tuple[str, ...]) -> Middleware:
     """Let the listed origins (e.g. the original React app) call the API; no one else."""
     allowed = frozenset(origin.rstrip("/") for origin in origins)
-    exposed = ", ".join(dict.fromkeys(("Location", "ETag", *resumable.CORS_EXPOSED_HEADERS)))
+    exposed = ", ".join(dict.fromkeys(("Location", "ETag", *tus.CORS_EXPOSED_HEADERS)))
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -218,7 +218,7 @@ def cors(origins: tuple[str, ...]) -> Middleware:
                 "Access-Control-Allow-Methods": "GET, HEAD, POST, PATCH, DELETE, OPTIONS",
                 "Access-Control-Allow-Headers": ", ".join(
                     ("Authorization", "Content-Type", "If-None-Match",
-                     *resumable.CORS_REQUEST_HEADERS)),
+                     *tus.CORS_REQUEST_HEADERS)),
                 "Access-Control-Max-Age": "600",
             })
         else:

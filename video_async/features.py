@@ -13,13 +13,14 @@ from aiohttp import web
 
 from . import access, recovery
 from .config import Settings
-from .routes import limits, resumable
+from .routes import limits
+from .tus import wing as tus
 
 Wing = Callable[[web.Application], None]
 
 
 def wings(settings: Settings) -> list[Wing]:
-    chosen: list[Wing] = [access.setup, limits.setup, recovery.setup, resumable.setup]
+    chosen: list[Wing] = [access.setup, limits.setup, recovery.setup, tus.setup]
     if settings.queue:
         from . import queue  # an optional extra, imported only in queue mode
         chosen.append(queue.setup)

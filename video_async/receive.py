@@ -54,6 +54,8 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from . import durable
+
 Chunk = bytes | bytearray | memoryview
 
 # The threads that write every upload's bytes. Writes to the page cache are short
@@ -384,8 +386,9 @@ class _Batches:
 
 
 async def rename(source: Path, target: Path) -> None:
-    """os.replace, then flush the directory, so the new name survives a power cut too."""
-    await disk_threads().run(rename_durably, source, target)
+    """durable.rename in the uploads' threads: os.replace, then flush the directory, so
+    the new name survives a power cut too."""
+    await disk_threads().run(durable.rename, source, target)
 
 
 def _open(path: Path, offset: int) -> int:
@@ -438,13 +441,3 @@ def _close_after(fd: int, pending: Iterable[Job]) -> None:
     for job in pending:
         job.wait_in_thread()
     os.close(fd)
-
-
-def rename_durably(source: Path, target: Path) -> None:
-    """Blocking: what `rename` does, for code already in a thread."""
-    os.replace(source, target)
-    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

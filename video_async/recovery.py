@@ -33,9 +33,9 @@ from aiohttp import web
 from .config import Settings
 from .keys import HEALTH, SETTINGS, STORE
 from .layout import DataLayout
-from .resumable import RESUMABLE, ResumableUploads, scan
 from .snapshot import load_tasks
 from .store import Task, TaskStore
+from .tus.uploads import RESUMABLE, ResumableUploads, scan
 
 log = logging.getLogger(__name__)
 

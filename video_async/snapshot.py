@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import durable
 from .config import Settings
 from .ffmpeg import Media
 from .layout import TASK_ID, DataLayout
@@ -229,18 +230,7 @@ class SnapshotWriter:
         with self._lock:
             if version < self._on_disk:
                 return  # a newer snapshot is already there
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            with open(temporary, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-            # the rename itself is only durable once the folder is synced too
-            folder = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            durable.replace_file(self.path, data, self.path.with_name(self.path.name + ".tmp"))
             self._on_disk = version
 
 

@@ -21,8 +21,11 @@ from video_async.jobs import (FUNCTION as QUEUE_FUNCTION, QUEUE_NAME, TranscodeJ
                               outcome_to_json as outcome_json, without_password)
 from video_async.queue import JobQueue, Followed, job_key
 from video_async.receive import BATCH_SIZE, DiskThreads, receive
+from video_async.errors import ApiError
+from video_async.durable import rename as rename_durably, replace_file
 from video_async.display import api_json, card_texts, clock, human_size, one_of, ordinal, time_left
-from video_async.resumable import ResumableUploads, Upload, scan as scan_uploads
+from video_async.tus.protocol import MAX_METADATA, metadata as read_tus_metadata
+from video_async.tus.uploads import ResumableUploads, Upload, scan as scan_uploads
 from video_async.routes.tasks import content_disposition
 from video_async.routes.intake import container_of, display_name
 from video_async.snapshot import Encoder, SnapshotWriter, from_record, to_record
@@ -67,4 +70,4 @@ __all__ = ["Order", "TranscodeJob", "api_json", "BodyTooLarge", "Done", "Failed"
            "scan_uploads", "time_left", "without_password",
            "BATCH_SIZE", "HEAD_LIMIT", "MAX_PAGE_SIZE", "PAGE_SIZE", "QUEUE_FUNCTION", "QUEUE_NAME", "CHOICES", "REMOVALS_KEPT", "STORE", "kept_tasks", "MIB", "RESOLUTIONS", "SOURCE_EXTENSIONS", "DataLayout", "Limits", "Media", "ProbePool", "mp4_duration", "Settings", "Encoder", "SnapshotWriter", "TaskStore", "to_record", "a_task", "build_parser", "build_worker_parser", "clock", "container_of",
            "content_disposition", "create_app", "display_name", "human_size", "output_size",
-           "media_from", "parse_progress", "receive", "DiskThreads"]
+           "media_from", "parse_progress", "receive", "DiskThreads", "rename_durably", "replace_file", "MAX_METADATA", "read_tus_metadata", "ApiError"]

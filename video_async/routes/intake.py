@@ -2,8 +2,9 @@
 it once it is stored, and queue its task.
 
 Both routes use these, so a file is judged the same way whichever door it came
-in by: the multipart form (routes/uploads.py) and the resumable uploads
-(routes/resumable.py). Each raises the same JSON error for the same fault.
+in by: the multipart form (routes/uploads.py) and the resumable uploads (the tus
+wing, tus/handlers.py, which hands each finished upload to `accept`). Each raises
+the same JSON error for the same fault.
 """
 
 from __future__ import annotations
@@ -188,6 +189,26 @@ async def settle(request: web.Request, stored: Path, task_id: str,
     source = settings.layout.source(task_id, Path(filename).suffix.lower())
     await receive.rename(stored, source)
     return source, media
+
+
+async def accept(request: web.Request, stored: Path, task_id: str, order: Order,
+                 size: int) -> Task:
+    """Take a whole upload, stored at `stored`, as the task `task_id`: its first bytes and
+    its probe checked (415, 422), its final name, and its task queued, on disk.
+
+    A resumable upload ends here, as a tus server hands a finished upload to its host:
+    its protocol never learns what an upload becomes."""
+    await check_stored_signature(stored, container_kind(order.filename))
+    source, media = await settle(request, stored, task_id, order.filename)
+    task = Task(**vars(order), id=task_id, source_path=source, size=size, media=media)
+    await queue(request, task)
+    return task
+
+
+def accepted(request: web.Request, task_id: str) -> int | None:
+    """The size of the upload accepted as the task `task_id`, while that task exists."""
+    task = request.app[STORE].get(task_id)
+    return None if task is None else task.size
 
 
 async def queue(request: web.Request, task: Task) -> None:

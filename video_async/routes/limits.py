@@ -37,8 +37,8 @@ from ..config import MIB, Settings
 from ..display import human_size
 from ..errors import ApiError
 from ..keys import HEALTH, SETTINGS, STORE, UPLOAD_GUARD
-from ..resumable import RESUMABLE, Reservations, Upload
 from ..store import Task
+from ..tus.uploads import RESUMABLE, Reservations, Upload
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""Resumable uploads under /files/: the tus 1.0.0 protocol (core, creation,
-creation-with-upload, termination, expiration).
+"""The tus layer's handlers: one per verb of tus 1.0.0 (core, creation,
+creation-with-upload, termination, expiration) under /files.
 
 A client creates an upload (POST /files, with its length and, as base64
 Upload-Metadata, its file name and resolution), then sends its bytes with
@@ -10,93 +10,40 @@ route, under the same limits (routes/limits.py), and every PATCH is answered
 only once its bytes are on disk, so an offset the server has acknowledged
 survives a crash. Bytes that arrived before a client went away are kept.
 
-At the last byte the file is judged as the multipart route judges it
-(routes/intake.py) and its task is queued under the upload's own id: the
-upload URL /files/<id> names the task /tasks/<id>. From then on, while its
-task exists, the upload answers as complete (HEAD: its offset is its length),
-so a client that lost the answer to its last PATCH concludes it is done
-rather than uploading it again.
+What every request shares (the version check, the method override, the version
+header) is done before and after these, by protocol.py; the uploads themselves
+are kept by uploads.py. At the last byte the upload is handed to the core's
+intake (routes/intake.py, `accept`), as tusd hands a finished upload to its
+host: the file is judged as the multipart route judges it, and becomes a task
+under the upload's own id, so the upload URL /files/<id> names the task
+/tasks/<id>. From then on, while that task exists, the upload answers as
+complete (HEAD: its offset is its length), so a client that lost the answer to
+its last PATCH concludes it is done rather than uploading it again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from email.utils import formatdate
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from .. import receive
 from ..config import Settings
 from ..errors import ApiError
-from ..display import human_size
-from ..keys import HEALTH, SETTINGS, STORE, STREAMING_PATHS
-from ..resumable import RESUMABLE, ResumableUploads, Upload
+from ..keys import SETTINGS
 from ..layout import TASK_ID
-from ..store import Task, new_task_id
-from . import intake, limits
+from ..routes import intake, limits
+from ..store import new_task_id
+from . import protocol
+from .protocol import PREFIX, TUS_EXTENSIONS, TUS_VERSION
+from .uploads import RESUMABLE, Upload
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-
-PREFIX = "/files"
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,creation-with-upload,termination,expiration"
-OFFSET_STREAM = "application/offset+octet-stream"
-MAX_METADATA = 4096  # characters of Upload-Metadata kept with an upload
-# What a front end on another origin (--cors-origin) may send and read.
-CORS_REQUEST_HEADERS = ("Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset",
-                        "X-HTTP-Method-Override", "X-Requested-With")
-CORS_EXPOSED_HEADERS = ("Location", "Upload-Offset", "Upload-Length", "Upload-Expires",
-                        "Upload-Metadata", "Tus-Resumable", "Tus-Version", "Tus-Extension",
-                        "Tus-Max-Size")
-
-
-def setup(app: web.Application) -> None:
-    """Plug resumable uploads in: the routes under /files, their upload store, the
-    version header on every answer, and the expiry of abandoned uploads."""
-    settings = app[SETTINGS]
-    app[RESUMABLE] = ResumableUploads(settings.layout, settings.upload_expiry,
-                                      settings.reserve_idle)
-    app[STREAMING_PATHS].append(PREFIX)
-    app.add_routes(routes)
-    app.on_response_prepare.append(tus_resumable_header)
-    app.cleanup_ctx.append(_expiring)
-    app[HEALTH]["unfinished_uploads"] = lambda: unfinished_uploads(app[RESUMABLE])
-
-
-def unfinished_uploads(uploads: ResumableUploads) -> dict[str, Any]:
-    """The heartbeat's section: resumable uploads waiting for more bytes, streaming or not,
-    and what they hold on disk; its text reads '2 (63.5 MB)', or '0'."""
-    count, held = uploads.count(), uploads.held()
-    return {"count": count, "bytes": held,
-            "text": f"{count} ({human_size(held)})" if count else "0"}
-
-
-async def _expiring(app: web.Application) -> AsyncIterator[None]:
-    expiry = asyncio.create_task(app[RESUMABLE].run_expiry(), name="upload-expiry")
-    yield
-    expiry.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await expiry
-
-
-def is_tus(request: web.Request) -> bool:
-    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
-
-
-async def tus_resumable_header(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer under /files/ names the protocol version (an on_response_prepare hook)."""
-    if is_tus(request):
-        response.headers["Tus-Resumable"] = TUS_VERSION
 
 
 # The collection answers at /files and at /files/: tus clients are configured with either
@@ -115,22 +62,20 @@ async def options(request: web.Request) -> web.Response:
 @routes.post(PREFIX)
 @routes.post(PREFIX + "/")
 async def create(request: web.Request) -> web.Response:
-    _check_version(request)
     settings = request.app[SETTINGS]
     length = _upload_length(request, settings)
     raw_metadata = request.headers.get("Upload-Metadata", "")
-    metadata = _metadata(raw_metadata)
+    metadata = protocol.metadata(raw_metadata)
     if "filename" not in metadata:
-        raise ApiError(400, "no_filename", "Upload-Metadata must carry the file's name as "
-                       "'filename' (base64), e.g. 'filename aG9saWRheS5tb3Y='.")
+        raise protocol.no_filename()
     filename = intake.display_name(metadata["filename"])
     intake.container_kind(filename)  # 415, before any byte is stored
     order = intake.order(filename, metadata)
-    with_body = _has_body(request)
+    with_body = protocol.has_body(request)
     if with_body:
         _check_content_type(request)
         if (request.content_length or 0) > length:  # refused before anything is made
-            raise _past_length(request.content_length or 0, length)
+            raise protocol.past_length(request.content_length or 0, length)
     await limits.check_room(request.app, settings, length)  # 507
     upload = Upload(id=new_task_id(), length=length, order=order, metadata=raw_metadata,
                     client=limits.client_of(request))
@@ -171,7 +116,6 @@ async def unfinished(request: web.Request) -> web.Response:
 
 @routes.head(PREFIX + "/{upload_id}")
 async def head(request: web.Request) -> web.Response:
-    _check_version(request)
     upload = await _current(request)
     if isinstance(upload, Done):
         return web.Response(status=200, headers={
@@ -190,20 +134,15 @@ async def head(request: web.Request) -> web.Response:
 
 @routes.patch(PREFIX + "/{upload_id}")
 async def patch(request: web.Request) -> web.Response:
-    _check_version(request)
     _check_content_type(request)
-    offset = _header_int(request, "Upload-Offset")
+    offset = protocol.header_int(request, "Upload-Offset")
     upload = await _current(request)
     if isinstance(upload, Done):
-        if offset == upload.length and not _has_body(request):  # nothing left to send
+        if offset == upload.length and not protocol.has_body(request):  # nothing left to send
             return web.Response(status=204, headers={"Upload-Offset": str(upload.length)})
-        raise ApiError(409, "offset_mismatch", f"This upload is complete, all {upload.length} "
-                       f"bytes; its task is /tasks/{upload.id}.",
-                       headers={"Upload-Offset": str(upload.length)})
+        raise protocol.already_complete(upload.length, upload.id)
     if upload.finishing or offset != upload.offset:
-        raise ApiError(409, "offset_mismatch",
-                       f"This upload is at byte {upload.offset}, not {offset}: ask with HEAD "
-                       "and send from there.", headers={"Upload-Offset": str(upload.offset)})
+        raise protocol.offset_mismatch(upload.offset, offset)
     settings = request.app[SETTINGS]
     uploads = request.app[RESUMABLE]
     if not uploads.active(upload):  # idle, it holds only what it has: room to go on, first
@@ -218,31 +157,29 @@ async def patch(request: web.Request) -> web.Response:
 
 @routes.delete(PREFIX + "/{upload_id}")
 async def terminate(request: web.Request) -> web.Response:
-    _check_version(request)
     upload = await _current(request)
     if isinstance(upload, Done) or upload.finishing:
-        raise ApiError(409, "finishing", "Every byte of this upload is in and its task is "
-                       "made or being made; delete the task instead.")
+        raise protocol.finishing()
     await request.app[RESUMABLE].remove(upload, "terminated")
     return web.Response(status=204)
 
 
+# What a POST to an upload may stand for (X-HTTP-Method-Override): the middleware
+# hands it to one of these.
+OVERRIDES = {"HEAD": head, "PATCH": patch, "DELETE": terminate}
+
+
 @routes.post(PREFIX + "/{upload_id}")
-async def overridden(request: web.Request) -> web.StreamResponse:
-    """X-HTTP-Method-Override: a client behind a proxy that lets only GET and POST
-    through sends POST and names the method it means; the protocol says to obey it."""
-    method = request.headers.get("X-HTTP-Method-Override", "").strip().upper()
-    handler = {"PATCH": patch, "DELETE": terminate, "HEAD": head}.get(method)
-    if handler is None:
-        raise ApiError(405, "method_not_allowed", "POST to an upload needs X-HTTP-Method-Override: "
-                       "PATCH, DELETE or HEAD.", headers={"Allow": "HEAD, PATCH, DELETE"})
-    return await handler(request)
+async def post_to_upload(request: web.Request) -> web.Response:
+    """Routed so that the middleware sees a POST to an upload, which it hands to the
+    handler the request names; reached only if it names none."""
+    raise protocol.override_missing(", ".join(OVERRIDES))
 
 
 # -- receiving ------------------------------------------------------------------------
 
 async def _take_body(request: web.Request, upload: Upload, settings: Settings) -> None:
-    """Store the request's body at the upload's offset; at the last byte, make its task.
+    """Store the request's body at the upload's offset; at the last byte, hand it over.
 
     The bytes are written by a task of their own (upload.receiving), so a newer
     request for the same upload can stop this one, and wait until what it
@@ -250,7 +187,7 @@ async def _take_body(request: web.Request, upload: Upload, settings: Settings) -
     """
     room = upload.length - upload.offset
     if (request.content_length or 0) > room:
-        raise _past_length(request.content_length or 0, room, upload.length)
+        raise protocol.past_length(request.content_length or 0, room, upload.length)
     async with limits.admitted(request, settings, incoming=0):  # its room is reserved already
         receiving = asyncio.create_task(_store(request, upload, settings),
                                         name=f"receive-{upload.id}")
@@ -261,11 +198,9 @@ async def _take_body(request: web.Request, upload: Upload, settings: Settings) -
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # this request itself is being stopped (shutdown)
-            raise ApiError(409, "superseded", "A newer request for this upload took over; "
-                           "its bytes so far are kept.") from None
+            raise protocol.superseded() from None
         except receive.TooLarge:
-            raise ApiError(413, "past_length", f"The body went past the upload's length of "
-                           f"{upload.length} bytes.") from None
+            raise protocol.went_past_length(upload.length) from None
         except ApiError as exc:
             if exc.status == 415:  # the first bytes are not the video the name promised
                 await request.app[RESUMABLE].remove(upload, "refused")
@@ -273,18 +208,17 @@ async def _take_body(request: web.Request, upload: Upload, settings: Settings) -
         except ConnectionError as exc:
             # the client went away mid-body: what arrived is kept, for the next PATCH
             log.info("PATCH %s cut off at byte %d: %s", upload.id, upload.offset, exc)
-            raise ApiError(400, "client_disconnected", "The connection was closed mid-body; "
-                           f"the upload is kept at byte {upload.offset}.") from None
+            raise protocol.cut_off(upload.offset) from None
         finally:
             if upload.receiving is receiving:
                 upload.receiving = None
         if upload.offset == upload.length:
-            await _finish(request, upload, settings)
+            await _finish(request, upload)
 
 
 async def _store(request: web.Request, upload: Upload, settings: Settings) -> int:
     """Append the body to the upload's file; the upload's offset is its file's length after."""
-    path = request.app[SETTINGS].layout.resumable(upload.id)
+    path = settings.layout.resumable(upload.id)
     start = upload.offset
     # its first bytes are judged as they come, as the multipart route does
     check = intake.signature_check(intake.container_kind(upload.order.filename)) if start == 0 else None
@@ -311,29 +245,26 @@ def _size(path: Path) -> int:
         return 0
 
 
-async def _finish(request: web.Request, upload: Upload, settings: Settings) -> None:
-    """Every byte is in: the multipart route's checks, then the task, under the upload's id."""
-    layout = settings.layout
+async def _finish(request: web.Request, upload: Upload) -> None:
+    """Every byte is in: the core's intake takes the file, and makes its task under the
+    upload's id. The upload is finishing meanwhile: nothing else may write to it or end it."""
     uploads = request.app[RESUMABLE]
-    path = layout.resumable(upload.id)
     upload.finishing = True
     try:
-        await intake.check_stored_signature(path, intake.container_kind(upload.order.filename))
-        source, media = await intake.settle(request, path, upload.id, upload.order.filename)
+        await intake.accept(request, request.app[SETTINGS].layout.resumable(upload.id),
+                            upload.id, upload.order, upload.length)
     except ApiError:
         await uploads.remove(upload, "refused")  # a file that fails a check is not kept
         raise
     finally:
         upload.finishing = False
     uploads.finished(upload)
-    await intake.queue(request, Task(**vars(upload.order), id=upload.id, source_path=source,
-                                     size=upload.length, media=media))
     # The task is on disk: the sidecar has done its job. Were the server to stop just
     # before this, start-up would remove it, seeing the task.
     await asyncio.to_thread(uploads.delete_files, upload.id)
 
 
-# -- reading the protocol's headers ------------------------------------------------------
+# -- which upload ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Done:
@@ -355,13 +286,12 @@ async def _current(request: web.Request) -> Upload | Done:
     while True:
         upload = uploads.get(upload_id) if TASK_ID.match(upload_id) else None
         if upload is None:
-            task = request.app[STORE].get(upload_id) if TASK_ID.match(upload_id) else None
-            if task is not None:
-                return Done(id=task.id, length=task.size)
+            accepted = intake.accepted(request, upload_id) if TASK_ID.match(upload_id) else None
+            if accepted is not None:
+                return Done(id=upload_id, length=accepted)
             if await uploads.ended(upload_id):
-                raise ApiError(410, "upload_gone", "This upload expired or was terminated; "
-                               "start a new one.")
-            raise ApiError(404, "not_found", "No such upload.")
+                raise protocol.gone()
+            raise protocol.not_found()
         if not upload.busy and upload.expires(uploads.expiry) <= time.time():
             await uploads.remove(upload, "expired")
             continue
@@ -372,42 +302,17 @@ async def _current(request: web.Request) -> Upload | Done:
         await asyncio.wait([earlier])
 
 
-def _past_length(size: int, room: int, length: int | None = None) -> ApiError:
-    whole = "" if length is None else f" left of its {length}"
-    return ApiError(413, "past_length", f"This body is {size} bytes; the upload has only "
-                    f"{room}{whole}.")
-
-
-def _check_version(request: web.Request) -> None:
-    given = request.headers.get("Tus-Resumable")
-    if given != TUS_VERSION:
-        raise ApiError(412, "tus_version", f"This server speaks tus {TUS_VERSION}: send "
-                       f"'Tus-Resumable: {TUS_VERSION}' (got {given!r}).",
-                       headers={"Tus-Version": TUS_VERSION})
-
+# -- the request's headers ---------------------------------------------------------------
 
 def _check_content_type(request: web.Request) -> None:
-    if intake.media_type(request) != OFFSET_STREAM:
-        raise ApiError(415, "not_offset_stream",
-                       f"Send an upload's bytes as Content-Type: {OFFSET_STREAM}.")
-
-
-def _has_body(request: web.Request) -> bool:
-    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
-
-
-def _header_int(request: web.Request, name: str) -> int:
-    text = request.headers.get(name)
-    if text is None or not text.isascii() or not text.isdigit():
-        raise ApiError(400, "bad_header", f"{name} must be given, as a whole number of bytes.")
-    return int(text)
+    if intake.media_type(request) != protocol.OFFSET_STREAM:
+        raise protocol.not_offset_stream()
 
 
 def _upload_length(request: web.Request, settings: Settings) -> int:
     if "Upload-Defer-Length" in request.headers:
-        raise ApiError(400, "length_required", "This server needs Upload-Length when the "
-                       "upload is created (it does not offer creation-defer-length).")
-    length = _header_int(request, "Upload-Length")
+        raise protocol.length_required()
+    length = protocol.header_int(request, "Upload-Length")
     if length > settings.max_upload_bytes:
         raise intake.too_large(settings)
     if length == 0:
@@ -415,25 +320,5 @@ def _upload_length(request: web.Request, settings: Settings) -> int:
     return length
 
 
-def _metadata(header: str) -> dict[str, str]:
-    """Upload-Metadata: 'key base64value' pairs, comma-separated; a value may be left out."""
-    if len(header) > MAX_METADATA:
-        raise ApiError(400, "bad_metadata", f"Upload-Metadata is over {MAX_METADATA} characters.")
-    pairs: dict[str, str] = {}
-    for item in header.split(","):
-        if not item.strip():
-            continue
-        key, _, value = item.strip().partition(" ")
-        if not key or key in pairs:
-            raise ApiError(400, "bad_metadata", f"Upload-Metadata names a key twice or none: {key!r}.")
-        try:
-            pairs[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApiError(400, "bad_metadata", f"Upload-Metadata's {key!r} is not base64 of "
-                           "UTF-8 text.") from None
-    return pairs
-
-
 def _expires(upload: Upload, settings: Settings) -> str:
-    """An HTTP date, as the protocol asks: 'Wed, 25 Jun 2014 16:00:00 GMT'."""
-    return formatdate(upload.expires(settings.upload_expiry), usegmt=True)
+    return protocol.http_date(upload.expires(settings.upload_expiry))

@@ -1,13 +1,13 @@
-"""Resumable uploads that have not reached their last byte: what is known of each, on
-disk and in memory.
+"""The tus layer's upload store: the resumable uploads that have not reached their last
+byte, what is known of each, on disk and in memory.
 
 Each upload is two files (layout.py): its bytes, `<id>.tus`, and a sidecar,
 `<id>.tus.json`, with what its creation said (its length, and its task's order).
 Nothing else is written as bytes arrive: the offset is the length of the bytes'
 file, and the last activity is the later of the two files' modification times,
 so a restarted server, even after SIGKILL, knows every upload as it was. The
-sidecar is written under a temporary name, flushed and renamed before the
-creation is answered, so a sidecar that exists is whole.
+sidecar is written durably (durable.py: a temporary name, flushed, renamed)
+before the creation is answered, so a sidecar that exists is whole.
 
 Its bytes' file is made, empty, with the sidecar, before the sidecar's durable
 rename: the one flush of the folder keeps both names, so an offset acknowledged
@@ -46,9 +46,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .layout import DataLayout
-from .receive import rename, rename_durably
-from .store import Order
+from .. import durable
+from ..layout import DataLayout
+from ..store import Order
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +169,12 @@ class ResumableUploads:
         is nobody's until the creation is answered, so nobody asks for it meanwhile.
         """
         self._uploads[upload.id] = upload
-        partial = self.layout.partial_resumable_info(upload.id)
         try:
-            await asyncio.to_thread(_create_files, self.layout.resumable(upload.id), partial,
+            await asyncio.to_thread(_create_files, self.layout, upload.id,
                                     json.dumps(upload.sidecar()).encode())
-            await rename(partial, self.layout.resumable_info(upload.id))
         except BaseException:
             self._uploads.pop(upload.id, None)
             await asyncio.to_thread(self.delete_files, upload.id)
-            await asyncio.to_thread(partial.unlink, missing_ok=True)
             raise
 
     def finished(self, upload: Upload) -> None:
@@ -309,10 +306,8 @@ def _save_ended(layout: DataLayout, ended: Mapping[str, float]) -> None:
     space, must not depend on it, and a lost entry only turns a 410 into a 404.
     """
     target = layout.ended_uploads_path
-    partial = target.with_name(target.name + ".partial")
     try:
-        _write_flushed(partial, json.dumps(ended).encode())
-        rename_durably(partial, target)
+        durable.replace_file(target, json.dumps(ended).encode())
     except OSError as exc:
         log.error("could not write %s (%s): ended uploads may answer 404 after a restart",
                   target.name, exc)
@@ -338,17 +333,12 @@ def _stat(path: Path) -> os.stat_result | None:
     return None
 
 
-def _create_files(data: Path, info: Path, sidecar: bytes) -> None:
-    """Blocking: an upload's empty bytes' file, and its sidecar under its partial name."""
-    data.touch()
-    _write_flushed(info, sidecar)
-
-
-def _write_flushed(path: Path, data: bytes) -> None:
-    with path.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fdatasync(out.fileno())
+def _create_files(layout: DataLayout, upload_id: str, sidecar: bytes) -> None:
+    """Blocking: an upload's empty bytes' file, then its sidecar, durably: the sidecar's
+    rename flushes the folder, which keeps both names."""
+    layout.resumable(upload_id).touch()
+    durable.replace_file(layout.resumable_info(upload_id), sidecar,
+                         layout.partial_resumable_info(upload_id))
 
 
 RESUMABLE = web.AppKey("resumable", ResumableUploads)
