@@ -170,7 +170,7 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
     await upload_in_page(page, notes)
-    await expect(page.locator("#upload-error")).to_contain_text("choose an .mp4, .mov or .webm file")
+    await expect(page.locator("#upload-error")).to_contain_text("choose an .mp4, .mov, .m4v, .3gp, .webm, .mkv, .avi, .mts or .m2ts file")
     big = pad_to(clips.small(), tmp_path / "big.mov", 2 * 1024 * 1024)
     await upload_in_page(page, big)
     await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MB")
