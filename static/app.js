@@ -394,6 +394,9 @@ function updateCard(card, task) {
   $(".size", card).textContent = texts.size;
   $(".duration", card).textContent = texts.duration;
   $(".output", card).textContent = texts.output;
+  const uploaded = $(".uploaded", card);
+  uploaded.textContent = texts.uploaded;
+  uploaded.dateTime = task.created_at;
   $(".status", card).textContent = texts.status;
   $(".detail", card).textContent = texts.detail;
   const bar = $(".bar", card);
@@ -427,10 +430,10 @@ function updateCard(card, task) {
 function render(tasks) {
   const seen = new Set();
   let previous = null;
-  for (const task of tasks) {
+  for (const task of [...tasks].reverse()) { // the server sends oldest first; the page shows newest
     const card = cardFor(task);
     updateCard(card, task);
-    // keep server order (oldest first) without touching cards already in place
+    // keep that order without touching cards already in place
     const wanted = previous ? previous.nextElementSibling : taskList.firstElementChild;
     if (wanted !== card) taskList.insertBefore(card, wanted);
     previous = card;
@@ -451,8 +454,9 @@ function merge(changed, removed) {
   for (const task of changed) {
     const card = cardFor(task);
     updateCard(card, task);
-    // a task the page has not shown is newer than every card on it: the list is in upload order
-    if (!card.isConnected) taskList.append(card);
+    // a task the page has not shown is newer than every card on it: it goes on top (changes
+    // come oldest first, so the newest of them ends up first)
+    if (!card.isConnected) taskList.prepend(card);
   }
   listChanged();
 }

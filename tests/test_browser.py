@@ -81,7 +81,7 @@ async def test_upload_watch_preview_and_download(browser: Browser, make_client: 
                                poster) == "image/jpeg"
     assert await task.locator("img").count() == 0
     await expect(task.locator(".duration")).to_have_text("0:12")
-    await expect(task.locator(".output")).to_have_text(re.compile(r"^→ \d+\.\d [KM]B$"))
+    await expect(task.locator(".output")).to_have_text(re.compile(r"^→ \d+\.\d [KM]iB$"))
 
     # the inline preview plays
     preview = task.locator(".preview video")
@@ -173,7 +173,7 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
     await expect(page.locator("#upload-error")).to_contain_text("choose an .mp4, .mov, .m4v, .3gp, .webm, .mkv, .avi, .mts or .m2ts file")
     big = pad_to(clips.small(), tmp_path / "big.mov", 2 * 1024 * 1024)
     await upload_in_page(page, big)
-    await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MB")
+    await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MiB")
     assert requests == [] and problems == []
     assert await page.locator("li.task").count() == 0
     # the message can be dismissed...
@@ -259,7 +259,7 @@ async def test_heartbeat_and_offline_notice(browser: Browser, client: AppClient)
 async def test_the_list_follows_what_changed_since_its_version(browser: Browser, client: AppClient,
                                                                clips: Clips) -> None:
     """The page asks only for what changed since the list it shows, and from that adds,
-    updates and removes cards, keeping them in upload order."""
+    updates and removes cards, keeping them newest first, each saying when it was uploaded."""
     first = await upload_ok(client, clips.small(), "480", filename="first.mp4")
     await wait_for_state(client, first["id"], "COMPLETED")
     page, problems = await open_page(browser, client)
@@ -269,14 +269,24 @@ async def test_the_list_follows_what_changed_since_its_version(browser: Browser,
     await expect(names).to_have_text(["first.mp4"])
 
     second = await upload_ok(client, clips.small(), "480", filename="second.mp4")
-    await expect(names).to_have_text(["first.mp4", "second.mp4"], timeout=10_000)  # added
+    await expect(names).to_have_text(["second.mp4", "first.mp4"], timeout=10_000)  # added on top
     await expect(card(page, "second.mp4")).to_have_attribute("data-state", "COMPLETED",
                                                              timeout=60_000)  # updated
     await expect(card(page, "second.mp4").locator("a.download")).to_be_visible()
     await delete(client, first["id"])
     await expect(names).to_have_text(["second.mp4"], timeout=10_000)  # removed
     await upload_ok(client, clips.small(), "480", filename="third.mp4")
-    await expect(names).to_have_text(["second.mp4", "third.mp4"], timeout=10_000)
+    await expect(names).to_have_text(["third.mp4", "second.mp4"], timeout=10_000)
+    # the server's first paint, and a full list (render), draw the same order
+    await page.reload()
+    await expect(names).to_have_text(["third.mp4", "second.mp4"])
+    await page.evaluate("() => render([])")  # as after a restart: the page drops its cards...
+    await expect(names).to_have_count(0)
+    await page.evaluate("(tasks) => render(tasks)", await list_tasks(client))  # ...redraws all
+    await expect(names).to_have_text(["third.mp4", "second.mp4"])
+    uploaded = page.locator("li.task time.uploaded")
+    await expect(uploaded).to_have_text([re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d$")] * 2)
+    assert await uploaded.first.get_attribute("datetime") == (await list_tasks(client))[-1]["created_at"]
     await delete(client, second["id"])
     await expect(names).to_have_text(["third.mp4"], timeout=10_000)
 

@@ -180,8 +180,8 @@ def test_container_of(head: bytes, kind: str | None) -> None:
     assert container_of(head) == kind
 
 
-@pytest.mark.parametrize(("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KB"),
-                                            (209_715_200, "200 MB"), (5 * 1024**4, "5120 GB")])
+@pytest.mark.parametrize(("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"),
+                                            (209_715_200, "200 MiB"), (5 * 1024**4, "5120 GiB")])
 def test_human_size(size: int, text: str) -> None:
     assert human_size(size) == text
 
