@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from .. import receive
 from ..config import Settings
 from ..errors import ApiError
 from ..display import human_size
-from ..keys import HEALTH, SETTINGS, STORE, STREAMING_PATHS
+from ..keys import HEALTH, SETTINGS, STORE, STREAMING_PATHS, UNFINISHED_RESOLUTION
 from ..resumable import RESUMABLE, ResumableUploads, Upload
 from ..layout import TASK_ID
 from ..store import Task, new_task_id
@@ -71,6 +71,19 @@ def setup(app: web.Application) -> None:
     app.on_response_prepare.append(tus_resumable_header)
     app.cleanup_ctx.append(_expiring)
     app[HEALTH]["unfinished_uploads"] = lambda: unfinished_uploads(app[RESUMABLE])
+    app[UNFINISHED_RESOLUTION] = lambda upload_id, resolution: change_resolution(
+        app[RESUMABLE], upload_id, resolution)
+
+
+def change_resolution(uploads: ResumableUploads, upload_id: str, resolution: int) -> bool:
+    """PATCH /tasks/{id} for an upload still receiving: its task, made when the last byte is
+    in, is made at this resolution. Kept in memory only (its sidecar keeps the one it was
+    created with): a page sends its choice again when it resumes an upload."""
+    upload = uploads.get(upload_id)
+    if upload is None:
+        return False
+    upload.order = replace(upload.order, resolution=resolution)
+    return True
 
 
 def unfinished_uploads(uploads: ResumableUploads) -> dict[str, Any]:
