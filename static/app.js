@@ -47,35 +47,48 @@ function refusal(file) {
   return null;
 }
 
-function showUploadError(text) {
-  // stays until dismissed, or until a later upload goes through
-  const box = $("#upload-error");
-  $(".text", box).textContent = text;
-  box.hidden = !text;
+function showRefusal(text) {
+  // each refused file on a line of its own, until dismissed
+  const list = $("#refusals");
+  const item = $("#refusal-template").content.firstElementChild.cloneNode(true);
+  $(".text", item).textContent = text;
+  $(".dismiss", item).addEventListener("click", () => {
+    item.remove();
+    list.hidden = list.children.length === 0;
+  });
+  list.append(item);
+  list.hidden = false;
 }
-$("#upload-error .dismiss").addEventListener("click", () => showUploadError(""));
 
+// The form's sizes, as its radio buttons offer them: each upload row offers the same.
+function sizeChoices() {
+  return [...form.querySelectorAll('input[name="resolution"]')].map(
+    (input) => ({ value: input.value, text: input.parentElement.textContent.trim() }));
+}
+
+// Picking or dropping files starts their uploads at once, each at the size chosen in
+// the form, which its row can change until its transcode starts.
 function startUploads(files) {
   const resolution = new FormData(form).get("resolution") || "720";
-  const refusals = [];
   for (const file of files) {
     const reason = refusal(file);
     if (reason) {
-      refusals.push(reason);
+      showRefusal(reason);
       continue;
     }
-    // the same file as an interrupted upload (name, size, last change): go on with it
+    // the same file as an interrupted upload (name, size, last change): go on with it,
+    // at the size its row shows now
     const saved = savedUploads().find((entry) => sameFile(entry, file));
     if (saved) {
       const waiting = interruptedRows.get(saved.url);
+      const choice = waiting ? $("select", waiting).value : saved.resolution;
       if (waiting) waiting.remove();
       interruptedRows.delete(saved.url);
-      upload(file, saved.resolution, saved.url);
+      upload(file, choice, saved.url);
     } else {
       upload(file, resolution, null);
     }
   }
-  showUploadError(refusals.join(" "));
 }
 
 // ---- resumable uploads: the page's own tus 1.0.0 client ----
@@ -220,19 +233,62 @@ function note(job, text) {
   $(".note", job.row).textContent = text;
 }
 
-function uploadRow(name) {
+function uploadRow(name, resolution) {
   const row = $("#upload-template").content.firstElementChild.cloneNode(true);
   $(".name", row).textContent = name;
+  const select = $("select", row);
+  for (const choice of sizeChoices()) select.add(new Option(choice.text, choice.value));
+  select.value = resolution;
   $("#uploads").append(row);
   return row;
 }
 
 function upload(file, resolution, url) {
-  const job = { file, resolution, url, row: uploadRow(file.name), xhr: null, cancelled: false,
-                failures: 0, wake: null };
+  // pending: the row's size is to be sent (a resumed upload's server may have another);
+  // changed: it was changed since the upload was created (a restarted server forgets that)
+  const job = { file, resolution, url, pending: url !== null, changed: url !== null,
+                row: uploadRow(file.name, resolution), xhr: null, cancelled: false, failures: 0,
+                wake: null };
   $(".cancel", job.row).addEventListener("click", () => cancel(job));
+  $("select", job.row).addEventListener("change", (event) => {
+    job.resolution = event.target.value;
+    job.pending = job.changed = true;
+    if (job.url) {
+      rememberJob(job);
+      sendSize(job);
+    } // else the creation, still to come, takes it
+  });
   jobs.add(job);
   run(job).finally(() => jobs.delete(job));
+}
+
+function rememberJob(job) {
+  const { file } = job;
+  remember({ url: job.url, name: file.name, size: file.size, lastModified: file.lastModified,
+             resolution: job.resolution });
+}
+
+function uploadId(url) {
+  return url.split("/").pop();
+}
+
+// The row's size, to the server: for the upload still sending, or the task it became.
+async function sendSize(job) {
+  const wanted = job.resolution;
+  try {
+    const response = await fetch(`/tasks/${uploadId(job.url)}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ resolution: wanted }),
+    });
+    if (response.ok) {
+      if (job.resolution === wanted) job.pending = false;
+      return;
+    }
+    const refused = await refusedBy(response);
+    if (response.status === 409) announce(`${job.file.name}: ${refused.message}`);
+    else note(job, refused.message);
+  } catch (_) { /* offline: sent again when the upload goes on */ }
 }
 
 async function run(job) {
@@ -241,17 +297,21 @@ async function run(job) {
   while (!job.cancelled) {
     try {
       if (!job.url) {
-        const url = await createUpload(file, job.resolution);
+        const asked = job.resolution;
+        const url = await createUpload(file, asked);
         if (job.cancelled) {
           terminate(url); // Cancel came while the server was creating it
           return;
         }
         job.url = url;
-        remember({ url: job.url, name: file.name, size: file.size, lastModified: file.lastModified,
-                   resolution: job.resolution });
+        if (job.resolution === asked) job.pending = false;
+        rememberJob(job);
       } else if (job.failures > 0 || offset === 0) {
         offset = await serverOffset(job.url); // where the server got to, not where we did
       }
+      // the row's size changed while the upload was being created, or a resumed upload
+      // (after a reload, or a server restart) takes the size its row shows now
+      if (job.pending && offset < file.size) await sendSize(job);
       if (job.cancelled) return; // cancelled during one of the awaits above: send nothing
       // Offset at the length: every byte is in, though the answer to the last PATCH
       // may have been lost on the way; the task exists, under the upload's id.
@@ -260,9 +320,10 @@ async function run(job) {
         job.failures = 0;
         if (offset < file.size) continue; // the server stopped early: send the rest
       }
+      // a change made as the last bytes went: its task takes it while it is still queued
+      if (job.pending) await sendSize(job);
       forget(job.url);
       job.row.remove();
-      showUploadError("");
       announce(`${file.name} uploaded and queued.`);
       pollSoon();
       return;
@@ -274,11 +335,12 @@ async function run(job) {
         job.row.remove();
         const reason = error.status === 404 || error.status === 410
           ? "the server no longer has it; upload it again." : error.message;
-        showUploadError(`"${file.name}": ${reason}`);
+        showRefusal(`"${file.name}": ${reason}`);
         return;
       }
       // the connection, or a busy server: wait, then ask where it got to and go on
       job.failures += 1;
+      if (job.changed) job.pending = true; // a restarted server has the size it was created with
       if (error instanceof Refused && error.status === 507) note(job, `${error.message} Retrying…`);
       else if (error instanceof NetworkError || error.lost) note(job, "Connection lost: retrying…");
       else note(job, "The server is busy: retrying…");
@@ -332,8 +394,10 @@ async function showInterrupted() {
       forget(entry.url);
       continue;
     }
-    const row = uploadRow(entry.name);
+    const row = uploadRow(entry.name, entry.resolution);
     row.classList.add("interrupted");
+    // the size it resumes at, when the file is picked again
+    $("select", row).addEventListener("change", (event) => remember({ ...entry, resolution: event.target.value }));
     $(".badge", row).textContent = "Interrupted";
     const percent = Math.floor((offset / entry.size) * 100);
     $(".bar", row).value = percent;
@@ -355,6 +419,12 @@ form.addEventListener("submit", (event) => {
   startUploads(input.files);
   input.value = "";
 });
+// With this script, a pick starts the uploads: the form's button is for pages without it.
+$("#video-input").addEventListener("change", (event) => {
+  startUploads(event.target.files);
+  event.target.value = "";
+});
+$('#upload-form button[type="submit"]').hidden = true;
 
 // Dropping a file anywhere on the page uploads it; without this, the browser
 // would navigate away to play the dropped file.

@@ -169,22 +169,25 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
             if "/videos/upload" in r.url or "/files" in r.url else None)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
-    await upload_in_page(page, notes)
-    await expect(page.locator("#upload-error")).to_contain_text("choose an .mp4, .mov, .m4v, .3gp, .webm, .mkv, .avi, .mts or .m2ts file")
     big = pad_to(clips.small(), tmp_path / "big.mov", 2 * 1024 * 1024)
-    await upload_in_page(page, big)
-    await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MiB")
+    await upload_in_page(page, [notes, big])  # two bad files at once: a line for each
+    refusals = page.locator("#refusals li")
+    await expect(refusals).to_have_text([
+        re.compile(r'^"notes\.txt" is not a video we can take: choose an \.mp4, \.mov, \.m4v, '
+                   r"\.3gp, \.webm, \.mkv, \.avi, \.mts or \.m2ts file\.\s*×$"),
+        re.compile(r'^"big\.mov" is over the limit of 1 MiB\.\s*×$')])
     assert requests == [] and problems == []
     assert await page.locator("li.task").count() == 0
-    # the message can be dismissed...
-    await page.locator("#upload-error .dismiss").click()
-    await expect(page.locator("#upload-error")).to_be_hidden()
-    # ...and one left on screen goes once a later upload goes through
-    await upload_in_page(page, notes)
-    await expect(page.locator("#upload-error")).to_be_visible()
+    # each is dismissed on its own...
+    await refusals.first.locator(".dismiss").click()
+    await expect(refusals).to_have_count(1)
+    await expect(refusals).to_contain_text("big.mov")
+    # ...and stays, even once a later upload goes through, until it is
     await upload_in_page(page, clips.small())
     await expect(page.locator("li.task")).to_have_count(1)
-    await expect(page.locator("#upload-error")).to_be_hidden()
+    await expect(refusals).to_have_count(1)
+    await refusals.first.locator(".dismiss").click()
+    await expect(page.locator("#refusals")).to_be_hidden()
 
 
 async def test_a_name_with_quotes_is_shown_as_typed(browser: Browser, client: AppClient,
@@ -319,14 +322,15 @@ async def test_phone_sized_screen_and_keyboard(browser: Browser, client: AppClie
     page, problems = await open_page(browser, client, viewport={"width": 375, "height": 740})
     await expect(page.locator("li.task")).to_have_count(1)
     assert await page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-    # the keyboard reaches the file picker, the resolution, Upload, and the task's actions
+    # the keyboard reaches the file picker, the resolution, and the task's actions
     focused = []
     for _ in range(12):
         await page.keyboard.press("Tab")
         focused.append(await page.evaluate(
             "() => document.activeElement.id || document.activeElement.textContent.trim()"
             " || document.activeElement.name"))
-    assert "video-input" in focused and "Upload" in focused and "Delete" in focused, focused
+    # (the Upload button is for pages without JavaScript: here a pick starts the upload)
+    assert "video-input" in focused and "resolution" in focused and "Delete" in focused, focused
     assert problems == []
 
 
