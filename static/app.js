@@ -488,12 +488,52 @@ function updateCard(card, task) {
   download.hidden = !task.download_url;
   if (task.download_url) download.href = task.download_url;
   $("form.retry", card).hidden = task.state !== "FAILED";
+  sizeChoice(card, task);
 
   const before = lastStates.get(task.id);
   if (before && before !== task.state) {
     announce(`${task.filename}: ${texts.label.toLowerCase()}${task.state === "FAILED" ? `, ${task.error}` : ""}.`);
   }
   lastStates.set(task.id, task.state);
+}
+
+// A queued task's size, still to change on its card until its transcode starts (the
+// choice its upload row had goes on here). Made by this script: only it can send a change.
+function sizeChoice(card, task) {
+  let label = $("label.size", card);
+  if (!label) {
+    label = document.createElement("label");
+    label.className = "size";
+    label.append("Size ");
+    const select = document.createElement("select");
+    for (const choice of sizeChoices()) select.add(new Option(choice.text, choice.value));
+    select.addEventListener("change", () => changeTaskSize(card, select));
+    label.append(select);
+    $(".actions", card).prepend(label);
+  }
+  label.hidden = task.state !== "QUEUED";
+  const select = $("select", label);
+  if (document.activeElement !== select) select.value = task.resolution;
+}
+
+async function changeTaskSize(card, select) {
+  const name = $(".name", card).textContent;
+  try {
+    const response = await fetch(`/tasks/${card.dataset.id}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ resolution: select.value }),
+    });
+    if (response.ok) {
+      announce(`${name} will be made at ${select.selectedOptions[0].text}.`);
+    } else {
+      announce(`${name}: ${(await refusedBy(response)).message}`);
+    }
+  } catch (_) {
+    setOffline(true);
+  }
+  select.blur(); // the next poll shows what the server has
+  pollSoon();
 }
 
 // The whole list, as the server sent it: cards added, updated, put in order, removed.

@@ -393,3 +393,26 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
             assert problems == []
     finally:
         assert await server.stop() == 0
+
+
+async def test_a_queued_card_changes_its_size_until_its_transcode_starts(
+        browser: Browser, make_client: MakeClient, clips: Clips, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))
+    page, problems = await open_page(browser, client)
+    async with queue_held(client, clips) as running:
+        await upload_ok(client, clips.make("hd.mp4", size="1280x720"), "720", filename="waiting.mp4")
+        waiting = card(page, "waiting.mp4")
+        await expect(waiting).to_have_attribute("data-state", "QUEUED", timeout=10_000)
+        size = waiting.locator("label.size select")
+        await expect(size).to_have_value("720")
+        # the running one's transcode has started: no choice left on its card
+        await expect(page.locator(f'li.task[data-id="{running["id"]}"] label.size')).to_be_hidden()
+        async with page.expect_response(lambda r: r.request.method == "PATCH") as changed:
+            await size.select_option("480")
+        assert (await changed.value).status == 200
+        await expect(waiting.locator(".res")).to_have_text("480p")
+    await expect(waiting).to_have_attribute("data-state", "COMPLETED", timeout=60_000)
+    await expect(waiting.locator("label.size")).to_be_hidden()
+    [task] = [t for t in await list_tasks(client) if t["filename"] == "waiting.mp4"]
+    assert (task["resolution"], task["output"]["height"]) == ("480", 480)
+    assert problems == []
