@@ -57,11 +57,11 @@ async def test_tasks_older_than_the_setting_are_deleted_whole(make_client: MakeC
     old, recent = await finished(client, clips, "old.mp4"), await finished(client, clips, "recent.mp4")
     age(client, old, 0.6)
 
-    async def old_task_gone() -> bool:
-        return [task["id"] for task in await list_tasks(client)] == [recent]
-    await wait_until(old_task_gone, 10, "the old task to be deleted")
-    assert files_in(settings.layout.uploads_dir) == [f"{recent}.mp4"]
-    assert files_in(settings.layout.outputs_dir) == [f"{recent}.jpg", f"{recent}.mp4"]
+    async def old_task_gone() -> bool:  # from the list, then its files from the disk
+        return ([task["id"] for task in await list_tasks(client)] == [recent]
+                and files_in(settings.layout.uploads_dir) == [f"{recent}.mp4"]
+                and files_in(settings.layout.outputs_dir) == [f"{recent}.jpg", f"{recent}.mp4"])
+    await wait_until(old_task_gone, 10, "the old task and its files to be deleted")
     assert (await client.get(f"/tasks/{old}")).status == 404
 
     def saved_ids() -> list[str]:
@@ -83,9 +83,10 @@ async def test_only_the_time_since_it_finished_counts(make_client: MakeClient, c
     age(client, gone, 2)
 
     async def swept() -> bool:
-        return [t["id"] for t in await list_tasks(client)] == [kept]
+        return ([t["id"] for t in await list_tasks(client)] == [kept]
+                and files_in(settings.layout.uploads_dir) == [f"{kept}.mp4"])
     await wait_until(swept, 10, "the task finished long ago to be deleted")
-    assert files_in(settings.layout.uploads_dir) == [f"{kept}.mp4"]
+    assert files_in(settings.layout.outputs_dir) == [f"{kept}.jpg", f"{kept}.mp4"]
 
 
 @pytest.mark.parametrize("flag", ["--delete-sources-after", "--delete-tasks-after"])
