@@ -457,6 +457,7 @@ function cardFor(task) {
 
 function updateCard(card, task) {
   card.dataset.state = task.state;
+  card.dataset.resolution = task.resolution;
   $(".name", card).textContent = task.filename;
   const texts = task.display;
   $(".badge", card).textContent = texts.label;
@@ -716,7 +717,10 @@ async function pollHealth() {
   setTimeout(pollHealth, document.hidden ? POLL_HIDDEN_MS : HEALTH_MS);
 }
 
-for (const card of taskList.querySelectorAll("li.task")) lastStates.set(card.dataset.id, card.dataset.state);
+for (const card of taskList.querySelectorAll("li.task")) {
+  lastStates.set(card.dataset.id, card.dataset.state);
+  sizeChoice(card, card.dataset); // the server's cards: state and resolution, as it drew them
+}
 listChanged();
 pollTasks();
 pollHealth();

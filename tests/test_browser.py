@@ -383,6 +383,20 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
             await page.goto(server.url)
             await expect(card(page, "interview take 3.mov").locator(".status")).to_contain_text(
                 "left", timeout=20_000)
+            # an upload still sending, its size changed on its row, and a file refused
+            cdp = await page.context.new_cdp_session(page)
+            await cdp.send("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 0, "downloadThroughput": -1,
+                "uploadThroughput": 256 * 1024})
+            recording = pad_to(clips.make("recording.mkv"), tmp_path / "family dinner.mkv",
+                               64 * 1024 * 1024)
+            notes = tmp_path / "notes.txt"
+            notes.write_text("not a video")
+            await upload_in_page(page, [recording, notes])
+            row = page.locator("#uploads li.upload")
+            await row.locator("select").select_option("1080")
+            await expect(row.locator(".percent")).not_to_have_text("0%", timeout=20_000)
+            await expect(page.locator("#refusals li")).to_have_count(1)
             target = Path(os.environ.get("VIDEO_ASYNC_SCREENSHOTS", "test-artifacts")) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(target), full_page=True)
@@ -391,6 +405,7 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
                 assert await page.locator(f'li.task[data-state="{state}"]').count() >= 1, state
             assert await page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
             assert problems == []
+            await page.context.close()  # the upload still sending ends with the page
     finally:
         assert await server.stop() == 0
 
@@ -411,6 +426,8 @@ async def test_a_queued_card_changes_its_size_until_its_transcode_starts(
             await size.select_option("480")
         assert (await changed.value).status == 200
         await expect(waiting.locator(".res")).to_have_text("480p")
+        await page.reload()  # the server's own drawing of the card has the choice too
+        await expect(size).to_have_value("480")
     await expect(waiting).to_have_attribute("data-state", "COMPLETED", timeout=60_000)
     await expect(waiting.locator("label.size")).to_be_hidden()
     [task] = [t for t in await list_tasks(client) if t["filename"] == "waiting.mp4"]
