@@ -14,7 +14,8 @@ from .support.checks import assert_error
 from .support.clips import Clips, hanging_ffmpeg
 from .support.failing import failed_task, queue_held
 from .support.internals import Settings
-from .support.servers import MakeClient
+from .support.queue import Redis
+from .support.servers import MakeClient, start_server
 from .support.uploading import AppClient, get_json, upload_ok, wait_for_state
 
 
@@ -101,3 +102,22 @@ async def test_a_resumable_upload_takes_the_size_changed_while_it_uploads(client
     done = await wait_for_state(client, upload_id, "COMPLETED", "FAILED")
     assert (done["state"], done["resolution"]) == ("COMPLETED", "480"), done["error"]
     assert (done["output"]["width"], done["output"]["height"]) == (854, 480)
+
+
+async def test_with_a_queue_the_size_changes_only_before_the_task_is_queued(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    """A task queued for the workers has its job, order and all, in Redis already: 409.
+    A resumable upload still sending is not a job yet: its size still changes."""
+    server = await start_server(tmp_path / "data", "--queue", redis.url)
+    try:
+        async with server.session() as session:
+            task = await upload_ok(session, clips.small(), "480")
+            response = await session.patch(f"/tasks/{task['id']}", json={"resolution": 720})
+            await assert_error(response, 409, "already_queued")
+            assert (await get_json(session, f"/tasks/{task['id']}"))["resolution"] == "480"
+            location = await tus.created(session, 5000, "clip.mp4", resolution="480")
+            response = await session.patch(f"/tasks/{location.rsplit('/', 1)[-1]}",
+                                           json={"resolution": 720})
+            assert response.status == 202, await response.text()
+    finally:
+        assert await server.stop() == 0
