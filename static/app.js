@@ -47,35 +47,48 @@ function refusal(file) {
   return null;
 }
 
-function showUploadError(text) {
-  // stays until dismissed, or until a later upload goes through
-  const box = $("#upload-error");
-  $(".text", box).textContent = text;
-  box.hidden = !text;
+function showRefusal(text) {
+  // each refused file on a line of its own, until dismissed
+  const list = $("#refusals");
+  const item = $("#refusal-template").content.firstElementChild.cloneNode(true);
+  $(".text", item).textContent = text;
+  $(".dismiss", item).addEventListener("click", () => {
+    item.remove();
+    list.hidden = list.children.length === 0;
+  });
+  list.append(item);
+  list.hidden = false;
 }
-$("#upload-error .dismiss").addEventListener("click", () => showUploadError(""));
 
+// The form's sizes, as its radio buttons offer them: each upload row offers the same.
+function sizeChoices() {
+  return [...form.querySelectorAll('input[name="resolution"]')].map(
+    (input) => ({ value: input.value, text: input.parentElement.textContent.trim() }));
+}
+
+// Picking or dropping files starts their uploads at once, each at the size chosen in
+// the form, which its row can change until its transcode starts.
 function startUploads(files) {
   const resolution = new FormData(form).get("resolution") || "720";
-  const refusals = [];
   for (const file of files) {
     const reason = refusal(file);
     if (reason) {
-      refusals.push(reason);
+      showRefusal(reason);
       continue;
     }
-    // the same file as an interrupted upload (name, size, last change): go on with it
+    // the same file as an interrupted upload (name, size, last change): go on with it,
+    // at the size its row shows now
     const saved = savedUploads().find((entry) => sameFile(entry, file));
     if (saved) {
       const waiting = interruptedRows.get(saved.url);
+      const choice = waiting ? $("select", waiting).value : saved.resolution;
       if (waiting) waiting.remove();
       interruptedRows.delete(saved.url);
-      upload(file, saved.resolution, saved.url);
+      upload(file, choice, saved.url);
     } else {
       upload(file, resolution, null);
     }
   }
-  showUploadError(refusals.join(" "));
 }
 
 // ---- resumable uploads: the page's own tus 1.0.0 client ----
@@ -220,19 +233,62 @@ function note(job, text) {
   $(".note", job.row).textContent = text;
 }
 
-function uploadRow(name) {
+function uploadRow(name, resolution) {
   const row = $("#upload-template").content.firstElementChild.cloneNode(true);
   $(".name", row).textContent = name;
+  const select = $("select", row);
+  for (const choice of sizeChoices()) select.add(new Option(choice.text, choice.value));
+  select.value = resolution;
   $("#uploads").append(row);
   return row;
 }
 
 function upload(file, resolution, url) {
-  const job = { file, resolution, url, row: uploadRow(file.name), xhr: null, cancelled: false,
-                failures: 0, wake: null };
+  // pending: the row's size is to be sent (a resumed upload's server may have another);
+  // changed: it was changed since the upload was created (a restarted server forgets that)
+  const job = { file, resolution, url, pending: url !== null, changed: url !== null,
+                row: uploadRow(file.name, resolution), xhr: null, cancelled: false, failures: 0,
+                wake: null };
   $(".cancel", job.row).addEventListener("click", () => cancel(job));
+  $("select", job.row).addEventListener("change", (event) => {
+    job.resolution = event.target.value;
+    job.pending = job.changed = true;
+    if (job.url) {
+      rememberJob(job);
+      sendSize(job);
+    } // else the creation, still to come, takes it
+  });
   jobs.add(job);
   run(job).finally(() => jobs.delete(job));
+}
+
+function rememberJob(job) {
+  const { file } = job;
+  remember({ url: job.url, name: file.name, size: file.size, lastModified: file.lastModified,
+             resolution: job.resolution });
+}
+
+function uploadId(url) {
+  return url.split("/").pop();
+}
+
+// The row's size, to the server: for the upload still sending, or the task it became.
+async function sendSize(job) {
+  const wanted = job.resolution;
+  try {
+    const response = await fetch(`/tasks/${uploadId(job.url)}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ resolution: wanted }),
+    });
+    if (response.ok) {
+      if (job.resolution === wanted) job.pending = false;
+      return;
+    }
+    const refused = await refusedBy(response);
+    if (response.status === 409) announce(`${job.file.name}: ${refused.message}`);
+    else note(job, refused.message);
+  } catch (_) { /* offline: sent again when the upload goes on */ }
 }
 
 async function run(job) {
@@ -241,17 +297,21 @@ async function run(job) {
   while (!job.cancelled) {
     try {
       if (!job.url) {
-        const url = await createUpload(file, job.resolution);
+        const asked = job.resolution;
+        const url = await createUpload(file, asked);
         if (job.cancelled) {
           terminate(url); // Cancel came while the server was creating it
           return;
         }
         job.url = url;
-        remember({ url: job.url, name: file.name, size: file.size, lastModified: file.lastModified,
-                   resolution: job.resolution });
+        if (job.resolution === asked) job.pending = false;
+        rememberJob(job);
       } else if (job.failures > 0 || offset === 0) {
         offset = await serverOffset(job.url); // where the server got to, not where we did
       }
+      // the row's size changed while the upload was being created, or a resumed upload
+      // (after a reload, or a server restart) takes the size its row shows now
+      if (job.pending && offset < file.size) await sendSize(job);
       if (job.cancelled) return; // cancelled during one of the awaits above: send nothing
       // Offset at the length: every byte is in, though the answer to the last PATCH
       // may have been lost on the way; the task exists, under the upload's id.
@@ -260,9 +320,10 @@ async function run(job) {
         job.failures = 0;
         if (offset < file.size) continue; // the server stopped early: send the rest
       }
+      // a change made as the last bytes went: its task takes it while it is still queued
+      if (job.pending) await sendSize(job);
       forget(job.url);
       job.row.remove();
-      showUploadError("");
       announce(`${file.name} uploaded and queued.`);
       pollSoon();
       return;
@@ -274,11 +335,12 @@ async function run(job) {
         job.row.remove();
         const reason = error.status === 404 || error.status === 410
           ? "the server no longer has it; upload it again." : error.message;
-        showUploadError(`"${file.name}": ${reason}`);
+        showRefusal(`"${file.name}": ${reason}`);
         return;
       }
       // the connection, or a busy server: wait, then ask where it got to and go on
       job.failures += 1;
+      if (job.changed) job.pending = true; // a restarted server has the size it was created with
       if (error instanceof Refused && error.status === 507) note(job, `${error.message} Retrying…`);
       else if (error instanceof NetworkError || error.lost) note(job, "Connection lost: retrying…");
       else note(job, "The server is busy: retrying…");
@@ -332,8 +394,10 @@ async function showInterrupted() {
       forget(entry.url);
       continue;
     }
-    const row = uploadRow(entry.name);
+    const row = uploadRow(entry.name, entry.resolution);
     row.classList.add("interrupted");
+    // the size it resumes at, when the file is picked again
+    $("select", row).addEventListener("change", (event) => remember({ ...entry, resolution: event.target.value }));
     $(".badge", row).textContent = "Interrupted";
     const percent = Math.floor((offset / entry.size) * 100);
     $(".bar", row).value = percent;
@@ -355,6 +419,12 @@ form.addEventListener("submit", (event) => {
   startUploads(input.files);
   input.value = "";
 });
+// With this script, a pick starts the uploads: the form's button is for pages without it.
+$("#video-input").addEventListener("change", (event) => {
+  startUploads(event.target.files);
+  event.target.value = "";
+});
+$('#upload-form button[type="submit"]').hidden = true;
 
 // Dropping a file anywhere on the page uploads it; without this, the browser
 // would navigate away to play the dropped file.
@@ -387,6 +457,7 @@ function cardFor(task) {
 
 function updateCard(card, task) {
   card.dataset.state = task.state;
+  card.dataset.resolution = task.resolution;
   $(".name", card).textContent = task.filename;
   const texts = task.display;
   $(".badge", card).textContent = texts.label;
@@ -394,6 +465,9 @@ function updateCard(card, task) {
   $(".size", card).textContent = texts.size;
   $(".duration", card).textContent = texts.duration;
   $(".output", card).textContent = texts.output;
+  const uploaded = $(".uploaded", card);
+  uploaded.textContent = texts.uploaded;
+  uploaded.dateTime = task.created_at;
   $(".status", card).textContent = texts.status;
   $(".detail", card).textContent = texts.detail;
   const bar = $(".bar", card);
@@ -415,6 +489,7 @@ function updateCard(card, task) {
   download.hidden = !task.download_url;
   if (task.download_url) download.href = task.download_url;
   $("form.retry", card).hidden = task.state !== "FAILED";
+  sizeChoice(card, task);
 
   const before = lastStates.get(task.id);
   if (before && before !== task.state) {
@@ -423,14 +498,53 @@ function updateCard(card, task) {
   lastStates.set(task.id, task.state);
 }
 
+// A queued task's size, still to change on its card until its transcode starts (the
+// choice its upload row had goes on here). Made by this script: only it can send a change.
+function sizeChoice(card, task) {
+  let label = $("label.size", card);
+  if (!label) {
+    label = document.createElement("label");
+    label.className = "size";
+    label.append("Size ");
+    const select = document.createElement("select");
+    for (const choice of sizeChoices()) select.add(new Option(choice.text, choice.value));
+    select.addEventListener("change", () => changeTaskSize(card, select));
+    label.append(select);
+    $(".actions", card).prepend(label);
+  }
+  label.hidden = task.state !== "QUEUED";
+  const select = $("select", label);
+  if (document.activeElement !== select) select.value = task.resolution;
+}
+
+async function changeTaskSize(card, select) {
+  const name = $(".name", card).textContent;
+  try {
+    const response = await fetch(`/tasks/${card.dataset.id}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ resolution: select.value }),
+    });
+    if (response.ok) {
+      announce(`${name} will be made at ${select.selectedOptions[0].text}.`);
+    } else {
+      announce(`${name}: ${(await refusedBy(response)).message}`);
+    }
+  } catch (_) {
+    setOffline(true);
+  }
+  select.blur(); // the next poll shows what the server has
+  pollSoon();
+}
+
 // The whole list, as the server sent it: cards added, updated, put in order, removed.
 function render(tasks) {
   const seen = new Set();
   let previous = null;
-  for (const task of tasks) {
+  for (const task of [...tasks].reverse()) { // the server sends oldest first; the page shows newest
     const card = cardFor(task);
     updateCard(card, task);
-    // keep server order (oldest first) without touching cards already in place
+    // keep that order without touching cards already in place
     const wanted = previous ? previous.nextElementSibling : taskList.firstElementChild;
     if (wanted !== card) taskList.insertBefore(card, wanted);
     previous = card;
@@ -451,8 +565,9 @@ function merge(changed, removed) {
   for (const task of changed) {
     const card = cardFor(task);
     updateCard(card, task);
-    // a task the page has not shown is newer than every card on it: the list is in upload order
-    if (!card.isConnected) taskList.append(card);
+    // a task the page has not shown is newer than every card on it: it goes on top (changes
+    // come oldest first, so the newest of them ends up first)
+    if (!card.isConnected) taskList.prepend(card);
   }
   listChanged();
 }
@@ -602,7 +717,10 @@ async function pollHealth() {
   setTimeout(pollHealth, document.hidden ? POLL_HIDDEN_MS : HEALTH_MS);
 }
 
-for (const card of taskList.querySelectorAll("li.task")) lastStates.set(card.dataset.id, card.dataset.state);
+for (const card of taskList.querySelectorAll("li.task")) {
+  lastStates.set(card.dataset.id, card.dataset.state);
+  sizeChoice(card, card.dataset); // the server's cards: state and resolution, as it drew them
+}
 listChanged();
 pollTasks();
 pollHealth();

@@ -81,7 +81,7 @@ async def test_upload_watch_preview_and_download(browser: Browser, make_client: 
                                poster) == "image/jpeg"
     assert await task.locator("img").count() == 0
     await expect(task.locator(".duration")).to_have_text("0:12")
-    await expect(task.locator(".output")).to_have_text(re.compile(r"^→ \d+\.\d [KM]B$"))
+    await expect(task.locator(".output")).to_have_text(re.compile(r"^→ \d+\.\d [KM]iB$"))
 
     # the inline preview plays
     preview = task.locator(".preview video")
@@ -169,22 +169,25 @@ async def test_wrong_type_and_too_large_are_refused_in_the_page(browser: Browser
             if "/videos/upload" in r.url or "/files" in r.url else None)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
-    await upload_in_page(page, notes)
-    await expect(page.locator("#upload-error")).to_contain_text("choose an .mp4, .mov or .webm file")
     big = pad_to(clips.small(), tmp_path / "big.mov", 2 * 1024 * 1024)
-    await upload_in_page(page, big)
-    await expect(page.locator("#upload-error")).to_contain_text("over the limit of 1 MB")
+    await upload_in_page(page, [notes, big])  # two bad files at once: a line for each
+    refusals = page.locator("#refusals li")
+    await expect(refusals).to_have_text([
+        re.compile(r'^"notes\.txt" is not a video we can take: choose an \.mp4, \.mov, \.m4v, '
+                   r"\.3gp, \.webm, \.mkv, \.avi, \.mts or \.m2ts file\.\s*×$"),
+        re.compile(r'^"big\.mov" is over the limit of 1 MiB\.\s*×$')])
     assert requests == [] and problems == []
     assert await page.locator("li.task").count() == 0
-    # the message can be dismissed...
-    await page.locator("#upload-error .dismiss").click()
-    await expect(page.locator("#upload-error")).to_be_hidden()
-    # ...and one left on screen goes once a later upload goes through
-    await upload_in_page(page, notes)
-    await expect(page.locator("#upload-error")).to_be_visible()
+    # each is dismissed on its own...
+    await refusals.first.locator(".dismiss").click()
+    await expect(refusals).to_have_count(1)
+    await expect(refusals).to_contain_text("big.mov")
+    # ...and stays, even once a later upload goes through, until it is
     await upload_in_page(page, clips.small())
     await expect(page.locator("li.task")).to_have_count(1)
-    await expect(page.locator("#upload-error")).to_be_hidden()
+    await expect(refusals).to_have_count(1)
+    await refusals.first.locator(".dismiss").click()
+    await expect(page.locator("#refusals")).to_be_hidden()
 
 
 async def test_a_name_with_quotes_is_shown_as_typed(browser: Browser, client: AppClient,
@@ -259,7 +262,7 @@ async def test_heartbeat_and_offline_notice(browser: Browser, client: AppClient)
 async def test_the_list_follows_what_changed_since_its_version(browser: Browser, client: AppClient,
                                                                clips: Clips) -> None:
     """The page asks only for what changed since the list it shows, and from that adds,
-    updates and removes cards, keeping them in upload order."""
+    updates and removes cards, keeping them newest first, each saying when it was uploaded."""
     first = await upload_ok(client, clips.small(), "480", filename="first.mp4")
     await wait_for_state(client, first["id"], "COMPLETED")
     page, problems = await open_page(browser, client)
@@ -269,14 +272,24 @@ async def test_the_list_follows_what_changed_since_its_version(browser: Browser,
     await expect(names).to_have_text(["first.mp4"])
 
     second = await upload_ok(client, clips.small(), "480", filename="second.mp4")
-    await expect(names).to_have_text(["first.mp4", "second.mp4"], timeout=10_000)  # added
+    await expect(names).to_have_text(["second.mp4", "first.mp4"], timeout=10_000)  # added on top
     await expect(card(page, "second.mp4")).to_have_attribute("data-state", "COMPLETED",
                                                              timeout=60_000)  # updated
     await expect(card(page, "second.mp4").locator("a.download")).to_be_visible()
     await delete(client, first["id"])
     await expect(names).to_have_text(["second.mp4"], timeout=10_000)  # removed
     await upload_ok(client, clips.small(), "480", filename="third.mp4")
-    await expect(names).to_have_text(["second.mp4", "third.mp4"], timeout=10_000)
+    await expect(names).to_have_text(["third.mp4", "second.mp4"], timeout=10_000)
+    # the server's first paint, and a full list (render), draw the same order
+    await page.reload()
+    await expect(names).to_have_text(["third.mp4", "second.mp4"])
+    await page.evaluate("() => render([])")  # as after a restart: the page drops its cards...
+    await expect(names).to_have_count(0)
+    await page.evaluate("(tasks) => render(tasks)", await list_tasks(client))  # ...redraws all
+    await expect(names).to_have_text(["third.mp4", "second.mp4"])
+    uploaded = page.locator("li.task time.uploaded")
+    await expect(uploaded).to_have_text([re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d$")] * 2)
+    assert await uploaded.first.get_attribute("datetime") == (await list_tasks(client))[-1]["created_at"]
     await delete(client, second["id"])
     await expect(names).to_have_text(["third.mp4"], timeout=10_000)
 
@@ -309,14 +322,15 @@ async def test_phone_sized_screen_and_keyboard(browser: Browser, client: AppClie
     page, problems = await open_page(browser, client, viewport={"width": 375, "height": 740})
     await expect(page.locator("li.task")).to_have_count(1)
     assert await page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-    # the keyboard reaches the file picker, the resolution, Upload, and the task's actions
+    # the keyboard reaches the file picker, the resolution, and the task's actions
     focused = []
     for _ in range(12):
         await page.keyboard.press("Tab")
         focused.append(await page.evaluate(
             "() => document.activeElement.id || document.activeElement.textContent.trim()"
             " || document.activeElement.name"))
-    assert "video-input" in focused and "Upload" in focused and "Delete" in focused, focused
+    # (the Upload button is for pages without JavaScript: here a pick starts the upload)
+    assert "video-input" in focused and "resolution" in focused and "Delete" in focused, focused
     assert problems == []
 
 
@@ -369,6 +383,20 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
             await page.goto(server.url)
             await expect(card(page, "interview take 3.mov").locator(".status")).to_contain_text(
                 "left", timeout=20_000)
+            # an upload still sending, its size changed on its row, and a file refused
+            cdp = await page.context.new_cdp_session(page)
+            await cdp.send("Network.emulateNetworkConditions", {
+                "offline": False, "latency": 0, "downloadThroughput": -1,
+                "uploadThroughput": 256 * 1024})
+            recording = pad_to(clips.make("recording.mkv"), tmp_path / "family dinner.mkv",
+                               64 * 1024 * 1024)
+            notes = tmp_path / "notes.txt"
+            notes.write_text("not a video")
+            await upload_in_page(page, [recording, notes])
+            row = page.locator("#uploads li.upload")
+            await row.locator("select").select_option("1080")
+            await expect(row.locator(".percent")).not_to_have_text("0%", timeout=20_000)
+            await expect(page.locator("#refusals li")).to_have_count(1)
             target = Path(os.environ.get("VIDEO_ASYNC_SCREENSHOTS", "test-artifacts")) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(target), full_page=True)
@@ -377,5 +405,31 @@ async def test_screenshot_of_every_state(browser: Browser, clips: Clips, tmp_pat
                 assert await page.locator(f'li.task[data-state="{state}"]').count() >= 1, state
             assert await page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
             assert problems == []
+            await page.context.close()  # the upload still sending ends with the page
     finally:
         assert await server.stop() == 0
+
+
+async def test_a_queued_card_changes_its_size_until_its_transcode_starts(
+        browser: Browser, make_client: MakeClient, clips: Clips, tmp_path: Path) -> None:
+    client = await make_client(ffmpeg=str(hanging_ffmpeg(tmp_path)))
+    page, problems = await open_page(browser, client)
+    async with queue_held(client, clips) as running:
+        await upload_ok(client, clips.make("hd.mp4", size="1280x720"), "720", filename="waiting.mp4")
+        waiting = card(page, "waiting.mp4")
+        await expect(waiting).to_have_attribute("data-state", "QUEUED", timeout=10_000)
+        size = waiting.locator("label.size select")
+        await expect(size).to_have_value("720")
+        # the running one's transcode has started: no choice left on its card
+        await expect(page.locator(f'li.task[data-id="{running["id"]}"] label.size')).to_be_hidden()
+        async with page.expect_response(lambda r: r.request.method == "PATCH") as changed:
+            await size.select_option("480")
+        assert (await changed.value).status == 200
+        await expect(waiting.locator(".res")).to_have_text("480p")
+        await page.reload()  # the server's own drawing of the card has the choice too
+        await expect(size).to_have_value("480")
+    await expect(waiting).to_have_attribute("data-state", "COMPLETED", timeout=60_000)
+    await expect(waiting.locator("label.size")).to_be_hidden()
+    [task] = [t for t in await list_tasks(client) if t["filename"] == "waiting.mp4"]
+    assert (task["resolution"], task["output"]["height"]) == ("480", 480)
+    assert problems == []

@@ -51,8 +51,9 @@ def test_a_completed_card_shows_what_was_made(tmp_path: Path) -> None:
     source = Media(duration=62.5, width=1280, height=720, video_codec="h264", audio_codec="aac")
     shown = texts(tmp_path, state=State.COMPLETED, media=source, output=output,
                   size=10 * 1024 * 1024)
-    assert shown == {"label": "Completed", "resolution": "480p", "size": "10 MB",
-                     "duration": "1:02", "output": "→ 3 MB", "status": "", "detail": ""}
+    assert shown == {"label": "Completed", "resolution": "480p", "size": "10 MiB",
+                     "uploaded": shown["uploaded"], "duration": "1:02", "output": "→ 3 MiB",
+                     "status": "", "detail": ""}
 
 
 def test_an_output_cut_short_is_said_with_ffmpegs_reason(tmp_path: Path) -> None:
@@ -112,3 +113,12 @@ def test_a_retry_time_is_read_on_the_servers_clock(tmp_path: Path) -> None:
     shown = texts(tmp_path, state=State.FAILED, error="Broken.", retries=3, retried_at=moment)
     assert shown["status"] == (f"Retried at {moment.astimezone():%H:%M} (3rd retry), "
                                "failed again: Broken.")
+
+
+def test_each_card_says_when_it_was_uploaded(tmp_path: Path) -> None:
+    """Two cards of the same file are told apart by when they came in."""
+    moment = datetime(2026, 3, 7, 9, 5, tzinfo=UTC)
+    local = moment.astimezone()
+    shown = texts(tmp_path, created_at=moment)["uploaded"]
+    assert shown == f"{local.day} {local:%b} {local.year}, {local:%H:%M}"
+    assert shown.startswith(("6 Mar 2026, ", "7 Mar 2026, "))  # whatever this machine's zone

@@ -166,6 +166,12 @@ def test_content_disposition(filename: str, header: str) -> None:
     (b"\x00\x00\x00\x20ftypisom\x00\x00", "bmff"),
     (b"\x00\x00\x00\x08wide\x00\x00\x00\x00mdat", "bmff"),
     (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "ebml"),
+    (b"RIFF\x9a\xb4\x01\x00AVI LIST", "riff"),
+    (b"RIFF\x9a\xb4\x01\x00WAVEfmt ", None),  # a RIFF of sound
+    ((b"\x47" + bytes(187)) * 3, "mpegts"),
+    ((bytes(4) + b"\x47" + bytes(187)) * 3, "mpegts"),  # 192-byte packets (.m2ts, AVCHD)
+    (b"\x47" + bytes(187) + b"\x47" + bytes(187), None),  # two packets: too few to tell
+    (b"GIF89a" + bytes(500), None),  # a G first, by chance
     (b"hello, this is text", None),
     (b"\x00\x00", None),
     (b"ID3\x03\x00\x00\x00\x00", None),
@@ -174,8 +180,8 @@ def test_container_of(head: bytes, kind: str | None) -> None:
     assert container_of(head) == kind
 
 
-@pytest.mark.parametrize(("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KB"),
-                                            (209_715_200, "200 MB"), (5 * 1024**4, "5120 GB")])
+@pytest.mark.parametrize(("size", "text"), [(0, "0 bytes"), (1023, "1023 bytes"), (1536, "1.5 KiB"),
+                                            (209_715_200, "200 MiB"), (5 * 1024**4, "5120 GiB")])
 def test_human_size(size: int, text: str) -> None:
     assert human_size(size) == text
 

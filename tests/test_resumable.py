@@ -94,7 +94,7 @@ async def test_tuspy_stops_part_way_and_a_new_client_resumes(
     url = await asyncio.to_thread(first_client)
     path = "/" + url.split("/", 3)[3]
     assert await offset_of(client, path) == 6 * MIB
-    assert await unfinished(client) == {"count": 1, "bytes": 6 * MIB, "text": "1 (6 MB)"}
+    assert await unfinished(client) == {"count": 1, "bytes": 6 * MIB, "text": "1 (6 MiB)"}
     resumed_at = await asyncio.to_thread(second_client)
     assert resumed_at == 6 * MIB  # it went on from the server's offset, not from zero
 

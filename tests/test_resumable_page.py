@@ -3,6 +3,7 @@ answers to wait out and answers that end an upload, an answer lost on its way ba
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,11 @@ def stored_bytes(settings: Settings) -> int:
 
 
 def patch_offsets(page: Page) -> list[int]:
-    """The Upload-Offset of every PATCH the page sends, as it sends them."""
+    """The Upload-Offset of every tus PATCH the page sends, as it sends them."""
     offsets: list[int] = []
 
     def seen(request: Request) -> None:
-        if request.method == "PATCH":
+        if request.method == "PATCH" and "/files" in request.url:
             offsets.append(int(request.headers["upload-offset"]))
     page.on("request", seen)
     return offsets
@@ -108,9 +109,12 @@ async def test_reload_then_pick_the_same_file(browser: Browser, client: AppClien
         held = (await get_json(client, "/healthz"))["unfinished_uploads"]
         assert held["count"] == 1 and held["bytes"] >= 2 * MIB
         await expect(page.locator('[data-field="unfinished"]')).to_contain_text("1 (")
+        # the size it resumes at: the row's, changed now, not the one it was started with
+        await row.locator("select").select_option("720")
         relay.restore(rate=64 * MIB)
-        await upload_in_page(page, video)  # the same file
-        await completed(page, client, settings, video)
+        await upload_in_page(page, video)  # the same file: picking it resumes it at once
+        done = await completed(page, client, settings, video)
+        assert done["resolution"] == "720"
     assert offsets[0] == 0 and offsets[-1] >= 2 * MIB  # resumed, not restarted
     assert problems == []
 
@@ -188,11 +192,11 @@ async def test_a_lost_connection_answer_is_waited_out(
     await upload_in_page(page, video, "480")
     row = page.locator("#uploads li.upload")
     await expect(row.locator(".note")).to_have_text("Connection lost: retrying…")
-    assert gateway.answered and await page.locator("#upload-error").is_hidden()
+    assert gateway.answered and await page.locator("#refusals").is_hidden()
     gateway.go_on()
     await completed(page, client, settings, video)
     assert offsets == [0, 0]  # the one the proxy failed, then the one that went through
-    assert await page.locator("#upload-error").is_hidden()
+    assert await page.locator("#refusals").is_hidden()
     assert len(await list_tasks(client)) == 1
     assert [text for text in problems if str(status) not in text] == []
 
@@ -207,7 +211,7 @@ async def test_a_refusal_ends_the_upload(browser: Browser, client: AppClient,
     gateway = FlakyGateway(415, "not_offset_stream")
     await gateway.install(page)
     await upload_in_page(page, video, "480")
-    await expect(page.locator("#upload-error")).to_contain_text(
+    await expect(page.locator("#refusals")).to_contain_text(
         '"holiday.mp4": A not_offset_stream error.')
     await expect(page.locator("#uploads li.upload")).to_have_count(0)
     assert offsets == [0]
@@ -232,6 +236,43 @@ async def test_lost_answer_to_the_last_patch(browser: Browser, client: AppClient
     assert lost.statuses == [204]  # the server took it all, and the page never heard
     assert sent.count("POST") == 1 and sent.count("PATCH") == 1
     assert "HEAD" in sent  # it asked, after the connection broke
-    assert await page.locator("#upload-error").is_hidden()
+    assert await page.locator("#refusals").is_hidden()
     assert len(await list_tasks(client)) == 1
     assert offline_noise(problems) == []
+
+
+async def drop(page: Page, video: Path) -> None:
+    """The file dropped on the page, as a person drags it there from their desktop."""
+    data_transfer = await page.evaluate_handle("""([name, data]) => {
+        const bytes = Uint8Array.from(atob(data), (char) => char.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: "video/mp4" }));
+        return transfer;
+    }""", [video.name, base64.b64encode(video.read_bytes()).decode()])
+    await page.dispatch_event("main", "drop", {"dataTransfer": data_transfer})
+
+
+async def test_drop_a_file_and_change_its_size_while_it_uploads(browser: Browser, client: AppClient,
+                                                                 settings: Settings, clips: Clips,
+                                                                 tmp_path: Path) -> None:
+    """No Upload click: the drop starts it, at the form's size (720p); its row's choice,
+    changed to 480p while its bytes still go, is the size its task is made at."""
+    video = pad_to(clips.make("hd.mp4", size="1280x720"), tmp_path / "holiday.mp4", 4 * MIB)
+    async with Relay(*address(client), rate=MIB) as relay:  # slow enough to change it meanwhile
+        page, problems = await open_page(browser, client, url=relay.url + "/")
+        await drop(page, video)
+        row = page.locator("#uploads li.upload")
+        await expect(row.locator("select")).to_have_value("720")
+        await some_stored(settings, MIB)
+        async with page.expect_response(lambda r: r.request.method == "PATCH"
+                                        and "/tasks/" in r.url) as changed:
+            await row.locator("select").select_option("480")
+        # 202: the server took it for the upload still sending, not for a task
+        assert (await changed.value).status == 202
+        assert stored_bytes(settings) < video.stat().st_size
+        relay.restore(rate=64 * MIB)
+        done = await completed(page, client, settings, video)
+    assert done["resolution"] == "480"
+    assert (done["output"]["width"], done["output"]["height"]) == (854, 480)
+    await expect(card(page, "holiday.mp4").locator(".res")).to_have_text("480p")
+    assert problems == []

@@ -44,7 +44,7 @@ CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
         "routes.intake", "receive", "durable", "multipart", "snapshot", "display", "layout", "config",
         "ffmpeg", "probing", "probe", "processes", "mp4", "errors", "keys", "loop_lag"}
 # Each plugs in through one setup(app) (features.py lists them), or serves one that does.
-WINGS = {"access", "recovery", "tus.__init__", "tus.protocol", "tus.handlers", "tus.uploads",
+WINGS = {"access", "recovery", "retention", "tus.__init__", "tus.protocol", "tus.handlers", "tus.uploads",
          "tus.wing", "routes.limits",
          "queue", "jobs", "remote_worker"}
 # The command, the list of wings, and the page (which shows what every wing is doing).

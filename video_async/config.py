@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -83,9 +84,14 @@ class Settings:
     # address space of each ffmpeg (and probe): a 1080p transcode peaks near 1.4 GiB on 2 cores
     ffmpeg_memory_mb: int = 4096
     max_probes: int = 4  # uploads probed at once; the next ones wait their turn
+    # days after a task finished (COMPLETED or FAILED) that its upload, or the whole task,
+    # is deleted; 0: kept until a person deletes it
+    delete_sources_after: float = 0.0
+    delete_tasks_after: float = 0.0
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
+    retention_sweep: float = field(default=600.0, repr=False)  # seconds between retention's looks
 
     @property
     def layout(self) -> DataLayout:
@@ -111,6 +117,10 @@ class Settings:
                           "max_unfinished_per_client", "max_reserved_mb",
                           "max_reserved_mb_per_client", "reserve_idle", "header_timeout",
                           "max_probes")
+        if not all(0 <= days < math.inf for days in (args.delete_sources_after,
+                                                    args.delete_tasks_after)):
+            raise SystemExit("video-async: --delete-sources-after and --delete-tasks-after "
+                             "must be 0 (keep) or a number of days")
         if args.max_queued < 1 or args.max_uploads < 1 or args.min_free_mb < 0:
             raise SystemExit("video-async: --max-queued and --max-uploads must be at least 1, "
                              "--min-free-mb at least 0")
@@ -153,6 +163,8 @@ class Settings:
             no_token=args.no_token,
             queue=_queue_url(args.queue),
             max_probes=args.max_probes,
+            delete_sources_after=args.delete_sources_after,
+            delete_tasks_after=args.delete_tasks_after,
         )
 
     @classmethod
@@ -350,6 +362,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                              "(env: comma-separated; default: none)")
     flag("max-probes", base.max_probes, int, "uploads whose files are probed at once; the "
          "others wait their turn (default: %(default)s)")
+    flag("delete-sources-after", base.delete_sources_after, float, "days after a task "
+         "finished (COMPLETED or FAILED) that its uploaded file is deleted; the task, its "
+         "video and thumbnail stay, and it can no longer be retried. 0: kept (default: "
+         "%(default)s)")
+    flag("delete-tasks-after", base.delete_tasks_after, float, "days after a task finished "
+         "that the whole task is deleted, as Delete does: its card, upload, video and "
+         "thumbnail. 0: kept (default: %(default)s)")
     flag("queue", base.queue, str, QUEUE_HELP)
     _add_transcode_flags(parser, env, base)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")

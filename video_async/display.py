@@ -26,13 +26,21 @@ def one_of(items: Iterable[object], last: str = "or") -> str:
 
 
 def human_size(size: float) -> str:
-    """209715200 -> "200 MB" (binary units, as file managers count)."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    """209715200 -> "200 MiB": binary units, named so, as the limits are enforced in them
+    (a 210 MB file is over a limit of 200 MiB, and says so)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
             break
         size /= 1024
     text = f"{size:.0f}" if unit == "bytes" else f"{size:.1f}".removesuffix(".0")
     return f"{text} {unit}"
+
+
+def uploaded(task: Task) -> str:
+    """When the upload came in, on the server's clock (as the retry note and the log
+    read it): "7 Dec 2026, 14:05"."""
+    at = task.created_at.astimezone()
+    return f"{at.day} {at:%b %Y, %H:%M}"
 
 
 def clock(seconds: float) -> str:
@@ -128,6 +136,7 @@ def card_texts(task: Task, queue_position: int | None) -> dict[str, str]:
         "label": task.state.label,
         "resolution": resolution(task),
         "size": human_size(task.size),
+        "uploaded": uploaded(task),
         "duration": clock(duration) if duration else "",
         "output": f"→ {human_size(task.output.size)}" if task.output else "",
         "status": status_line(task, queue_position),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from . import access, recovery
+from . import access, recovery, retention
 from .config import Settings
 from .routes import limits
 from .tus import wing as tus
@@ -21,6 +21,8 @@ Wing = Callable[[web.Application], None]
 
 def wings(settings: Settings) -> list[Wing]:
     chosen: list[Wing] = [access.setup, limits.setup, recovery.setup, tus.setup]
+    if retention.wanted(settings):
+        chosen.append(retention.setup)
     if settings.queue:
         from . import queue  # an optional extra, imported only in queue mode
         chosen.append(queue.setup)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 30.0
 # The demuxer that reads each accepted container: named, never guessed from the contents,
 # so a manifest or playlist dressed as a video is read as the video it claims to be.
-DEMUXERS = {"bmff": "mov", "ebml": "matroska"}
+DEMUXERS = {"bmff": "mov", "ebml": "matroska", "riff": "avi", "mpegts": "mpegts"}
 MAX_FRAME_RATE = 1000.0  # frames a second; more is no camera's, only a costly trick
 
 

@@ -51,3 +51,6 @@ HEALTH: web.AppKey[dict[str, Callable[[], Any]]] = web.AppKey("health")
 # whether a request may see what only the token's holders see (/healthz's details):
 # without the access wing, everyone may
 TRUSTED: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("trusted")
+# a wing's uploads that are not tasks yet (resumable ones still receiving): sets the
+# resolution the task of the one with this id will be made at; False if there is none
+UNFINISHED_RESOLUTION: web.AppKey[Callable[[str, int], bool]] = web.AppKey("unfinished_resolution")

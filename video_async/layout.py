@@ -4,7 +4,7 @@ Every file the server writes is named after its task id, so no uploader's name
 ever becomes a path:
 
     uploads/<id>.partial        an upload still streaming in
-    uploads/<id><ext>           the stored upload (.mp4, .mov or .webm)
+    uploads/<id><ext>           the stored upload (its own extension: .mp4, .mkv, .mts...)
     uploads/<id>.tus            a resumable upload's bytes so far (its offset is their length)
     uploads/<id>.tus.json       its length, file name, resolution (expiry: the two files' mtimes)
     uploads/<id>.tus.json.partial   that sidecar while it is being written
@@ -21,8 +21,13 @@ import re
 from pathlib import Path
 
 # The accepted upload extensions and the container each must hold (checked by
-# its first bytes). The page and the snapshot's path check read this too.
-SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".webm": "ebml"}
+# its first bytes, and read with that container's own demuxer). The page and the
+# snapshot's path check read this too. ISO BMFF: MP4, QuickTime, iTunes' M4V and
+# phones' 3GP; EBML: WebM and Matroska (OBS records .mkv); RIFF: AVI; MPEG-TS:
+# AVCHD cameras' .mts and Blu-ray's .m2ts (packets of 192 bytes), or plain .ts ones.
+SOURCE_EXTENSIONS = {".mp4": "bmff", ".mov": "bmff", ".m4v": "bmff", ".3gp": "bmff",
+                     ".webm": "ebml", ".mkv": "ebml", ".avi": "riff",
+                     ".mts": "mpegts", ".m2ts": "mpegts"}
 # Each output's media type, by its extension: what a download is served as.
 OUTPUT_TYPES = {".mp4": "video/mp4"}
 

@@ -400,6 +400,11 @@ class TaskStore:
                 self._forgotten = self._removed.popleft()[0]
         return task
 
+    def change_resolution(self, task: Task, resolution: int) -> None:
+        """The size a task not yet started is to be made at (the caller checks its state)."""
+        task.resolution = resolution
+        self._changed(task, was_queued=False)
+
     def claim_next(self) -> Task | None:
         """Move the oldest QUEUED task to PROCESSING and return it (None if none waits)."""
         for task in self._tasks.values():

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 # What makes the first bytes pass for each accepted container: "<!--" is the first box's
-# size, "wide" its type; the EBML magic opens every Matroska file.
-DISGUISE = {"bmff": b"<!--wide-->\n", "ebml": b"\x1a\x45\xdf\xa3<!-- -->\n"}
+# size, "wide" its type; the EBML magic opens every Matroska file; "<!--" is the RIFF
+# chunk's size; "G" is a transport stream's sync byte, at the start of each 188-byte packet.
+DISGUISE = {"bmff": b"<!--wide-->\n", "ebml": b"\x1a\x45\xdf\xa3<!-- -->\n",
+            "riff": b"RIFF<!--AVI -->\n", "mpegts": (b"G" + b" " * 187) * 3 + b"\n"}
 
 
 def dash(target: Path) -> bytes:

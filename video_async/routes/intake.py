@@ -28,11 +28,20 @@ from ..store import CHOICES, Choice, Order, Task
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_SIZE = 16  # the first bytes, enough to tell an ISO BMFF box from an EBML header
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 # An ISO BMFF file (MP4, and QuickTime MOV) starts with a box: 4 bytes of size, then
 # its type. Modern files open with 'ftyp'; older QuickTime ones with one of the others.
 BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
+# An AVI is a RIFF file of form type 'AVI ': "RIFF", 4 bytes of size, "AVI ".
+RIFF_MAGIC, AVI_FORM = b"RIFF", b"AVI "
+# An MPEG transport stream is packets of 188 bytes, each opening with the sync byte;
+# an .m2ts or AVCHD .mts puts a 4-byte time code before each, making 192. One sync
+# byte is any file's first byte by chance in 256: three, a packet apart, say "TS".
+TS_SYNC = 0x47
+TS_PACKETS = ((0, 188), (4, 192))  # (where the first sync byte is, the packet's length)
+TS_SYNCS_CHECKED = 3
+# The first bytes judged: enough for three 192-byte packets' sync bytes.
+SIGNATURE_SIZE = 4 + 192 * (TS_SYNCS_CHECKED - 1) + 1
 # What browsers and curl escape in a multipart file name (HTML's form encoding).
 FORM_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
 
@@ -101,18 +110,26 @@ def empty_file() -> ApiError:
 
 
 def container_of(head: bytes) -> str | None:
-    """'bmff' or 'ebml' from a file's first bytes, None if it is neither."""
+    """The container ('bmff', 'ebml', 'riff' or 'mpegts') a file's first bytes show,
+    None if they show none of them."""
     if head.startswith(EBML_MAGIC):
         return "ebml"
     if len(head) >= 8 and head[4:8] in BMFF_FIRST_BOXES:
         return "bmff"
+    if head.startswith(RIFF_MAGIC) and head[8:12] == AVI_FORM:
+        return "riff"
+    for first, length in TS_PACKETS:
+        syncs = [first + length * n for n in range(TS_SYNCS_CHECKED)]
+        if len(head) > syncs[-1] and all(head[at] == TS_SYNC for at in syncs):
+            return "mpegts"
     return None
 
 
 def check_signature(head: bytes, expected: str) -> None:
     found = container_of(head)
     if found is None:
-        raise ApiError(415, "not_video", "The file's contents are not an MP4, MOV or WebM video.")
+        raise ApiError(415, "not_video", "The file's contents are not a video in any of the "
+                       "accepted containers (MP4/MOV, WebM/Matroska, AVI, MPEG-TS).")
     if found != expected:
         raise ApiError(415, "type_mismatch", "The file's contents do not match its extension.")
 

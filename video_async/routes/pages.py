@@ -85,7 +85,7 @@ async def index(request: web.Request) -> web.Response:
     # Rendering is pure CPU over data already in memory: nothing here waits on I/O.
     store = request.app[STORE]
     html = request.app[PAGE].render(
-        tasks=store.all_json(),
+        tasks=store.all_json()[::-1],  # newest first (the API's list stays oldest first)
         # what the list shows, so the page's first poll asks only for what changed since
         tasks_version=store.list_version,
         resolutions=RESOLUTIONS,

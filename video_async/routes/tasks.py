@@ -18,7 +18,8 @@ from aiohttp import web
 from ..layout import OUTPUT_TYPES, TASK_ID
 from ..store import State, Task, TaskStore
 from ..errors import ApiError, wants_html
-from ..keys import SNAPSHOT, STORE
+from ..keys import SETTINGS, SNAPSHOT, STORE, UNFINISHED_RESOLUTION
+from .intake import option
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -124,6 +125,49 @@ async def show_task(request: web.Request) -> web.Response:
     store = request.app[STORE]
     return web.Response(body=store.encoded(_find(request)), content_type="application/json",
                         charset="utf-8")
+
+
+@routes.patch("/tasks/{task_id}")
+async def change_task(request: web.Request) -> web.Response:
+    """{"resolution": 1080}: the size a task is made at, changed until its transcode starts
+    (QUEUED, or FAILED before a Retry). For a resumable upload still receiving, the task it
+    will become: 202, and the task is made at that size when the last byte is in."""
+    asked = await _asked_resolution(request)
+    task_id = request.match_info["task_id"]
+    store = request.app[STORE]
+    task = store.get(task_id) if TASK_ID.match(task_id) else None
+    if task is None:
+        unfinished = request.app.get(UNFINISHED_RESOLUTION)
+        if TASK_ID.match(task_id) and unfinished is not None and unfinished(task_id, asked):
+            return web.json_response({"id": task_id, "resolution": str(asked)}, status=202)
+        raise ApiError(404, "not_found", "No task with this id.")
+    if task.state not in (State.QUEUED, State.FAILED):
+        raise ApiError(409, "already_started", f"The task is {task.state.value}; its size can "
+                                               "change only until its transcode starts.")
+    if request.app[SETTINGS].queue and task.state is State.QUEUED:
+        # its job, order and all, is with the queue's workers already
+        raise ApiError(409, "already_queued", "The task is queued for a worker already; its "
+                                              "size can no longer change.")
+    if task.resolution != asked:
+        store.change_resolution(task, asked)
+        await request.app[SNAPSHOT].durable()
+        log.info("task %s: resolution changed to %dp", task.id, asked)
+    return web.json_response(store.to_json(task))
+
+
+async def _asked_resolution(request: web.Request) -> int:
+    """The resolution a change asks for: 400 for a body that is not {"resolution": ...}."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or set(body) != {"resolution"}:
+        raise ApiError(400, "bad_change", 'Send a JSON object with the resolution only, '
+                                          'e.g. {"resolution": 1080}.')
+    value = body["resolution"]
+    # 1080 or "1080"; not true, 1080.0 or a list
+    chosen: int = option("resolution", str(value) if type(value) in (int, str) else "")[1]
+    return chosen
 
 
 @routes.get("/tasks/{task_id}/download")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from ..display import human_size
-from ..keys import HEALTH, SETTINGS, STREAMING_PATHS
+from ..keys import HEALTH, SETTINGS, STREAMING_PATHS, UNFINISHED_RESOLUTION
 from .handlers import OVERRIDES, routes
 from .protocol import PREFIX, tus_protocol, tus_resumable_header
 from .uploads import RESUMABLE, ResumableUploads
@@ -28,6 +29,19 @@ def setup(app: web.Application) -> None:
     app.on_response_prepare.append(tus_resumable_header)
     app.cleanup_ctx.append(_expiring)
     app[HEALTH]["unfinished_uploads"] = lambda: unfinished_uploads(app[RESUMABLE])
+    app[UNFINISHED_RESOLUTION] = lambda upload_id, resolution: change_resolution(
+        app[RESUMABLE], upload_id, resolution)
+
+
+def change_resolution(uploads: ResumableUploads, upload_id: str, resolution: int) -> bool:
+    """PATCH /tasks/{id} for an upload still receiving: its task, made when the last byte is
+    in, is made at this resolution. Kept in memory only (its sidecar keeps the one it was
+    created with): a page sends its choice again when it resumes an upload."""
+    upload = uploads.get(upload_id)
+    if upload is None:
+        return False
+    upload.order = replace(upload.order, resolution=resolution)
+    return True
 
 
 def unfinished_uploads(uploads: ResumableUploads) -> dict[str, Any]:
