@@ -31,7 +31,7 @@ from . import ffmpeg, probing, processes, worker
 from .config import Settings
 from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_to_json,
                    without_password)
-from .store import Output
+from .store import Order, Output
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,13 @@ class RunLock:
                 await self.redis.delete(self.key)
 
 
-async def existing_output(settings: Settings, task_id: str) -> worker.Done | None:
+async def existing_output(settings: Settings, task_id: str, order: Order) -> worker.Done | None:
     """The output an earlier run of this job left finished, if one did (its result was lost
     to a sweep, or to Redis): reported, not made again. Only a completed run leaves it."""
     layout = settings.layout
     final = layout.output(task_id)
+    if order.ladder and not await aiofiles.os.path.isdir(layout.ladder(task_id)):
+        return None  # a ladder is renamed into place before its MP4: that run did not finish
     try:
         stat = await aiofiles.os.stat(final)
         result = await probing.probe(final, ffmpeg.container_of(final), ffmpeg.Limits.of(settings))
@@ -115,7 +117,8 @@ async def existing_output(settings: Settings, task_id: str) -> worker.Done | Non
     log.info("job %s: its output is there already, from an earlier run", task_id)
     return worker.Done(Output(size=stat.st_size, width=width, height=height,
                               duration=result.duration),
-                       thumbnail if await aiofiles.os.path.exists(thumbnail) else None)
+                       thumbnail if await aiofiles.os.path.exists(thumbnail) else None,
+                       ladder=order.ladder)
 
 
 def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
@@ -137,7 +140,7 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
-            outcome: worker.Done | worker.Failed | None = await existing_output(settings, task_id)
+            outcome: worker.Done | worker.Failed | None = await existing_output(settings, task_id, job.order)
             if outcome is None:
                 outcome = await worker.transcode_task(
                     task_id, source_path, job.media, job.order, ffmpeg_path, settings, reporter)

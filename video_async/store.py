@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_RESOLUTION, RESOLUTIONS
+from .config import ALL_SIZES, DEFAULT_RESOLUTION, RESOLUTIONS, Resolution
 from .ffmpeg import Media
 
 # What a person is told when a bug of ours broke something (a job, or a request); the
@@ -90,7 +90,8 @@ class Order:
     added here, and to what reads it from the uploader and what acts on it, alone.
     """
     filename: str  # the uploader's name: display text only, never a path
-    resolution: int = DEFAULT_RESOLUTION  # the short side asked for: 480, 720 or 1080
+    # the short side asked for: 480, 720 or 1080; or ALL_SIZES, a ladder of them
+    resolution: Resolution = DEFAULT_RESOLUTION
 
     def order_json(self) -> dict[str, Any]:
         return {"filename": self.filename, "resolution": str(self.resolution)}
@@ -99,11 +100,22 @@ class Order:
     def from_json(cls, data: Mapping[str, Any]) -> Order:
         """The order a JSON form of it describes; ValueError (or KeyError, TypeError) for
         one no upload could have made. A queue job may leave out the name it does not need."""
-        resolution = int(data["resolution"])
+        resolution: Resolution = (ALL_SIZES if data["resolution"] == ALL_SIZES
+                                  else int(data["resolution"]))
         filename = data.get("filename", "")
-        if resolution not in RESOLUTIONS or not isinstance(filename, str):
+        if resolution not in (*RESOLUTIONS, ALL_SIZES) or not isinstance(filename, str):
             raise ValueError("bad resolution or file name")
         return cls(filename=filename[:255], resolution=resolution)
+
+    @property
+    def ladder(self) -> bool:
+        """All sizes were asked for: an HLS ladder besides the MP4."""
+        return self.resolution == ALL_SIZES
+
+    @property
+    def top_size(self) -> int:
+        """The short side of the MP4 made: the one asked for, or a ladder's top rung's."""
+        return max(RESOLUTIONS) if self.resolution == ALL_SIZES else self.resolution
 
     def order(self) -> Order:
         """The order alone (of a Task: without its state)."""
@@ -130,11 +142,14 @@ class Task(Order):
     output: Output | None = None
     output_path: Path | None = None
     thumbnail_path: Path | None = None
+    ladder_path: Path | None = None  # the folder of an HLS ladder, when all sizes were asked for
     # the running job, so DELETE can stop its ffmpeg; never serialised
     job: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def files(self) -> list[Path]:
-        return [p for p in (self.source_path, self.output_path, self.thumbnail_path) if p]
+        """Every file and folder the task has on disk (a ladder is a folder)."""
+        return [p for p in (self.source_path, self.output_path, self.thumbnail_path,
+                            self.ladder_path) if p]
 
     def to_json(self, queue_position: int | None = None) -> dict[str, Any]:
         """The task's fields as the API shows them (the app adds its card's texts: see
@@ -159,6 +174,9 @@ class Task(Order):
             "output": asdict(self.output) if self.output else None,
             "download_url": f"/tasks/{self.id}/download" if completed else None,
             "thumbnail_url": f"/tasks/{self.id}/thumbnail" if self.thumbnail_path else None,
+            # the ladder's master playlist; its other files are named in it, relative to it
+            "ladder_url": (f"/tasks/{self.id}/ladder/master.m3u8"
+                           if completed and self.ladder_path else None),
         }
 
 
@@ -390,11 +408,12 @@ class TaskStore:
             self._changed(task, was_queued=False, transition=False)
 
     def complete(self, task: Task, output_path: Path, output: Output,
-                 thumbnail_path: Path | None) -> None:
+                 thumbnail_path: Path | None, ladder_path: Path | None = None) -> None:
         was_queued = task.state is State.QUEUED
         task.state = State.COMPLETED
         task.progress, task.eta_seconds = 100, None
         task.output_path, task.output, task.thumbnail_path = output_path, output, thumbnail_path
+        task.ladder_path = ladder_path
         task.finished_at = utc_now()
         self._changed(task, was_queued)
 
@@ -418,6 +437,6 @@ class TaskStore:
         task.state = State.QUEUED
         task.progress, task.error, task.error_detail, task.eta_seconds = 0, None, None, None
         task.started_at = task.finished_at = None
-        task.output = task.output_path = task.thumbnail_path = None
+        task.output = task.output_path = task.thumbnail_path = task.ladder_path = None
         self._changed(task, was_queued=False)  # queued now: the queue is numbered again
         self._work_queued.set()

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from .. import ffmpeg, probing, receive
-from ..config import MIB, RESOLUTIONS, Settings
+from ..config import ALL_SIZES, MIB, RESOLUTIONS, Resolution, Settings
 from ..display import made_at, one_of
 from ..errors import ApiError
 from ..keys import PROBES, SETTINGS, SNAPSHOT, STORE
@@ -69,14 +69,17 @@ def container_kind(filename: str) -> str:
     return kind
 
 
-def resolution(text: str) -> int:
-    """'720' -> 720; 400 for anything but an offered resolution."""
+def resolution(text: str) -> Resolution:
+    """'720' -> 720, 'all' -> ALL_SIZES; 400 for anything but an offered resolution."""
+    if text.strip() == ALL_SIZES:
+        return ALL_SIZES
     try:
         value = int(text.strip())
     except ValueError:
         value = 0
     if value not in RESOLUTIONS:
-        raise ApiError(400, "bad_resolution", f"resolution must be one of {one_of(RESOLUTIONS)}.")
+        raise ApiError(400, "bad_resolution",
+                       f"resolution must be one of {one_of((*RESOLUTIONS, ALL_SIZES))}.")
     return value
 
 
@@ -205,5 +208,6 @@ async def queue(request: web.Request, task: Task) -> None:
     request.app[STORE].add(task)
     await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
     made = made_at(task)  # a small source is never upscaled
-    asked = "" if made >= task.resolution else f" (asked for {task.resolution}p)"
+    asked = (" (all sizes)" if task.ladder else "" if made >= task.top_size
+             else f" (asked for {task.resolution}p)")
     log.info("task %s queued: %r, %d bytes, %dp%s", task.id, task.filename, task.size, made, asked)
