@@ -457,7 +457,8 @@ async function playLadder(video) {
   }
   if (!Hls || !Hls.isSupported()) return;
   // like preload="none": nothing is fetched until the person plays it
-  const hls = new Hls({ autoStartLoad: false });
+  // no worker: the page's policy lets no script run from a blob
+  const hls = new Hls({ autoStartLoad: false, enableWorker: false });
   hls.loadSource(url);
   hls.attachMedia(video);
   video.addEventListener("play", () => hls.startLoad(), { once: true });
