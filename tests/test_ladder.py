@@ -18,9 +18,10 @@ from video_async.store import Order
 from .support.checks import assert_error, assert_nothing_left, files_in
 from .support.clips import Clips, describe, realtime_ffmpeg, video_size
 from .support.internals import Settings
-from .support.servers import MakeClient, start_server
-from .support.uploading import (AppClient, Http, delete, download, get_json, upload, upload_ok,
-                                wait_for_state)
+from .support.queue import Redis, start_worker, workers_ready
+from .support.servers import MakeClient, start_server, stopping
+from .support.uploading import (AppClient, Http, delete, download, get_json, transcoding, upload,
+                                upload_ok, wait_for_state)
 from .support.waiting import in_snapshot, wait_until
 
 TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -185,6 +186,7 @@ async def test_delete_mid_ladder_removes_what_was_written(
         make_client: MakeClient, clips: Clips, settings: Settings, tmp_path: Path) -> None:
     client = await make_client(ffmpeg=str(realtime_ffmpeg(tmp_path)))  # 12 s, on any machine
     task = await upload_ok(client, clips.long(), "all")
+    await transcoding(client, task["id"])  # the ladder's one ffmpeg reports its progress
     partial = settings.layout.partial_ladder(task["id"])
 
     async def segments_written() -> bool:
@@ -231,3 +233,20 @@ async def test_a_ladder_task_survives_a_restart(tmp_path: Path, clips: Clips) ->
     finally:
         assert await server.stop() == 0
     assert "Traceback" not in server.output()
+
+
+# -- queue workers ----------------------------------------------------------------------------
+
+async def test_a_queue_worker_makes_the_ladder(tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url)
+    worker = await start_worker(data_dir, redis.url)
+    async with stopping(server, worker), server.session() as session:
+        await workers_ready(session, 1)
+        done = await completed_ladder(session, clips.small())
+        assert worker.completed(done["id"])
+        master = await ladder_text(session, done, "master.m3u8")
+        assert [(w, h) for w, h, _ in variants(master)] == [(320, 240)]
+        assert done["display"]["resolution"] == "all sizes, up to 240p"
+        await delete(session, done["id"])
+        assert files_in(data_dir / "outputs") == []
