@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -42,6 +43,13 @@ async def _timed(args: list[str]) -> float:
     return time.perf_counter() - began
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: on a shared machine wall time swings
+    with the neighbours' load, CPU time barely does."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _fresh(folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -57,17 +65,23 @@ async def bench_ladder(session: aiohttp.ClientSession, app: Server, clip: Path, 
     ladder_s: list[float] = []  # the whole ladder, one direct ffmpeg
     one_by_one_s: list[float] = []  # its rungs, one direct ffmpeg each, summed
     task_s: list[float] = []  # an "all sizes" task: ladder, its top rung's MP4, thumbnail
+    ladder_cpu: list[float] = []
+    one_by_one_cpu: list[float] = []
 
     async def ladder() -> None:
         folder = _fresh(scratch / "ladder")
+        cpu = _children_cpu()
         ladder_s.append(await _timed(ffmpeg.ladder_args(exe, clip, folder, rungs, has_audio, limits)))
+        ladder_cpu.append(_children_cpu() - cpu)
 
     async def one_by_one() -> None:
         total = 0.0
+        cpu = _children_cpu()
         for n, rung in enumerate(rungs):
             folder = _fresh(scratch / f"rung-{n}")
             total += await _timed(ffmpeg.ladder_args(exe, clip, folder, [rung], has_audio, limits))
         one_by_one_s.append(total)
+        one_by_one_cpu.append(_children_cpu() - cpu)
 
     async def through_server() -> None:
         _, task = await upload(session, app, clip, resolution="all")
@@ -91,8 +105,13 @@ async def bench_ladder(session: aiohttp.ClientSession, app: Server, clip: Path, 
     report.figure(item, "its rungs one by one, direct ffmpeg each (sum)", "s", one_by_one_s)
     report.figure(item, "ladder ffmpeg / rungs one by one (paired)", "x",
                   ratios(ladder_s, one_by_one_s), 3)
+    report.figure(item, "ffmpeg CPU, ladder", "s", ladder_cpu)
+    report.figure(item, "ffmpeg CPU, rungs one by one (sum)", "s", one_by_one_cpu)
+    report.figure(item, "ladder CPU / rungs one by one CPU (paired)", "x",
+                  ratios(ladder_cpu, one_by_one_cpu), 3)
     task_ratio = report.figure(item, "task / rungs one by one (paired)", "x",
                                ratios(task_s, one_by_one_s), 3)
     report.bar(item, f"all sizes task <= {BAR}x its rungs one by one", task_ratio.median, BAR)
     report.raw["ladder"] = {"rungs": sizes, "task_s": task_s, "ladder_s": ladder_s,
-                            "one_by_one_s": one_by_one_s}
+                            "one_by_one_s": one_by_one_s, "ladder_cpu_s": ladder_cpu,
+                            "one_by_one_cpu_s": one_by_one_cpu}
