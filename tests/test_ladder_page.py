@@ -50,8 +50,9 @@ async def test_all_sizes_play_with_a_player_that_switches_between_them(
     task_id, requested = await ladder_task(page, clips)
     video = page.locator(f'li.task[data-id="{task_id}"] .preview video')
     assert await video.get_attribute("data-ladder") == f"/tasks/{task_id}/ladder/master.m3u8"
-    await video.evaluate("(video) => new Promise((resolve) => { const wait = () => video.hls ? "
-                         "resolve() : setTimeout(wait, 20); wait(); })")
+    async def player_attached() -> bool:
+        return bool(await video.evaluate("(video) => Boolean(video.hls)"))
+    await wait_until(player_attached, 30, "hls.js to take the video")
     assert any(url.endswith("/static/hls.light.min.js") for url in requested)
 
     # played: the player reads the master playlist and lists its rungs
