@@ -93,6 +93,10 @@ async def test_all_sizes_play_with_a_player_that_switches_between_them(
             return level in loaded and any(f"/ladder/{rung}" in url and url.endswith(".m4s")
                                            for url in requested)
         await wait_until(rung_loaded, 30, f"a segment of rung {level}")
+
+    # the server's first paint of the card plays the ladder too
+    await page.reload()
+    await wait_until(player_attached, 30, "hls.js to take the server-drawn card's video")
     assert problems == []
 
 
