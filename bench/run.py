@@ -38,6 +38,7 @@ from bench import media, tus
 from bench.client import (delete, elapsed_ms, finished, get_seconds, health, latencies, own_lag,
                           started, upload, wait_task, watch_lag)
 from bench.many_uploads import COUNTS as MANY_COUNTS
+from bench.ladder import bench_ladder
 from bench.many_uploads import bench_many
 from bench.queue_mode import bench_queue
 from bench.servers import ROOT, Server, proc_status, running, stop
@@ -50,7 +51,7 @@ log = logging.getLogger("bench")
 MB = 1_000_000  # throughput is in MB/s, decimal, as disks and networks quote it
 MIB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results.json"
-TOTAL_TIMEOUT = 900.0  # about 8 minutes when all is well; this bound is for a stuck run
+TOTAL_TIMEOUT = 1500.0  # about 13 minutes when all is well (item 10 is 5 of them); this bound is for a stuck run
 # what the server reads an upload with when started with no flags: the direct runs match it
 LIMITS = ffmpeg.Limits.of(Settings())
 IDLE_SAMPLES = 300  # GET /tasks per run with nothing else happening (1.5 s at the probe pace)
@@ -67,7 +68,7 @@ PAGE_POLLS = 40  # per run; the original client's way costs far more, so fewer o
 PLAIN_POLLS = 8
 PAGE_POLL_BAR_MS = 2.0
 PACED_RATE = 25 * MB  # bytes/s per upload: three clients on fast links, not loopback
-ALL_ITEMS = {1, 2, 3, 4, 5, 6, 7, 8, 9}
+ALL_ITEMS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -709,12 +710,14 @@ async def measure(runs: int, items: set[int], report: Report, counts: tuple[int,
                     await bench_concurrent(session, app, sink, big, runs, report)
                 if {1, 2} <= items:
                     bench_memory(report)
-                if items & {4, 5}:
+                if items & {4, 5, 10}:
                     app = await start("server-3", "video_async", app_args(data("app-3")))
                     if 4 in items:
                         await bench_pickup(session, app, small, report)
                     if 5 in items:
                         await bench_processing(session, app, hd, scratch, runs, report)
+                    if 10 in items:  # all sizes at once: bench/ladder.py
+                        await bench_ladder(session, app, hd, scratch, runs, LIMITS, report)
                 if 7 in items:  # the queue mode: bench/queue_mode.py
                     await bench_queue(session, start, scratch, small, hd, runs, report)
                 if 8 in items:  # resumable uploads: bench/tus.py
@@ -773,15 +776,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many", default=",".join(map(str, MANY_COUNTS)),
                         help="item 9's numbers of uploads at once, comma-separated "
                              "(default: %(default)s; its bars are judged at 500)")
-    parser.add_argument("--items", default="1,2,3,4,5,6,7,8,9",
+    parser.add_argument("--items", default="1,2,3,4,5,6,7,8,9,10",
                         help="which items to run, comma-separated (default: all; 3 needs 1 and 2)")
     args = parser.parse_args(argv)
     try:
         items = {int(item) for item in args.items.split(",")}
     except ValueError:
-        parser.error("--items takes numbers from 1 to 9, comma-separated")
+        parser.error("--items takes numbers from 1 to 10, comma-separated")
     if not items <= ALL_ITEMS:
-        parser.error("--items takes numbers from 1 to 9, comma-separated")
+        parser.error("--items takes numbers from 1 to 10, comma-separated")
     if args.runs < 5:
         parser.error("--runs must be at least 5")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

@@ -483,7 +483,9 @@ function updateCard(card, task) {
     video.preload = "none"; // the poster is the thumbnail; fetch the video only to play it
     if (task.thumbnail_url) video.poster = task.thumbnail_url;
     video.src = task.download_url;
+    if (task.ladder_url) video.dataset.ladder = task.ladder_url;
     preview.append(video);
+    if (task.ladder_url) playLadder(video);
   }
   const download = $("a.download", card);
   download.hidden = !task.download_url;
@@ -535,6 +537,45 @@ async function changeTaskSize(card, select) {
   }
   select.blur(); // the next poll shows what the server has
   pollSoon();
+}
+
+// "All sizes": the preview plays the HLS ladder, so the player picks the size the
+// connection carries and switches as it changes. The browser's own HLS where it has it,
+// else hls.js (vendored from npm: static/hls.light.min.js, its license beside it), loaded
+// only once a card needs it. Without either the MP4 it was given stays.
+let hlsScript = null;
+
+function loadHls() {
+  hlsScript ??= new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "/static/hls.light.min.js";
+    script.onload = () => resolve(window.Hls);
+    script.onerror = () => reject(new Error("the HLS player did not load"));
+    document.head.append(script);
+  });
+  return hlsScript;
+}
+
+async function playLadder(video) {
+  const url = video.dataset.ladder;
+  if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;
+    return;
+  }
+  let Hls;
+  try {
+    Hls = await loadHls();
+  } catch {
+    return; // the MP4 plays instead
+  }
+  if (!Hls || !Hls.isSupported()) return;
+  // like preload="none": nothing is fetched until the person plays it
+  // no worker: the page's policy lets no script run from a blob
+  const hls = new Hls({ autoStartLoad: false, enableWorker: false });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+  video.addEventListener("play", () => hls.startLoad(), { once: true });
+  video.hls = hls; // its levels are the ladder's sizes
 }
 
 // The whole list, as the server sent it: cards added, updated, put in order, removed.
@@ -721,6 +762,7 @@ for (const card of taskList.querySelectorAll("li.task")) {
   lastStates.set(card.dataset.id, card.dataset.state);
   sizeChoice(card, card.dataset); // the server's cards: state and resolution, as it drew them
 }
+for (const video of taskList.querySelectorAll("video[data-ladder]")) playLadder(video);
 listChanged();
 pollTasks();
 pollHealth();

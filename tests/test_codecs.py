@@ -57,13 +57,13 @@ def test_the_api_json_of_a_queued_task(tmp_path: Path) -> None:
     assert set(shown) == {"id", "filename", *choices, "state", "progress", "queue_position",
                           "eta_seconds", "error", "error_detail", "retries", "retried_at", "size",
                           "created_at", "started_at", "finished_at", "media", "output",
-                          "download_url", "thumbnail_url", "display"}
+                          "download_url", "thumbnail_url", "ladder_url", "display"}
     assert (shown["id"], shown["filename"], shown["resolution"], shown["state"]) == (
         task.id, "holiday «2024».mov", "480", "QUEUED")  # the original client reads a string
     assert (shown["queue_position"], shown["size"], shown["progress"]) == (3, 5000, 0)
     assert ISO_UTC.match(shown["created_at"])
     assert shown["started_at"] is shown["finished_at"] is shown["output"] is None
-    assert shown["download_url"] is shown["thumbnail_url"] is None
+    assert shown["download_url"] is shown["thumbnail_url"] is shown["ladder_url"] is None
     assert shown["media"] == MEDIA.to_json()
     json.dumps(shown)  # nothing in it that JSON cannot carry
 
@@ -282,7 +282,7 @@ def test_a_failed_outcome_says_why_in_the_jobs_result() -> None:
     assert outcome_json(Failed("Stopped.", "")) == {"failed": "Stopped.", "detail": ""}
     done = outcome_json(Done(Output(1, 2, 4, None, "cut short"), Path("x.jpg")))
     assert done == {"output": {"size": 1, "width": 2, "height": 4, "duration": None,
-                               "source_warning": "cut short"}, "thumbnail": True}
+                               "source_warning": "cut short"}, "thumbnail": True, "ladder": False}
     assert "x.jpg" not in json.dumps(done)  # no paths: each side names its own files
 
 

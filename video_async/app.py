@@ -43,9 +43,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SMALL_BODY = 64 * 1024
 BLOCKING_THREADS = 4
 
-# The page: no inline script, nothing from another host.
+# The page: no inline script, nothing from another host. (blob: media is the player's own
+# MediaSource, through which hls.js plays a ladder.)
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                           "img-src 'self' data:; media-src 'self'; object-src 'none'; "
+                           "img-src 'self' data:; media-src 'self' blob:; object-src 'none'; "
                            "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 

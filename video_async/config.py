@@ -16,13 +16,17 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .layout import DataLayout
 
 MIB = 1024 * 1024
 RESOLUTIONS = (480, 720, 1080)  # the short side of the output, in pixels
 DEFAULT_RESOLUTION = 720
+# "all sizes": an HLS ladder of every size up to the source's (ffmpeg.ladder_sizes), and an
+# MP4 of its top rung to download
+ALL_SIZES: Literal["all"] = "all"
+Resolution = int | Literal["all"]  # what an order asks for: one of RESOLUTIONS, or ALL_SIZES
 MAX_PIXELS_CEILING = 2**31 - 1  # FFmpeg's max_pixels is a C int
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")  # URL- and cookie-safe as they are

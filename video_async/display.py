@@ -111,11 +111,14 @@ def detail(task: Task) -> str:
 def resolution(task: Task) -> str:
     """"720p", or "kept at 360p: the source is smaller" for a 360p clip asked for at 1080:
     named by what it is (or will be), since a video is never upscaled. A FAILED task
-    has no output and will have none, so it shows what was asked."""
+    has no output and will have none, so it shows what was asked. All sizes: "all sizes,
+    up to 1080p", the largest being the source's own for a smaller one."""
     if task.state == "FAILED":
-        return f"{task.resolution}p"
+        return "all sizes" if task.ladder else f"{task.resolution}p"
     short = made_at(task)
-    if short < task.resolution:
+    if task.ladder:
+        return f"all sizes, up to {short}p"
+    if short < task.top_size:
         return f"kept at {short}p: the source is smaller"
     return f"{task.resolution}p"
 
@@ -126,8 +129,8 @@ def made_at(task: Task) -> int:
     if task.output:
         return task.output.short_side
     if task.media:
-        return min(output_size(task.media, task.resolution))
-    return task.resolution
+        return min(output_size(task.media, task.top_size))
+    return task.top_size
 
 
 def card_texts(task: Task, queue_position: int | None) -> dict[str, str]:

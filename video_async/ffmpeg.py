@@ -34,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import aiofiles
 import aiofiles.os
 
 from . import processes
@@ -301,6 +302,110 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
             raise FFmpegError(out_of_memory(limits), _last_line(err))
         raise FFmpegError(*explain(err, f"ffmpeg could not transcode this video (exit status {code})."))
     return explain(err, "")[1]
+
+
+# -- the ladder: all sizes at once, as HLS ---------------------------------------
+
+# Each rung's short side and the cap on its video bitrate (kbit/s), top first: about the
+# rates HLS authoring guides give H.264 at these sizes.
+LADDER = ((1080, 5000), (720, 2800), (480, 1400), (360, 800))
+SEGMENT_SECONDS = 2  # a key frame starts each, in every rung alike, so a player can switch
+
+
+@dataclass(frozen=True)
+class Rung:
+    width: int
+    height: int
+    max_kbps: int  # the video's bitrate cap, with a buffer of twice that
+
+
+def ladder_rungs(media: Media) -> list[Rung]:
+    """The ladder for this source, top first: each of LADDER's sizes, never larger than
+    the source (a source between two sizes is its own top rung), none twice."""
+    caps: dict[tuple[int, int], int] = {}
+    for short_side, kbps in LADDER:
+        caps[output_size(media, short_side)] = kbps  # a smaller size's cap wins a tie
+    return [Rung(width, height, kbps) for (width, height), kbps in caps.items()]
+
+
+def ladder_args(ffmpeg: str, source: Path, folder: Path, rungs: Sequence[Rung],
+                has_audio: bool, limits: Limits) -> list[str]:
+    """One ffmpeg for the whole ladder: the source is decoded once and split, each rung
+    scaled and encoded from it, and the HLS muxer writes every rung's fMP4 segments and
+    playlist into folder, with a master playlist naming them (layout.LADDER_FILE's names).
+    The benchmark runs this list too, for the ladder and, one rung at a time, for its rungs.
+    """
+    if "%" in str(folder):  # the HLS muxer reads % in its file names as a pattern
+        raise FFmpegError("The data folder's path holds a '%', so no ladder can be written there.")
+    count = len(rungs)
+    graph = f"[0:v:0]split={count}" + "".join(f"[s{n}]" for n in range(count)) + ";" + ";".join(
+        f"[s{n}]scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,format=yuv420p[v{n}]"
+        for n, rung in enumerate(rungs))
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
+            *input_args(source, container_of(source), limits),
+            "-filter_complex", graph]
+    for n in range(count):
+        args += ["-map", f"[v{n}]"]
+    if has_audio:
+        args += ["-map", "0:a:0"] * count  # decoded once too; each rung carries its own
+        args += ["-c:a", "aac", "-b:a", "128k", "-ac", "2"]
+    args += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high",
+             # key frames at the same moments in every rung, and only there
+             "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_SECONDS})", "-sc_threshold", "0"]
+    for n, rung in enumerate(rungs):
+        args += [f"-maxrate:v:{n}", f"{rung.max_kbps}k", f"-bufsize:v:{n}", f"{2 * rung.max_kbps}k"]
+    streams = " ".join(f"v:{n},a:{n}" if has_audio else f"v:{n}" for n in range(count))
+    args += [
+        "-map_metadata", "-1",
+        "-f", "hls", "-hls_time", str(SEGMENT_SECONDS), "-hls_playlist_type", "vod",
+        "-hls_segment_type", "fmp4", "-hls_flags", "independent_segments",
+        # the muxer fills in %v here only when there are two rungs or more
+        "-hls_fmp4_init_filename", "v%v.init.mp4" if count > 1 else "v0.init.mp4",
+        "-hls_segment_filename", str(folder / "v%v.%05d.m4s"),
+        "-master_pl_name", "master.m3u8", "-var_stream_map", streams,
+        "-progress", "pipe:1", "-nostats",
+        str(folder / "v%v.m3u8"),
+    ]
+    return args
+
+
+async def transcode_ladder(ffmpeg: str, source: Path, folder: Path, media: Media,
+                           on_progress: Callable[[float], None], limits: Limits,
+                           stall_timeout: float = 120.0) -> tuple[list[Rung], str]:
+    """Encode the source's ladder into folder, which must exist; (its rungs, what ffmpeg
+    complained of while it still finished). Progress and failures as transcode()'s."""
+    rungs = ladder_rungs(media)
+    args = ladder_args(ffmpeg, source, folder, rungs, media.audio_codec is not None, limits)
+    code, err = await _run_streaming(args, on_progress, stall_timeout, limits)
+    if code != 0:
+        if ran_out_of_memory(err, limits):
+            raise FFmpegError(out_of_memory(limits), _last_line(err))
+        raise FFmpegError(*explain(err, f"ffmpeg could not make the sizes of this video "
+                                        f"(exit status {code})."))
+    return rungs, explain(err, "")[1]
+
+
+async def join_top_rung(ffmpeg: str, folder: Path, joined: Path, target: Path, limits: Limits,
+                        stall_timeout: float = 120.0) -> None:
+    """The ladder's top rung as one MP4 to download, without encoding it again: its init
+    segment and media segments, end to end, are a fragmented MP4 (joined), which ffmpeg
+    copies into target with the index at the front."""
+    segments = sorted(name for name in await aiofiles.os.listdir(folder)
+                      if re.fullmatch(r"v0\.[0-9]{5}\.m4s", name))
+    parts = [folder / "v0.init.mp4", *(folder / name for name in segments)]
+    async with aiofiles.open(joined, "wb") as out:
+        for part in parts:
+            async with aiofiles.open(part, "rb") as segment:
+                while chunk := await segment.read(MIB):
+                    await out.write(chunk)
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-y",
+            *input_args(joined, container_of(joined), limits),
+            "-map", "0", "-c", "copy", "-map_metadata", "-1", "-movflags", "+faststart",
+            "-progress", "pipe:1", "-nostats", "-f", "mp4", str(target)]
+    code, err = await _run_streaming(args, lambda seconds: None, stall_timeout, limits)
+    if code != 0:
+        raise FFmpegError(*explain(err, f"ffmpeg could not join the top size into one MP4 "
+                                        f"(exit status {code})."))
 
 
 async def thumbnail(ffmpeg: str, video: Path, target: Path, at_seconds: float,

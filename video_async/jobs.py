@@ -66,7 +66,7 @@ def outcome_to_json(outcome: Done | Failed) -> dict[str, Any]:
     output = outcome.output
     return {"output": {"size": output.size, "width": output.width, "height": output.height,
                        "duration": output.duration, "source_warning": output.source_warning},
-            "thumbnail": outcome.thumbnail is not None}
+            "thumbnail": outcome.thumbnail is not None, "ladder": outcome.ladder}
 
 
 def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Done | Failed:
@@ -76,7 +76,8 @@ def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Done | F
     if "failed" in result:
         return Failed(str(result["failed"]), str(result.get("detail") or ""))
     return Done(Output(**result["output"]),
-                layout.thumbnail(task_id) if result.get("thumbnail") else None)
+                layout.thumbnail(task_id) if result.get("thumbnail") else None,
+                ladder=result.get("ladder") is True)
 
 
 def without_password(url: str) -> str:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     import jinja2
 
-    from .config import Settings
+    from .config import Resolution, Settings
     from .ffmpeg import FFmpegInfo
     from .loop_lag import LagMonitor
     from .probing import ProbePool
@@ -53,4 +53,4 @@ HEALTH: web.AppKey[dict[str, Callable[[], Any]]] = web.AppKey("health")
 TRUSTED: web.AppKey[Callable[[web.Request], bool]] = web.AppKey("trusted")
 # a wing's uploads that are not tasks yet (resumable ones still receiving): sets the
 # resolution the task of the one with this id will be made at; False if there is none
-UNFINISHED_RESOLUTION: web.AppKey[Callable[[str, int], bool]] = web.AppKey("unfinished_resolution")
+UNFINISHED_RESOLUTION: web.AppKey[Callable[[str, Resolution], bool]] = web.AppKey("unfinished_resolution")

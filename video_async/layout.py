@@ -11,6 +11,9 @@ ever becomes a path:
     outputs/<id>.partial<ext>   a transcode still running (<ext>: the order's, see OUTPUT_TYPES)
     outputs/<id><ext>           the finished video
     outputs/<id>.jpg            its thumbnail
+    outputs/<id>.hls/           an HLS ladder ("all sizes"): master.m3u8, and for each rung n
+                                vn.m3u8, vn.init.mp4 and its segments vn.00000.m4s, ...
+    outputs/<id>.hls.partial/   a ladder still being made
     tasks.json                  the snapshot of the task store (and tasks.json.lock)
     resumable-ended.json        resumable uploads that ended (terminated, expired), for 410s
 """
@@ -39,7 +42,13 @@ PRIVATE_FILE = 0o600
 # What new_task_id makes: the only thing a file name in the data dir is built from.
 # \Z, not $: a $ also matches before a final line break, which no id of ours has.
 TASK_ID = re.compile(r"^[0-9a-f]{32}\Z")
-_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.[a-z0-9]+)?|tus\.json\.partial)\Z")
+_PARTIAL = re.compile(r"^[0-9a-f]{32}\.(partial(\.[a-z0-9]+)?|hls\.partial|tus\.json\.partial)\Z")
+# The files of a ladder's folder, as ffmpeg names them (ffmpeg.ladder_args): the only names
+# a request for one may give.
+LADDER_FILE = re.compile(r"^(master|v[0-9]{1,2})\.m3u8\Z|^v[0-9]{1,2}\.(init\.mp4|[0-9]{5}\.m4s)\Z")
+# Each ladder file's media type, by its extension
+LADDER_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4",
+                ".m4s": "video/iso.segment"}
 _RESUMABLE = re.compile(r"^([0-9a-f]{32})\.tus(\.json)?\Z")
 _GENERATED = re.compile(r"^[0-9a-f]{32}\.")  # <task id>.<something>
 
@@ -119,6 +128,19 @@ class DataLayout:
     def thumbnail(self, task_id: str) -> Path:
         return self.outputs_dir / f"{checked_id(task_id)}.jpg"
 
+    def ladder(self, task_id: str) -> Path:
+        return self.outputs_dir / f"{checked_id(task_id)}.hls"
+
+    def partial_ladder(self, task_id: str) -> Path:
+        return self.outputs_dir / f"{checked_id(task_id)}.hls.partial"
+
+    def ladder_file(self, task_id: str, name: str) -> Path:
+        """One file of a task's ladder, by the name its playlists give it; ValueError for a
+        name ffmpeg never writes there, so a request can name no other file."""
+        if not isinstance(name, str) or not LADDER_FILE.match(name):
+            raise ValueError(f"not a ladder file: {name[:100]!r}")
+        return self.ladder(task_id) / name
+
     # -- reading names back ------------------------------------------------------
 
     def relative(self, path: Path) -> str:
@@ -127,12 +149,13 @@ class DataLayout:
 
     def ours(self, stored: object, task_id: str, kind: str) -> Path:
         """The path a tasks.json entry names, if it is the generated name of that kind
-        ("source", "output" or "thumbnail") for that task; ValueError otherwise, so a
+        ("source", "output", "thumbnail" or "ladder") for that task; ValueError otherwise, so a
         hand-edited snapshot can never point the server outside the data dir."""
         allowed = {
             "source": [self.source(task_id, ext) for ext in SOURCE_EXTENSIONS],
             "output": [self.output(task_id, ext) for ext in OUTPUT_TYPES],
             "thumbnail": [self.thumbnail(task_id)],
+            "ladder": [self.ladder(task_id)],
         }[kind]
         for path in allowed:
             if stored == self.relative(path):

@@ -40,7 +40,7 @@ from .keys import HEALTH, JOB_RUNNER, SETTINGS, STORE
 from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_from_json,
                    without_password)
 from .store import State, Task, TaskStore
-from .worker import record
+from .worker import record, remove
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,6 @@ class JobQueue:
                 del self._followed[task_id]
         # whatever the job got to write before it stopped (the store never pointed at it)
         made = followed.task.output_extension
-        for path in (self.layout.partial_output(task_id, made), self.layout.output(task_id, made),
-                     self.layout.thumbnail(task_id)):
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(path)
+        await remove(self.layout.partial_output(task_id, made), self.layout.output(task_id, made),
+                     self.layout.thumbnail(task_id), self.layout.partial_ladder(task_id),
+                     self.layout.ladder(task_id))

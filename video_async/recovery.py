@@ -22,6 +22,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +198,10 @@ def _remove_partials(layout: DataLayout, outputs: bool = True) -> list[str]:
     for folder in (layout.uploads_dir, layout.outputs_dir) if outputs else (layout.uploads_dir,):
         for path in sorted(folder.iterdir()):
             if layout.is_partial(path):
-                path.unlink(missing_ok=True)
+                if path.is_dir():  # a ladder's folder
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 removed.append(layout.relative(path))
     return removed
 

@@ -105,6 +105,8 @@ async def existing_output(settings: Settings, task_id: str, order: Order) -> wor
     to a sweep, or to Redis): reported, not made again. Only a completed run leaves it."""
     layout = settings.layout
     final = layout.output(task_id, order.output_extension)
+    if order.ladder and not await aiofiles.os.path.isdir(layout.ladder(task_id)):
+        return None  # a ladder is renamed into place before its MP4: that run did not finish
     try:
         stat = await aiofiles.os.stat(final)
         result = await probing.probe(final, ffmpeg.container_of(final), ffmpeg.Limits.of(settings))
@@ -115,7 +117,8 @@ async def existing_output(settings: Settings, task_id: str, order: Order) -> wor
     log.info("job %s: its output is there already, from an earlier run", task_id)
     return worker.Done(Output(size=stat.st_size, width=width, height=height,
                               duration=result.duration),
-                       thumbnail if await aiofiles.os.path.exists(thumbnail) else None)
+                       thumbnail if await aiofiles.os.path.exists(thumbnail) else None,
+                       ladder=order.ladder)
 
 
 def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:

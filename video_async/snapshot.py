@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -68,6 +69,7 @@ def to_record(task: Task, layout: DataLayout) -> dict[str, Any]:
         "output": asdict(task.output) if task.output else None,
         "output_path": relative(task.output_path),
         "thumbnail_path": relative(task.thumbnail_path),
+        "ladder_path": relative(task.ladder_path),
     }
 
 
@@ -103,6 +105,7 @@ def from_record(record: dict[str, Any], layout: DataLayout) -> Task:
         output=Output(**output) if output else None,
         output_path=path("output_path", "output"),
         thumbnail_path=path("thumbnail_path", "thumbnail"),
+        ladder_path=path("ladder_path", "ladder"),
     )
 
 
@@ -293,11 +296,15 @@ def _check_files(task: Task, layout: DataLayout) -> Loaded:
         if task.output_path is None or not task.output_path.is_file():
             task.output_path = task.output = None
             found.missing = "the finished video is missing from disk"
+        elif task.ladder and (task.ladder_path is None or not task.ladder_path.is_dir()):
+            task.ladder_path = None
+            found.missing = "the finished sizes are missing from disk"
         return found
     if task.state is State.PROCESSING:
         # interrupted mid-job: whatever the job had written is incomplete
         for leftover in (layout.output(task.id, task.output_extension), layout.thumbnail(task.id)):
             leftover.unlink(missing_ok=True)
+        shutil.rmtree(layout.ladder(task.id), ignore_errors=True)
         found.interrupted = True
     if task.state is not State.FAILED and not task.source_path.is_file():
         found.missing = "the uploaded file is missing from disk"

@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_RESOLUTION, RESOLUTIONS
+from .config import ALL_SIZES, DEFAULT_RESOLUTION, RESOLUTIONS, Resolution
 from .ffmpeg import Media
 
 # What a person is told when a bug of ours broke something (a job, or a request); the
@@ -90,15 +90,17 @@ class Choice:
     missing_ok: bool = False
 
 
-def read_resolution(text: str) -> int:
-    """'720' -> 720."""
+def read_resolution(text: str) -> Resolution:
+    """'720' -> 720, 'all' -> ALL_SIZES."""
+    if text.strip() == ALL_SIZES:
+        return ALL_SIZES
     try:
         value = int(text.strip())
     except ValueError:
         value = 0
     if value not in RESOLUTIONS:
-        *others, last = RESOLUTIONS
-        raise ValueError(f"resolution must be one of {', '.join(map(str, others))} or {last}.")
+        raise ValueError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))} "
+                         f"or {ALL_SIZES}.")
     return value
 
 
@@ -114,8 +116,9 @@ class Order:
     Choice, and the code that acts on it.
     """
     filename: str  # the uploader's name: display text only, never a path
-    resolution: int = field(default=DEFAULT_RESOLUTION,  # the short side asked for
-                            metadata={"choice": Choice("resolution", read_resolution)})
+    # the short side asked for: 480, 720 or 1080; or ALL_SIZES, a ladder of them
+    resolution: Resolution = field(default=DEFAULT_RESOLUTION,
+                                   metadata={"choice": Choice("resolution", read_resolution)})
 
     @property
     def output_extension(self) -> str:
@@ -137,6 +140,16 @@ class Order:
         return cls(filename=filename[:255], **{name: choice.read(str(data[choice.key]))
                                                for name, choice in CHOICES.items()
                                                if choice.key in data or not choice.missing_ok})
+
+    @property
+    def ladder(self) -> bool:
+        """All sizes were asked for: an HLS ladder besides the MP4."""
+        return self.resolution == ALL_SIZES
+
+    @property
+    def top_size(self) -> int:
+        """The short side of the MP4 made: the one asked for, or a ladder's top rung's."""
+        return max(RESOLUTIONS) if self.resolution == ALL_SIZES else self.resolution
 
     def order(self) -> Order:
         """The order alone (of a Task: without its state)."""
@@ -168,11 +181,14 @@ class Task(Order):
     output: Output | None = None
     output_path: Path | None = None
     thumbnail_path: Path | None = None
+    ladder_path: Path | None = None  # the folder of an HLS ladder, when all sizes were asked for
     # the running job, so DELETE can stop its ffmpeg; never serialised
     job: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def files(self) -> list[Path]:
-        return [p for p in (self.source_path, self.output_path, self.thumbnail_path) if p]
+        """Every file and folder the task has on disk (a ladder is a folder)."""
+        return [p for p in (self.source_path, self.output_path, self.thumbnail_path,
+                            self.ladder_path) if p]
 
     def to_json(self, queue_position: int | None = None) -> dict[str, Any]:
         """The task's fields as the API shows them (the app adds its card's texts: see
@@ -197,6 +213,9 @@ class Task(Order):
             "output": asdict(self.output) if self.output else None,
             "download_url": f"/tasks/{self.id}/download" if completed else None,
             "thumbnail_url": f"/tasks/{self.id}/thumbnail" if self.thumbnail_path else None,
+            # the ladder's master playlist; its other files are named in it, relative to it
+            "ladder_url": (f"/tasks/{self.id}/ladder/master.m3u8"
+                           if completed and self.ladder_path else None),
         }
 
 
@@ -400,7 +419,7 @@ class TaskStore:
                 self._forgotten = self._removed.popleft()[0]
         return task
 
-    def change_resolution(self, task: Task, resolution: int) -> None:
+    def change_resolution(self, task: Task, resolution: Resolution) -> None:
         """The size a task not yet started is to be made at (the caller checks its state)."""
         task.resolution = resolution
         self._changed(task, was_queued=False)
@@ -433,11 +452,12 @@ class TaskStore:
             self._changed(task, was_queued=False, transition=False)
 
     def complete(self, task: Task, output_path: Path, output: Output,
-                 thumbnail_path: Path | None) -> None:
+                 thumbnail_path: Path | None, ladder_path: Path | None = None) -> None:
         was_queued = task.state is State.QUEUED
         task.state = State.COMPLETED
         task.progress, task.eta_seconds = 100, None
         task.output_path, task.output, task.thumbnail_path = output_path, output, thumbnail_path
+        task.ladder_path = ladder_path
         task.finished_at = utc_now()
         self._changed(task, was_queued)
 
@@ -461,6 +481,6 @@ class TaskStore:
         task.state = State.QUEUED
         task.progress, task.error, task.error_detail, task.eta_seconds = 0, None, None, None
         task.started_at = task.finished_at = None
-        task.output = task.output_path = task.thumbnail_path = None
+        task.output = task.output_path = task.thumbnail_path = task.ladder_path = None
         self._changed(task, was_queued=False)  # queued now: the queue is numbered again
         self._work_queued.set()

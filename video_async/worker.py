@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,13 +73,14 @@ def record(store: TaskStore, task: Task, outcome: Done | Failed, layout: DataLay
         store.fail(task, outcome.reason, outcome.detail)
     else:
         store.complete(task, layout.output(task.id, task.output_extension), outcome.output,
-                       outcome.thumbnail)
+                       outcome.thumbnail, layout.ladder(task.id) if outcome.ladder else None)
 
 
 @dataclass(frozen=True)
 class Done:
     output: Output
     thumbnail: Path | None  # None: the video is fine, but no frame could be taken
+    ladder: bool = False  # an HLS ladder was made too (layout.ladder names its folder)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
     # written under a temporary name and renamed when whole: a download never sees half a file
     partial = layout.partial_output(task_id, order.output_extension)
     thumb = layout.thumbnail(task_id)
+    # all sizes: the ladder's folder, likewise renamed when whole
+    ladder, partial_ladder = layout.ladder(task_id), layout.partial_ladder(task_id)
     loop = asyncio.get_running_loop()
     started = loop.time()
     encoded = 0.0  # seconds of output written, as ffmpeg last reported
@@ -126,27 +130,54 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
             # a tasks.json from before probing was kept has no media: probe now
             media = media or await probing.probe(source, ffmpeg.container_of(source), limits)
             duration = media.duration or 0.0
-            warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media, order.resolution,
-                                             lambda seconds: progress(seconds, duration),
-                                             limits, settings.stall_timeout)
+            if isinstance(order.resolution, int):
+                warning = await ffmpeg.transcode(ffmpeg_path, source, partial, media,
+                                                 order.resolution,
+                                                 lambda seconds: progress(seconds, duration),
+                                                 limits, settings.stall_timeout)
+                width, height = ffmpeg.output_size(media, order.resolution)
+            else:
+                width, height, warning = await _make_ladder(
+                    ffmpeg_path, source, media, partial_ladder, partial, settings,
+                    lambda seconds: progress(seconds, duration))
+                await remove(ladder)  # an earlier run's, whose result was lost (a queue job)
+                await aiofiles.os.rename(partial_ladder, ladder)
             await aiofiles.os.replace(partial, final)
             stat = await aiofiles.os.stat(final)
             length = await mp4.output_duration(final) or encoded or None
             # from the output: smaller than the upload, so cheaper to decode
             thumbnail = await _make_thumbnail(ffmpeg_path, final, thumb, length, limits)
     except BaseException as exc:
-        await _remove(partial, final, thumb)  # any way out but success leaves nothing behind
+        # any way out but success leaves nothing behind
+        await remove(partial, final, thumb, partial_ladder, ladder)
         if not isinstance(exc, Exception):
             raise  # cancelled (DELETE, shutdown): the task did not fail
         return Failed(*_failure(task_id, exc, settings))
-    width, height = ffmpeg.output_size(media, order.resolution)
     # what was made, which for a small source is less than what was asked
     log.info("job %s completed in %.1f s: %dx%d (%dp)", task_id, loop.time() - started,
              width, height, min(width, height))
     if warning:
         log.info("job %s: ffmpeg finished, but said: %s", task_id, warning)
     return Done(Output(size=stat.st_size, width=width, height=height, duration=length,
-                       source_warning=warning or None), thumbnail)
+                       source_warning=warning or None), thumbnail, ladder=order.ladder)
+
+
+async def _make_ladder(ffmpeg_path: str, source: Path, media: ffmpeg.Media, folder: Path,
+                       mp4_target: Path, settings: Settings,
+                       on_progress: Callable[[float], None]) -> tuple[int, int, str]:
+    """All sizes: the ladder into folder (made afresh), and its top rung as an MP4 into
+    mp4_target; (the top rung's width, height, what ffmpeg complained of)."""
+    limits = ffmpeg.Limits.of(settings)
+    await remove(folder)  # an interrupted run's rungs are not this run's
+    await aiofiles.os.mkdir(folder)
+    rungs, warning = await ffmpeg.transcode_ladder(ffmpeg_path, source, folder, media,
+                                                   on_progress, limits, settings.stall_timeout)
+    joined = folder / "joined.mp4"  # not a name the ladder's route serves
+    await ffmpeg.join_top_rung(ffmpeg_path, folder, joined, mp4_target, limits,
+                               settings.stall_timeout)
+    await aiofiles.os.remove(joined)
+    log.info("ladder of %s: %s", source.name, ", ".join(f"{r.width}x{r.height}" for r in rungs))
+    return rungs[0].width, rungs[0].height, warning
 
 
 def _failure(task_id: str, exc: Exception, settings: Settings) -> tuple[str, str]:
@@ -175,7 +206,12 @@ async def _make_thumbnail(ffmpeg_path: str, video: Path, target: Path, duration:
     return target
 
 
-async def _remove(*paths: Path) -> None:
+async def remove(*paths: Path) -> None:
+    """Remove each file, or folder with what it holds (a ladder), that exists."""
     for path in paths:
+        if await aiofiles.os.path.isdir(path):
+            # a ladder's many files: removed off the loop, all in one go
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+            continue
         with contextlib.suppress(FileNotFoundError):
             await aiofiles.os.remove(path)

@@ -233,5 +233,6 @@ async def queue(request: web.Request, task: Task) -> None:
     request.app[STORE].add(task)
     await request.app[SNAPSHOT].durable()  # acknowledged means it survives a crash
     made = made_at(task)  # a small source is never upscaled
-    asked = "" if made >= task.resolution else f" (asked for {task.resolution}p)"
+    asked = (" (all sizes)" if task.ladder else "" if made >= task.top_size
+             else f" (asked for {task.resolution}p)")
     log.info("task %s queued: %r, %d bytes, %dp%s", task.id, task.filename, task.size, made, asked)

@@ -10,7 +10,7 @@ import aiofiles.os
 import jinja2
 from aiohttp import web
 
-from ..config import DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
+from ..config import ALL_SIZES, DEFAULT_RESOLUTION, RESOLUTIONS, asset_dir
 from ..display import api_json, human_size, one_of
 from ..errors import ApiError
 from ..keys import FFMPEG, HEALTH, LAG, PAGE, SETTINGS, STORE, TRUSTED
@@ -90,6 +90,7 @@ async def index(request: web.Request) -> web.Response:
         tasks_version=store.list_version,
         resolutions=RESOLUTIONS,
         default_resolution=DEFAULT_RESOLUTION,
+        all_sizes=ALL_SIZES,
         extensions=list(SOURCE_EXTENSIONS),
         max_upload_bytes=request.app[SETTINGS].max_upload_bytes,
         heartbeat=heartbeat(request.app),

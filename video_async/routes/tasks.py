@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -15,11 +14,13 @@ from urllib.parse import quote
 import aiofiles.os
 from aiohttp import web
 
-from ..layout import OUTPUT_TYPES, TASK_ID
+from ..config import Resolution
+from ..layout import LADDER_TYPES, OUTPUT_TYPES, TASK_ID
 from ..store import State, Task, TaskStore
 from ..errors import ApiError, wants_html
 from ..keys import SETTINGS, SNAPSHOT, STORE, UNFINISHED_RESOLUTION
 from .intake import option
+from ..worker import remove
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -151,11 +152,11 @@ async def change_task(request: web.Request) -> web.Response:
     if task.resolution != asked:
         store.change_resolution(task, asked)
         await request.app[SNAPSHOT].durable()
-        log.info("task %s: resolution changed to %dp", task.id, asked)
+        log.info("task %s: resolution changed to %s", task.id, asked)
     return web.json_response(store.to_json(task))
 
 
-async def _asked_resolution(request: web.Request) -> int:
+async def _asked_resolution(request: web.Request) -> Resolution:
     """The resolution a change asks for: 400 for a body that is not {"resolution": ...}."""
     try:
         body = await request.json()
@@ -166,7 +167,7 @@ async def _asked_resolution(request: web.Request) -> int:
                                           'e.g. {"resolution": 1080}.')
     value = body["resolution"]
     # 1080 or "1080"; not true, 1080.0 or a list
-    chosen: int = option("resolution", str(value) if type(value) in (int, str) else "")[1]
+    chosen: Resolution = option("resolution", str(value) if type(value) in (int, str) else "")[1]
     return chosen
 
 
@@ -184,8 +185,29 @@ async def download(request: web.Request) -> web.FileResponse:
         "Content-Type": OUTPUT_TYPES[extension],
         # named by what it is: a 360p source asked for at 1080 downloads as ...-360p.mp4
         "Content-Disposition": content_disposition(
-            task.filename, task.output.short_side if task.output else task.resolution, extension),
+            task.filename, task.output.short_side if task.output else task.top_size, extension),
     })
+
+
+@routes.get("/tasks/{task_id}/ladder/{name}")
+async def ladder_file(request: web.Request) -> web.FileResponse:
+    """A file of an "all sizes" task's HLS ladder: its master playlist, a rung's playlist,
+    init segment or media segment, by the name the playlists give it (checked by the
+    layout; a request never names a path). Range requests are answered as for downloads.
+    """
+    task = _find(request)
+    if task.state is not State.COMPLETED or task.ladder_path is None:
+        raise ApiError(404, "no_ladder", "This task has no finished set of sizes.")
+    try:
+        path = request.app[SETTINGS].layout.ladder_file(task.id, request.match_info["name"])
+    except ValueError:
+        raise ApiError(404, "not_found", "No such file in this task's sizes.") from None
+    if not await aiofiles.os.path.isfile(path):
+        raise ApiError(404, "not_found", "No such file in this task's sizes.")
+    # A finished ladder never changes (a task id is never reused, and only a failed task,
+    # which has none, is run again), so a player may keep what it fetched.
+    return web.FileResponse(path, headers={"Content-Type": LADDER_TYPES[path.suffix],
+                                           "Cache-Control": "private, max-age=31536000, immutable"})
 
 
 @routes.get("/tasks/{task_id}/thumbnail")
@@ -217,9 +239,7 @@ async def _delete(request: web.Request, task: Task) -> Task:
         # worker remove the partial output; wait for that before answering.
         task.job.cancel()
         await asyncio.wait({task.job})
-    for path in task.files():
-        with contextlib.suppress(FileNotFoundError):
-            await aiofiles.os.remove(path)
+    await remove(*task.files())  # a ladder's folder with every rung in it
     await request.app[SNAPSHOT].durable()  # a deleted task never comes back after a crash
     log.info("task %s deleted", task.id)
     return task

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..config import Resolution
 from ..display import human_size
 from ..keys import HEALTH, SETTINGS, STREAMING_PATHS, UNFINISHED_RESOLUTION
 from .handlers import OVERRIDES, routes
@@ -33,7 +34,7 @@ def setup(app: web.Application) -> None:
         app[RESUMABLE], upload_id, resolution)
 
 
-def change_resolution(uploads: ResumableUploads, upload_id: str, resolution: int) -> bool:
+def change_resolution(uploads: ResumableUploads, upload_id: str, resolution: Resolution) -> bool:
     """PATCH /tasks/{id} for an upload still receiving: its task, made when the last byte is
     in, is made at this resolution. Kept in memory only (its sidecar keeps the one it was
     created with): a page sends its choice again when it resumes an upload."""
