@@ -53,7 +53,8 @@ def test_readme_links_the_guide() -> None:
 def test_code_excerpts_are_the_real_code() -> None:
     """Every line of every Python excerpt appears in the package or in examples/ ("..."
     marks a cut)."""
-    sources = [*(ROOT / "video_async").rglob("*.py"), *(ROOT / "examples").glob("*.py")]
+    sources = [*(ROOT / "video_async").rglob("*.py"), *(ROOT / "examples").glob("*.py"),
+               *(ROOT / "steps").glob("*.py")]
     source_lines = {line.strip() for path in sources for line in path.read_text().splitlines()}
     excerpts = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
     assert excerpts
@@ -63,12 +64,12 @@ def test_code_excerpts_are_the_real_code() -> None:
 
 
 def test_the_await_demo_prints_what_the_guide_shows() -> None:
-    """examples/await_demo.py's output is the one in the guide, and says what the guide's
+    """steps/01_await.py's output is the one in the guide, and says what the guide's
     rule says: another coroutine runs during an await only if the await suspends."""
-    shown = re.search(r"```\n\$ \.venv/bin/python examples/await_demo\.py\n(.*?)```",
+    shown = re.search(r"```\n\$ \.venv/bin/python steps/01_await\.py\n(.*?)```",
                       GUIDE.read_text(), re.S)
     assert shown, "the guide shows the demo's output"
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "await_demo.py")],
+    done = subprocess.run([sys.executable, str(ROOT / "steps" / "01_await.py")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == shown.group(1)

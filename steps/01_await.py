@@ -1,6 +1,6 @@
 """Does `await` give the event loop back? Only when what it awaits is not ready yet.
 
-    .venv/bin/python examples/await_demo.py
+    .venv/bin/python steps/01_await.py
 
 Each line starts another coroutine (a task that is ready to run at the loop's
 next turn), then awaits something, then asks: did the other one get to run
