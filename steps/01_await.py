@@ -83,7 +83,7 @@ async def main() -> None:
         for _ in range(1000):  # every one already in memory
             assert await buffered.read_chunk()
 
-    def read_before_arrival() -> Awaitable[bytes]:
+    def read_before_arrival() -> Awaitable[bytes | memoryview]:
         loop.call_soon(late_stream.feed_data, b"x" * 64 + TAIL)  # as a socket delivers them
         return late.read_chunk()
 

@@ -30,14 +30,17 @@ import asyncio
 import hashlib
 import importlib
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 step3 = importlib.import_module("03_block")  # the server and the measurements of step 3
+Write = Callable[[BinaryIO, bytes], None]  # as in step 3
+Store = Callable[[Write, BinaryIO, bytes], Awaitable[None]]
 
 
-async def in_a_thread(how: step3.Write, out: BinaryIO, chunk: bytes) -> None:
+async def in_a_thread(how: Write, out: BinaryIO, chunk: bytes) -> None:
     await asyncio.to_thread(how, out, chunk)  # the loop runs others meanwhile
 
 
@@ -54,7 +57,7 @@ def main() -> None:
     parser.add_argument("--fsync", action="store_true", help="add rows with a real fsync per chunk")
     parser.add_argument("--cpu", action="store_true", help="add a row that hashes in the thread")
     args = parser.parse_args()
-    rows: list[tuple[str, step3.Write, step3.Store]] = [
+    rows: list[tuple[str, Write, Store]] = [
         ("on the loop: write + 5 ms wait", step3.write_and_wait, step3.on_the_loop),
         ("in a thread: write + 5 ms wait", step3.write_and_wait, in_a_thread)]
     if args.fsync:

@@ -82,6 +82,7 @@ class Settings:
     # address space of each ffmpeg (and probe): a 1080p transcode peaks near 1.4 GiB on 2 cores
     ffmpeg_memory_mb: int = 4096
     max_probes: int = 4  # uploads probed at once; the next ones wait their turn
+    teach: bool = False  # the page offers a switch that blocks the loop on purpose (loopback only)
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
@@ -122,6 +123,9 @@ class Settings:
             raise SystemExit("video-async: a token may contain only letters, digits and . _ ~ -")
         # A server others can reach gets a token unless told otherwise, as Jupyter does.
         # Hex, so that it never begins with '-' and can be pasted after --token as it is.
+        if args.teach and not is_loopback(args.host):
+            raise SystemExit("video-async: --teach slows the server down for everyone: it is "
+                             "for a server on loopback only (--host 127.0.0.1)")
         token = args.token or ("" if args.no_token or is_loopback(args.host)
                                else secrets.token_hex(32))
         return cls(
@@ -160,6 +164,7 @@ class Settings:
             max_pixels=args.max_pixels,
             ffmpeg_memory_mb=args.ffmpeg_memory_mb,
             max_probes=args.max_probes,
+            teach=args.teach,
         )
 
     @classmethod
@@ -376,6 +381,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                              "start-up carries it; API clients send 'Authorization: Bearer "
                              "TOKEN'; write --token=TOKEN if it begins with '-'). Default: a "
                              "new random one when --host is not loopback, none on loopback")
+    parser.add_argument("--teach", action="store_true",
+                        help="offer a switch on the page that blocks the event loop on purpose "
+                             "(every upload then writes on the loop, with an fsync and a wait "
+                             "per chunk), to watch the heartbeat show the cost; loopback only")
     no_token = env.get("VIDEO_ASYNC_NO_TOKEN", "0").lower() in ("1", "true", "yes", "on")
     parser.add_argument("--no-token", action="store_true", default=no_token,
                         help="no token even when --host is not loopback: anyone who can reach "
