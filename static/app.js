@@ -610,7 +610,7 @@ async function pollHealth() {
   setTimeout(pollHealth, document.hidden ? POLL_HIDDEN_MS : HEALTH_MS);
 }
 
-// Fold the heartbeat away (remembered in this browser); folded by default on a phone.
+// Fold the heartbeat away, or back (remembered in this browser).
 const beatFold = $("#heartbeat .beat-fold");
 function foldBeat(folded) {
   $("#heartbeat").classList.toggle("folded", folded);
