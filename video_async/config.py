@@ -381,10 +381,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                              "start-up carries it; API clients send 'Authorization: Bearer "
                              "TOKEN'; write --token=TOKEN if it begins with '-'). Default: a "
                              "new random one when --host is not loopback, none on loopback")
-    parser.add_argument("--teach", action="store_true",
+    teach = env.get("VIDEO_ASYNC_TEACH", "0").lower() in ("1", "true", "yes", "on")
+    parser.add_argument("--teach", action="store_true", default=teach,
                         help="offer a switch on the page that blocks the event loop on purpose "
                              "(every upload then writes on the loop, with an fsync and a wait "
-                             "per chunk), to watch the heartbeat show the cost; loopback only")
+                             "per chunk), to watch the heartbeat show the cost; loopback only "
+                             "(env: VIDEO_ASYNC_TEACH=1)")
     no_token = env.get("VIDEO_ASYNC_NO_TOKEN", "0").lower() in ("1", "true", "yes", "on")
     parser.add_argument("--no-token", action="store_true", default=no_token,
                         help="no token even when --host is not loopback: anyone who can reach "
