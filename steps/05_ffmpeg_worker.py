@@ -16,7 +16,9 @@ What you will see: the worker, asleep in `queue.get()`, picks each job up
 within a millisecond or so of its put, the progress of each job, and a loop that stays free the whole time
 (the lag ticker of step 3 runs beside the worker). Break it with --blocking:
 the worker runs the same ffmpeg with `subprocess.run`, which waits on the
-loop, and the worst lag is the whole job.
+loop, and the worst lag is the whole job. With --burst, every job is put at once:
+one worker takes them one after another, and each later job waits in the queue
+for the ones before it (exercise 1 of the guide gives it company).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="seconds of video per job (default: %(default)s)")
     parser.add_argument("--blocking", action="store_true", help="run ffmpeg with subprocess.run")
+    parser.add_argument("--burst", action="store_true",
+                        help="put every job at once: the later ones wait in the queue")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     lags: list[float] = []
@@ -102,9 +106,12 @@ async def main() -> None:
         working = asyncio.create_task(worker(queue, Path(folder), args.blocking))
         started = time.perf_counter()
         for number in range(1, args.jobs + 1):
-            await asyncio.sleep(0.05)  # the worker is asleep in queue.get() by now
+            if not args.burst:
+                await asyncio.sleep(0.05)  # the worker is asleep in queue.get() by now
             queue.put_nowait((number, args.seconds, time.perf_counter()))
-            await queue.join()  # until the job is task_done()
+            if not args.burst:
+                await queue.join()  # until the job is task_done()
+        await queue.join()
         elapsed = time.perf_counter() - started
         await asyncio.sleep(TICK * 3)  # the ticker's last wake-up, late if the loop was held
         working.cancel()

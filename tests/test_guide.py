@@ -137,13 +137,14 @@ def bench_figure(results: dict[str, Any], item: str, figure: str) -> dict[str, A
     found = [entry for entry in results["figures"]
              if entry["item"] == item and entry["figure"] == figure]
     assert len(found) == 1, f"bench/results.json has no figure {item!r} | {figure!r}"
-    return found[0]
+    entry: dict[str, Any] = found[0]
+    return entry
 
 
 def written_as(written: str, value: float) -> bool:
     """True if `written` is `value` rounded to as many decimals as it shows."""
     decimals = len(written.split(".")[1]) if "." in written else 0
-    return abs(float(written.replace(",", "")) - value) <= 0.5 * 10**-decimals + 1e-9
+    return bool(abs(float(written.replace(",", "")) - value) <= 0.5 * 10**-decimals + 1e-9)
 
 
 def unchecked_numbers(text: str, results: dict[str, Any]) -> list[str]:
