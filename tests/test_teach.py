@@ -33,13 +33,13 @@ async def page_lag(page: Page) -> float:
 
 @contextlib.asynccontextmanager
 async def upload_running(server: Server, head: bytes) -> AsyncIterator[None]:
-    """An upload that goes on, at about 25 MB/s, for the length of the block."""
+    """An upload that goes on, at about 5 MB/s, for the length of the block."""
     async def body() -> AsyncIterator[bytes]:
         yield head
         filler = bytes(CHUNK)
         while True:
             yield filler
-            await asyncio.sleep(0.01)  # pacing, not waiting for anything
+            await asyncio.sleep(0.05)  # pacing, not waiting for anything
 
     async def send() -> None:
         with aiohttp.MultipartWriter("form-data") as form:
@@ -74,18 +74,17 @@ async def test_the_switch_blocks_the_loop_and_the_page_shows_it(browser: Browser
                     "(before) => document.querySelector('[data-field=\"request-ms\"]').dataset.polls"
                     " !== before", arg=await polls(page))
                 off.append(await page_lag(page))
-            high = max(60.0, 3 * statistics.median(off))
+            # with the switch on, a tick due while a chunk's 100 ms wait runs is late by up
+            # to all of it, and the page shows the worst of the last 2 s
+            high = max(80.0, 2 * statistics.median(off))
 
             await switch.check()
             async with server.session() as session, session.get("/teach") as answer:
                 assert await answer.json() == {"block_the_loop": True}
 
-            seen: list[float] = []
-
             async def lag_is_high() -> bool:
-                seen.append(await page_lag(page))
-                return seen[-1] > high
-            await wait_until(lag_is_high, 30, f"the page's lag above {high} ms (off: {off}; on: {sorted(set(seen))})")
+                return await page_lag(page) > high
+            await wait_until(lag_is_high, 30, f"the page's lag above {high} ms (off: {off})")
 
             await switch.uncheck()
 

@@ -29,7 +29,7 @@ from .errors import ApiError
 from .keys import HEALTH, SETTINGS
 
 # The stand-in for a slow disk, per chunk written with the switch on.
-SLOW_DISK = 0.02
+SLOW_DISK = 0.1
 BLOCKING: web.AppKey[list[bool]] = web.AppKey("block_the_loop")  # [on]: one flag, shared
 
 routes = web.RouteTableDef()
