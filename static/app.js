@@ -737,25 +737,63 @@ function queueText(queue) {
 
 async function pollHealth() {
   try {
+    const sent = performance.now();
     const response = await fetch("/healthz", { cache: "no-store" });
     const health = await response.json();
+    const took = performance.now() - sent;
     const lag = health.event_loop_lag_ms;
     const beat = $("#heartbeat");
-    $('[data-field="lag-last"]', beat).textContent = `${lag.last.toFixed(1)} ms`;
+    // the worst of the last 2 s: a poll a second misses no spike
+    $('[data-field="lag-last"]', beat).textContent = `${lag.max_2s.toFixed(1)} ms`;
+    const requestField = $('[data-field="request-ms"]', beat);
+    requestField.textContent = `${took.toFixed(0)} ms`;
+    requestField.dataset.polls = String(Number(requestField.dataset.polls || 0) + 1);
     $('[data-field="lag-max"]', beat).textContent = `${lag.max_1m.toFixed(1)} ms`;
     $('[data-field="uploads"]', beat).textContent = health.uploads_in_progress;
     $('[data-field="unfinished"]', beat).textContent = health.unfinished_uploads.text;
     $('[data-field="jobs"]', beat).textContent = health.jobs_running;
     const queueField = $('[data-field="queue"]', beat); // queue mode only
     if (queueField && health.queue) queueField.textContent = queueText(health.queue);
+    const teach = $("#block-the-loop"); // only on a loopback server started with --teach
+    if (teach && health.teach && !teach.disabled) teach.checked = health.teach.block_the_loop;
     beat.classList.toggle("busy", health.jobs_running + health.uploads_in_progress > 0);
-    lagSamples.push(lag.last);
+    lagSamples.push(lag.max_2s);
     if (lagSamples.length > 60) lagSamples.shift();
     drawLag();
   } catch (_) {
     setOffline(true);
   }
   setTimeout(pollHealth, document.hidden ? POLL_HIDDEN_MS : HEALTH_MS);
+}
+
+// Fold the heartbeat away, or back (remembered in this browser).
+const beatFold = $("#heartbeat .beat-fold");
+function foldBeat(folded) {
+  $("#heartbeat").classList.toggle("folded", folded);
+  beatFold.setAttribute("aria-expanded", String(!folded));
+}
+const foldSaved = localStorage.getItem("heartbeat-folded");
+foldBeat(foldSaved === null ? false : foldSaved === "1");
+beatFold.addEventListener("click", () => {
+  const folded = !$("#heartbeat").classList.contains("folded");
+  foldBeat(folded);
+  localStorage.setItem("heartbeat-folded", folded ? "1" : "0");
+});
+
+const teachSwitch = $("#block-the-loop");
+if (teachSwitch) {
+  teachSwitch.addEventListener("change", async () => {
+    teachSwitch.disabled = true; // until the server has it
+    try {
+      const response = await fetch("/teach", {
+        method: "PUT", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ block_the_loop: teachSwitch.checked }),
+      });
+      teachSwitch.checked = (await response.json()).block_the_loop;
+    } finally {
+      teachSwitch.disabled = false;
+    }
+  });
 }
 
 for (const card of taskList.querySelectorAll("li.task")) {

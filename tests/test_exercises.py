@@ -11,7 +11,9 @@ the diff again: the failure means the exercise, and maybe its hints, went stale.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,14 +43,15 @@ def touched_files(solution: Path) -> list[str]:
 
 
 def test_there_is_a_reference_solution() -> None:
-    assert [path.name for path in SOLUTIONS] == ["webm_output.patch"]
+    assert [path.name for path in SOLUTIONS] == ["step5_workers.patch", "uploads_per_client.patch",
+                                                 "webm_output.patch"]
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda path: path.stem)
 def test_the_hints_name_every_file_the_solution_touches(solution: Path) -> None:
     hints = exercise_text(title_of(solution))
     touched = touched_files(solution)
-    assert len(touched) >= 2
+    assert touched
     assert [name for name in touched if name not in hints] == []
 
 
@@ -58,3 +61,43 @@ def test_the_solution_still_applies(solution: Path) -> None:
     done = subprocess.run(["git", "apply", "--check", str(solution)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_two_workers_take_a_burst_at_once(tmp_path: Path) -> None:
+    """Exercise 1's reference, applied to a copy of the steps and run: with --burst, one
+    worker leaves the second job waiting for the first (a second or more, at ffmpeg's
+    real pace); two workers pick both up at once."""
+    shutil.copytree(ROOT / "steps", tmp_path / "steps")
+    patch = ROOT / "tests" / "exercises" / "step5_workers.patch"
+    applied = subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+
+    def waits(*args: str) -> list[float]:
+        done = subprocess.run([sys.executable, str(tmp_path / "steps" / "05_ffmpeg_worker.py"),
+                               "--burst", "--jobs", "2", "--seconds", "2", *args],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        found = re.findall(r"job \d: picked up ([\d.]+) ms after its put", done.stdout)
+        assert len(found) == 2, done.stdout
+        return sorted(float(ms) for ms in found)
+
+    assert waits()[1] >= 500  # one worker: the second job waited for the whole first
+    assert waits("--workers", "2")[1] < 500  # two: nobody waited for a job to end
+
+
+def test_the_per_client_limit_passes_its_own_test(tmp_path: Path) -> None:
+    """Exercise 3's reference, applied to a copy of the checkout: the test it adds passes
+    against the code it changes (the copy's package comes first on the path)."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "uploads", "outputs", "test-artifacts", "__pycache__"))
+    patch = ROOT / "tests" / "exercises" / "uploads_per_client.patch"
+    applied = subprocess.run(["git", "apply", str(patch)], cwd=copy, capture_output=True,
+                             text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_uploads_per_client.py"], cwd=copy, capture_output=True,
+                         text=True, timeout=170)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "1 passed" in ran.stdout

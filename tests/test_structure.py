@@ -46,7 +46,7 @@ CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
 # Each plugs in through one setup(app) (features.py lists them), or serves one that does.
 WINGS = {"access", "recovery", "retention", "tus.__init__", "tus.protocol", "tus.handlers", "tus.uploads",
          "tus.wing", "routes.limits",
-         "queue", "jobs", "remote_worker"}
+         "queue", "jobs", "remote_worker", "teach"}
 # The command, the list of wings, and the page (which shows what every wing is doing).
 OTHERS = {"__init__", "__main__", "features", "routes.__init__", "routes.pages"}
 

@@ -92,6 +92,7 @@ class Settings:
     # is deleted; 0: kept until a person deletes it
     delete_sources_after: float = 0.0
     delete_tasks_after: float = 0.0
+    teach: bool = False  # the page offers a switch that blocks the loop on purpose (loopback only)
     # the remaining fields are not flags: tests shorten them
     upload_chunk: int = field(default=256 * 1024, repr=False)
     snapshot_interval: float = field(default=0.5, repr=False)  # at most one write per interval
@@ -135,6 +136,9 @@ class Settings:
             raise SystemExit("video-async: a token may contain only letters, digits and . _ ~ -")
         # A server others can reach gets a token unless told otherwise, as Jupyter does.
         # Hex, so that it never begins with '-' and can be pasted after --token as it is.
+        if args.teach and not is_loopback(args.host):
+            raise SystemExit("video-async: --teach slows the server down for everyone: it is "
+                             "for a server on loopback only (--host 127.0.0.1)")
         token = args.token or ("" if args.no_token or is_loopback(args.host)
                                else secrets.token_hex(32))
         return cls(
@@ -169,6 +173,7 @@ class Settings:
             max_probes=args.max_probes,
             delete_sources_after=args.delete_sources_after,
             delete_tasks_after=args.delete_tasks_after,
+            teach=args.teach,
         )
 
     @classmethod
@@ -389,6 +394,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                              "start-up carries it; API clients send 'Authorization: Bearer "
                              "TOKEN'; write --token=TOKEN if it begins with '-'). Default: a "
                              "new random one when --host is not loopback, none on loopback")
+    teach = env.get("VIDEO_ASYNC_TEACH", "0").lower() in ("1", "true", "yes", "on")
+    parser.add_argument("--teach", action="store_true", default=teach,
+                        help="offer a switch on the page that blocks the event loop on purpose "
+                             "(every upload then writes on the loop, with an fsync and a wait "
+                             "per chunk), to watch the heartbeat show the cost; loopback only "
+                             "(env: VIDEO_ASYNC_TEACH=1)")
     no_token = env.get("VIDEO_ASYNC_NO_TOKEN", "0").lower() in ("1", "true", "yes", "on")
     parser.add_argument("--no-token", action="store_true", default=no_token,
                         help="no token even when --host is not loopback: anyone who can reach "

@@ -26,4 +26,7 @@ def wings(settings: Settings) -> list[Wing]:
     if settings.queue:
         from . import queue  # an optional extra, imported only in queue mode
         chosen.append(queue.setup)
+    if settings.teach:  # loopback only (config)
+        from . import teach
+        chosen.append(teach.setup)
     return chosen

@@ -50,13 +50,16 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import durable
 
 Chunk = bytes | bytearray | memoryview
+# What receive() does instead while the teaching switch is on (teach.py, --teach only):
+# the same contract, done the blocking way, on the loop. None: never.
+receive_on_the_loop: Callable[..., Awaitable[int]] | None = None
 
 # The threads that write every upload's bytes. Writes to the page cache are short
 # and the loop never waits for one to start, so a few threads serve hundreds of
@@ -242,6 +245,8 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
     check_head, if given, is called once with the stream's first head_size bytes
     (not at all if it ends sooner), and may raise to refuse the stream.
     """
+    if receive_on_the_loop is not None:  # the teaching switch is on
+        return await receive_on_the_loop(chunks, path, limit, offset, check_head, head_size)
     disk = disk_threads()
     fd = await disk.run(_open, path, offset)
     batches = _Batches(fd, offset, disk, asyncio.get_running_loop().time)

@@ -1,6 +1,6 @@
 """Does `await` give the event loop back? Only when what it awaits is not ready yet.
 
-    .venv/bin/python examples/await_demo.py
+    .venv/bin/python steps/01_await.py
 
 Each line starts another coroutine (a task that is ready to run at the loop's
 next turn), then awaits something, then asks: did the other one get to run
@@ -83,7 +83,7 @@ async def main() -> None:
         for _ in range(1000):  # every one already in memory
             assert await buffered.read_chunk()
 
-    def read_before_arrival() -> Awaitable[bytes]:
+    def read_before_arrival() -> Awaitable[bytes | memoryview]:
         loop.call_soon(late_stream.feed_data, b"x" * 64 + TAIL)  # as a socket delivers them
         return late.read_chunk()
 
