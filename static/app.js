@@ -180,12 +180,21 @@ async function tusFetch(url, options) {
   return response;
 }
 
+// The form's other choices (each row has its own size), as the server reads them: every
+// field of the upload form is a metadata key of the same name.
+function otherChoices() {
+  return [...new FormData(form)]
+    .filter(([name, value]) => name !== "resolution" && typeof value === "string")
+    .map(([name, value]) => `,${name} ${base64(value)}`).join("");
+}
+
 async function createUpload(file, resolution) {
   const response = await tusFetch("/files", {
     method: "POST",
     headers: {
       "Upload-Length": String(file.size),
-      "Upload-Metadata": `filename ${base64(file.name)},resolution ${base64(resolution)}`,
+      "Upload-Metadata": `filename ${base64(file.name)},resolution ${base64(resolution)}`
+        + otherChoices(),
     },
   });
   if (response.status !== 201) throw await refusedBy(response);
