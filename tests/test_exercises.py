@@ -43,8 +43,8 @@ def touched_files(solution: Path) -> list[str]:
 
 
 def test_there_is_a_reference_solution() -> None:
-    assert [path.name for path in SOLUTIONS] == ["step5_workers.patch", "uploads_per_client.patch",
-                                                 "webm_output.patch"]
+    assert [path.name for path in SOLUTIONS] == ["server_sent_events.patch", "step5_workers.patch",
+                                                 "uploads_per_client.patch", "webm_output.patch"]
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda path: path.stem)
@@ -86,18 +86,27 @@ def test_two_workers_take_a_burst_at_once(tmp_path: Path) -> None:
     assert waits("--workers", "2")[1] < 500  # two: nobody waited for a job to end
 
 
-def test_the_per_client_limit_passes_its_own_test(tmp_path: Path) -> None:
-    """Exercise 3's reference, applied to a copy of the checkout: the test it adds passes
+def passes_its_own_test(tmp_path: Path, patch_name: str, test_file: str) -> None:
+    """A reference solution, applied to a copy of the checkout: the test it adds passes
     against the code it changes (the copy's package comes first on the path)."""
     copy = tmp_path / "checkout"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
         ".git", ".venv", "*.egg-info", "uploads", "outputs", "test-artifacts", "__pycache__"))
-    patch = ROOT / "tests" / "exercises" / "uploads_per_client.patch"
+    patch = ROOT / "tests" / "exercises" / patch_name
     applied = subprocess.run(["git", "apply", str(patch)], cwd=copy, capture_output=True,
                              text=True, timeout=60)
     assert applied.returncode == 0, applied.stderr
     ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "tests/test_uploads_per_client.py"], cwd=copy, capture_output=True,
-                         text=True, timeout=170)
+                          test_file], cwd=copy, capture_output=True, text=True, timeout=170)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "1 passed" in ran.stdout
+
+
+def test_the_per_client_limit_passes_its_own_test(tmp_path: Path) -> None:
+    """Exercise 3's reference."""
+    passes_its_own_test(tmp_path, "uploads_per_client.patch", "tests/test_uploads_per_client.py")
+
+
+def test_the_event_stream_passes_its_own_test(tmp_path: Path) -> None:
+    """Exercise 2's reference."""
+    passes_its_own_test(tmp_path, "server_sent_events.patch", "tests/test_events.py")
