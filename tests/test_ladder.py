@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from video_async.ffmpeg import Media, ladder_rungs
+from video_async.ffmpeg import Limits, Media, ladder_args, ladder_rungs
 from video_async.layout import DataLayout
 from video_async.store import Order
 
@@ -71,6 +71,17 @@ def test_rungs_are_never_larger_than_the_source() -> None:
     portrait = Media(duration=2.0, width=1920, height=1080, video_codec="h264", audio_codec=None,
                      rotation=90)
     assert [(r.width, r.height) for r in ladder_rungs(portrait)][:2] == [(1080, 1920), (720, 1280)]
+
+
+def test_a_ladders_encoders_start_at_most_8_threads_each(tmp_path: Path) -> None:
+    """x264 would start 1.5 threads a core for each rung: on 16 cores, four rungs of 24
+    threads each outgrow the default 4 GiB cap (measured), and the task would fail."""
+    rungs = ladder_rungs(Media(duration=2.0, width=1920, height=1080, video_codec="h264",
+                               audio_codec=None))
+    args = ladder_args("ffmpeg", tmp_path / "a.mp4", tmp_path / "a.hls", rungs, False,
+                       Limits(max_pixels=1))
+    threads = int(args[args.index("-threads") + 1])
+    assert 1 <= threads <= 8
 
 
 def test_an_order_for_all_sizes_round_trips() -> None:

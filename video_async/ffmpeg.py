@@ -328,6 +328,12 @@ def ladder_rungs(media: Media) -> list[Rung]:
     return [Rung(width, height, kbps) for (width, height), kbps in caps.items()]
 
 
+def ladder_threads() -> int:
+    """Threads for each of a ladder's encoders: one a core, at most 8 (measured: four
+    encoders of 12 threads each fit in 4 GiB, of 24 do not)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def ladder_args(ffmpeg: str, source: Path, folder: Path, rungs: Sequence[Rung],
                 has_audio: bool, limits: Limits) -> list[str]:
     """One ffmpeg for the whole ladder: the source is decoded once and split, each rung
@@ -350,6 +356,9 @@ def ladder_args(ffmpeg: str, source: Path, folder: Path, rungs: Sequence[Rung],
         args += ["-map", "0:a:0"] * count  # decoded once too; each rung carries its own
         args += ["-c:a", "aac", "-b:a", "128k", "-ac", "2"]
     args += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high",
+             # x264 starts 1.5 threads a core per encoder, each with frames of its own: four
+             # 1080p-led encoders at 24 threads each (16 cores) outgrow the 4 GiB memory cap
+             "-threads", str(ladder_threads()),
              # key frames at the same moments in every rung, and only there
              "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_SECONDS})", "-sc_threshold", "0"]
     for n, rung in enumerate(rungs):
