@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tomllib
 from datetime import datetime
@@ -318,3 +319,22 @@ async def test_a_worker_builds_no_path_from_a_job_id_it_did_not_make(tmp_path: P
     assert "outside the data folder" in result["failed"], result
     assert files_in(elsewhere) == ["x.mp4"] and private.read_bytes() == before
     assert files_in(data_dir / "uploads") == [] and files_in(data_dir / "outputs") == []
+
+
+async def test_ffmpeg_killed_by_a_signal_is_not_blamed_on_the_video(tmp_path: Path, clips: Clips,
+                                                                   redis: Redis) -> None:
+    """The out-of-memory killer (or an operator) ends ffmpeg: the card says so, and that
+    the video may be fine, instead of "could not transcode this video (exit status -9)"."""
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        session, task, data_dir = job.session, job.task, job.server.data_dir
+        for pid in ffmpeg_pids(data_dir):
+            os.kill(pid, signal.SIGKILL)
+        failed = await wait_for_state(session, task["id"], "FAILED", "COMPLETED")
+        assert failed["state"] == "FAILED", failed
+        assert failed["display"]["status"].startswith(
+            "Stopped: the transcode was ended by SIGKILL, sent by the system's out-of-memory "
+            "killer or an operator; the video itself may well be fine"), failed
+        assert failed["error_detail"] == "ffmpeg was killed by SIGKILL (9)"
+        assert "could not transcode this video" not in failed["error"]
+        assert job.worker.proc.returncode is None  # the worker goes on
+        assert partials(data_dir) == [] and files_in(data_dir / "outputs") == []
