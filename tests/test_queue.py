@@ -10,6 +10,7 @@ import sys
 import tomllib
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
@@ -35,6 +36,7 @@ async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis
     async with stopping(server, first, second), server.session() as session:
         workers = await workers_ready(session, 2)
         assert {worker["pid"] for worker in workers} == {first.proc.pid, second.proc.pid}
+        assert all(datetime.fromisoformat(str(worker["last_seen"])) for worker in workers)
         health = await get_json(session, "/healthz")
         assert health["mode"] == "queue" and health["queue"]["reachable"] is True
         page = await (await session.get("/")).text()
@@ -67,9 +69,23 @@ async def test_a_killed_workers_job_runs_on_another(tmp_path: Path, clips: Clips
         task = await upload_ok(session, clips.long(), "480")
         await transcoding(session, task["id"])
         assert ffmpeg_pids(data_dir) != []
+        killed_at = asyncio.get_running_loop().time()
         await doomed.kill()
         # its ffmpeg dies with it: nothing goes on writing into the shared folder
         await wait_until(lambda: ffmpeg_gone(data_dir), 10, "the killed worker's ffmpeg to go")
+
+        # With no other worker left to sweep, the web process itself sees the job lost,
+        # says so on its card, queues it again, and no longer lists the dead worker.
+        async def lost_and_gone() -> dict[str, Any] | None:
+            shown = await get_json(session, f"/tasks/{task['id']}")
+            workers = (await get_json(session, "/healthz"))["queue"]["workers"]
+            return shown if shown["state"] == "QUEUED" and workers == [] else None
+        waiting = await wait_until(lost_and_gone, 60, "the job queued again, its worker dropped")
+        assert waiting["display"]["status"] == "Worker lost: running again", waiting
+        # the documented bound (docs/scaling.md): 1.25 heartbeats + 1.25 s after the death,
+        # here 2.5 s; with room for a loaded machine, still far from "never" or a minute
+        assert asyncio.get_running_loop().time() - killed_at < 2.5 + 20
+        assert "gave no sign of life" in server.output()
         rescuer = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT,
                                      name="rescuer")
         async with stopping(rescuer):
@@ -338,3 +354,56 @@ async def test_ffmpeg_killed_by_a_signal_is_not_blamed_on_the_video(tmp_path: Pa
         assert "could not transcode this video" not in failed["error"]
         assert job.worker.proc.returncode is None  # the worker goes on
         assert partials(data_dir) == [] and files_in(data_dir / "outputs") == []
+
+
+async def test_a_redis_restart_is_two_lines_in_each_log(tmp_path: Path, clips: Clips,
+                                                        redis: Redis) -> None:
+    """Redis goes away mid-job and comes back: each process says so once and once, with no
+    traceback, and the job still ends COMPLETED."""
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        server, worker, session, task = job.server, job.worker, job.session, job.task
+        await redis.kill()
+
+        async def both_said(words: str) -> bool:
+            return words in server.output() and words in worker.output()
+        await wait_until(lambda: both_said("does not answer"), 30, "both to see Redis gone")
+        await redis.start()
+        await wait_until(lambda: both_said("answers again"), 30, "both to see Redis back")
+        done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
+        assert done["state"] == "COMPLETED", done
+        for log in (server.output(), worker.output()):
+            said = [line for line in log.splitlines() if "Redis at" in line]
+            assert len(said) == 2, said
+            assert "does not answer" in said[0] and "answers again" in said[1], said
+            assert "Traceback" not in log, log
+
+
+async def test_a_worker_with_the_wrong_data_dir_blames_itself_and_stops(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    """Its data dir is not the server's: the job goes back to the queue, not FAILED as a bad
+    video, and the worker stops with one line instead of failing job after job."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    wrong = tmp_path / "elsewhere"
+    for folder in ("uploads", "outputs"):
+        (wrong / folder).mkdir(parents=True)
+    misled = await start_worker(wrong, redis.url, *HEARTBEAT, name="misled")
+    async with stopping(server, misled), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.small(), "480")
+        async with asyncio.timeout(60):
+            assert await misled.proc.wait() == 1
+        said = misled.output().strip().splitlines()
+        assert said[-1].startswith("video-async worker: stopped, its job back in the queue: "
+                                   f"the source of task {task['id']} is not at "), said
+        assert "is not the server's data dir" in said[-1]
+        assert "Traceback" not in misled.output()
+        async def said_on_its_card() -> bool:
+            shown = await get_json(session, f"/tasks/{task['id']}")
+            return bool(shown["state"] == "QUEUED" and shown["display"]["status"]
+                        == "A worker could not run it: running again")
+        await wait_until(said_on_its_card, 30, "the card to say why it waits again")
+        right = await start_worker(data_dir, redis.url, *HEARTBEAT, name="right")
+        async with stopping(right):
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done

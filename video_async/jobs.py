@@ -8,6 +8,7 @@ a worker process loads neither aiohttp's server nor jinja2: only the job it runs
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,51 @@ def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Done | F
         return Failed(str(result["failed"]), str(result.get("detail") or ""))
     return Done(Output(**result["output"]),
                 layout.thumbnail(task_id) if result.get("thumbnail") else None)
+
+
+class CannotRunHere(Exception):
+    """The worker, not the job, is at fault (its data dir is not the server's, say): the job
+    goes back to the queue for another worker, and this one stops, saying why once."""
+
+
+class RedisWatch:
+    """Whether Redis answers, said in the log once when it stops and once when it is back,
+    however many calls fail in between (each one would otherwise log, many a traceback)."""
+
+    def __init__(self, url: str, log: logging.Logger) -> None:
+        self.url, self.log = without_password(url), log
+        self.reachable = False  # until it first answers
+        self._ever = False  # the first answer is no "back"
+
+    def lost(self, exc: BaseException) -> None:
+        if self.reachable or not self._ever:
+            self.log.warning("Redis at %s does not answer (%s: %s); waiting for it", self.url,
+                             type(exc).__name__, exc)
+            self._ever = True  # said once, from now on only "back" when it answers
+        self.reachable = False
+
+    def answered(self) -> None:
+        if not self.reachable and self._ever:
+            self.log.warning("Redis at %s answers again", self.url)
+        self.reachable = True
+        self._ever = True
+
+
+class QuietWhileRedisIsAway(logging.Filter):
+    """Drops a library's log records whose exception is only Redis not answering (SAQ logs
+    each failed call with its traceback), telling the watch instead, which says it once;
+    and those of CannotRunHere, which the worker says in one line as it stops."""
+
+    def __init__(self, watch: RedisWatch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UNREACHABLE):
+            self.watch.lost(exc)
+            return False
+        return not isinstance(exc, CannotRunHere)
 
 
 def without_password(url: str) -> str:

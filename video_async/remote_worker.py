@@ -29,8 +29,8 @@ import aiofiles.os
 
 from . import ffmpeg, probing, processes, worker
 from .config import Settings
-from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_to_json,
-                   without_password)
+from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, CannotRunHere, QuietWhileRedisIsAway,
+                   RedisWatch, TranscodeJob, outcome_to_json, without_password)
 from .store import Output
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ class Reporter:
     """Sends a job's progress to Redis, throttled, and a heartbeat when there is none;
     each one also keeps the task's run lock (see make_job) alive."""
 
-    def __init__(self, job: Any, heartbeat: int, lock: RunLock) -> None:
-        self.job, self.heartbeat, self.lock = job, heartbeat, lock
+    def __init__(self, job: Any, heartbeat: int, lock: RunLock, redis: RedisWatch) -> None:
+        self.job, self.heartbeat, self.lock, self.redis = job, heartbeat, lock, redis
         self.progress: int = 0
         self.eta: float | None = None
         self._changed = asyncio.Event()
@@ -65,7 +65,9 @@ class Reporter:
                 await self.job.update(progress=self.progress / 100, meta={"eta": self.eta})
                 await self.lock.keep()
             except UNREACHABLE as exc:  # the transcode goes on; Redis may be back in a moment
-                log.warning("job %s: could not report progress (%s)", self.job.key, exc)
+                self.redis.lost(exc)
+            else:
+                self.redis.answered()
             await asyncio.sleep(PROGRESS_INTERVAL)
 
 
@@ -118,7 +120,7 @@ async def existing_output(settings: Settings, task_id: str) -> worker.Done | Non
                        thumbnail if await aiofiles.os.path.exists(thumbnail) else None)
 
 
-def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
+def make_job(settings: Settings, ffmpeg_path: str, redis: RedisWatch) -> Callable[..., Any]:
     """The job function SAQ runs, for this worker's settings."""
     layout = settings.layout
 
@@ -131,9 +133,14 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
         except ValueError:
             log.error("job for task %s names an unexpected source %r", task_id, job.source)
             return outcome_to_json(worker.Failed("The job named a file outside the data folder."))
+        if not await aiofiles.os.path.isfile(source_path):
+            raise CannotRunHere(
+                f"the source of task {task_id} is not at {source_path}: this worker's "
+                f"--data-dir ({layout.data_dir}) is not the server's data dir, or the shared "
+                "folder is not mounted here")
         saq_job = ctx["job"]
         lock = RunLock(saq_job.get_queue().redis, task_id, settings.queue_heartbeat)
-        reporter = Reporter(saq_job, settings.queue_heartbeat, lock)
+        reporter = Reporter(saq_job, settings.queue_heartbeat, lock, redis)
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
@@ -166,25 +173,61 @@ async def serve(settings: Settings) -> None:
     processes.die_with_parent()
     processes.watch_children()
     queue = RedisQueue.from_url(settings.queue, name=QUEUE_NAME)
+    redis = RedisWatch(settings.queue, log)
+    logging.getLogger("saq").addFilter(QuietWhileRedisIsAway(redis))
     heartbeat = settings.queue_heartbeat
-    # a dead worker's job is swept, and run again, about one heartbeat after its last
-    timers: PartialTimersDict = {"schedule": 1, "worker_info": 10, "sweep": heartbeat, "abort": 1}
+    # The web process queues a dead worker's job again a heartbeat after its last sign of
+    # life (queue.JobQueue._requeue_lost); a worker's sweep is the fallback when no web
+    # process is there. The worker's own entry is written every quarter heartbeat and
+    # expires one second after that, so /healthz drops a dead worker sooner still.
+    timers: PartialTimersDict = {"schedule": 1, "worker_info": max(1, heartbeat // 4),
+                                 "sweep": heartbeat, "abort": 1}
+    unfit: list[CannotRunHere] = []
+
+    async def stop_if_unfit(ctx: Any) -> None:
+        """After a job SAQ put back because this worker cannot run it: stop taking more."""
+        if isinstance(ctx.get("exception"), CannotRunHere):
+            unfit.append(ctx["exception"])
+            runner.event.set()  # what SIGTERM does: a graceful stop
+
     runner = Worker(
-        queue, functions=[(FUNCTION, make_job(settings, info.path))],
+        queue, functions=[(FUNCTION, make_job(settings, info.path, redis))],
+        after_process=stop_if_unfit,
         concurrency=settings.workers,
         timers=timers,
         # a cancelled job stops its ffmpeg (terminate, then kill after 3 s) before going back
         cancellation_hard_deadline_s=10.0,
-        metadata={"host": socket.gethostname(), "pid": os.getpid(), "jobs": settings.workers})
+        # started_ms + the uptime SAQ writes with each entry: the worker's last sign of life
+        metadata={"host": socket.gethostname(), "pid": os.getpid(), "jobs": settings.workers,
+                  "started_ms": queue.started})
     log.info("worker on %s: %d job(s) at a time from %s, data dir %s, %s",
              socket.gethostname(), settings.workers, without_password(settings.queue),
              layout.data_dir.resolve(), info.version)
     await queue.connect()
+    watching = asyncio.create_task(_watch(queue, redis), name="redis-watch")
     try:
         await runner.start()
+        if unfit:
+            raise SystemExit(f"video-async worker: stopped, its job back in the queue: {unfit[0]}")
     finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
         with contextlib.suppress(*UNREACHABLE):
             await queue.disconnect()
+
+
+async def _watch(queue: Any, redis: RedisWatch) -> None:
+    """Asks Redis every second whether it answers, so that the log says when it is back
+    (SAQ's own loops just try again, silently once QuietWhileRedisIsAway drops their errors)."""
+    while True:
+        try:
+            await queue.redis.ping()
+        except UNREACHABLE as exc:
+            redis.lost(exc)
+        else:
+            redis.answered()
+        await asyncio.sleep(1.0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
