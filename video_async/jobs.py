@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from .ffmpeg import Media
 from .layout import DataLayout
 from .store import Order, Output, Task
-from .worker import Done, Failed
+from .worker import Transcoded, Failed
 
 QUEUE_NAME = "video_async"
 FUNCTION = "transcode"  # the name a worker registers the job under
@@ -60,7 +60,7 @@ class TranscodeJob:
         return layout.ours(self.source, self.task_id, "source")
 
 
-def outcome_to_json(outcome: Done | Failed) -> dict[str, Any]:
+def outcome_to_json(outcome: Transcoded | Failed) -> dict[str, Any]:
     """What a finished job returns through Redis."""
     if isinstance(outcome, Failed):
         return {"failed": outcome.reason, "detail": outcome.detail}
@@ -70,13 +70,13 @@ def outcome_to_json(outcome: Done | Failed) -> dict[str, Any]:
             "thumbnail": outcome.thumbnail is not None}
 
 
-def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Done | Failed:
+def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Transcoded | Failed:
     """A finished job's result read back by the web process, as outcome_to_json wrote it."""
     if not isinstance(result, dict):
         return Failed("Something went wrong on the worker; it has been logged.")
     if "failed" in result:
         return Failed(str(result["failed"]), str(result.get("detail") or ""))
-    return Done(Output(**result["output"]),
+    return Transcoded(Output(**result["output"]),
                 layout.thumbnail(task_id) if result.get("thumbnail") else None)
 
 

@@ -102,7 +102,7 @@ class RunLock:
                 await self.redis.delete(self.key)
 
 
-async def existing_output(settings: Settings, task_id: str) -> worker.Done | None:
+async def existing_output(settings: Settings, task_id: str) -> worker.Transcoded | None:
     """The output an earlier run of this job left finished, if one did (its result was lost
     to a sweep, or to Redis): reported, not made again. Only a completed run leaves it."""
     layout = settings.layout
@@ -115,7 +115,7 @@ async def existing_output(settings: Settings, task_id: str) -> worker.Done | Non
     width, height = result.display_size
     thumbnail = layout.thumbnail(task_id)
     log.info("job %s: its output is there already, from an earlier run", task_id)
-    return worker.Done(Output(size=stat.st_size, width=width, height=height,
+    return worker.Transcoded(Output(size=stat.st_size, width=width, height=height,
                               duration=result.duration),
                        thumbnail if await aiofiles.os.path.exists(thumbnail) else None)
 
@@ -144,7 +144,7 @@ def make_job(settings: Settings, ffmpeg_path: str, redis: RedisWatch) -> Callabl
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
-            outcome: worker.Done | worker.Failed | None = await existing_output(settings, task_id)
+            outcome: worker.Transcoded | worker.Failed | None = await existing_output(settings, task_id)
             if outcome is None:
                 outcome = await worker.transcode_task(
                     task_id, source_path, job.media, job.order, ffmpeg_path, settings, reporter)

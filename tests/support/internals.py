@@ -29,7 +29,7 @@ from video_async.snapshot import Encoder, SnapshotWriter, from_record, to_record
 from video_async.keys import STORE
 from video_async.routes.tasks import MAX_PAGE_SIZE, PAGE_SIZE
 from video_async.store import REMOVALS_KEPT, Order, Output, State, Task, TaskStore, new_task_id
-from video_async.worker import Done, Failed
+from video_async.worker import Failed, Transcoded
 
 
 def a_task(source: Path) -> Task:
@@ -60,7 +60,7 @@ def job_updates(store: TaskStore, settings: Settings) -> Callable[[Task, Job], N
     return apply
 
 
-__all__ = ["Order", "TranscodeJob", "api_json", "BodyTooLarge", "Done", "Failed", "Job", "JobStatus", "MAX_PIXELS_CEILING",
+__all__ = ["Order", "TranscodeJob", "api_json", "BodyTooLarge", "Failed", "Transcoded", "Job", "JobStatus", "MAX_PIXELS_CEILING",
            "Malformed", "MultipartReader", "Output", "ResumableUploads", "State", "Task", "Upload",
            "card_texts", "checked_id", "explain", "from_record", "input_args", "is_loopback",
            "job_key", "job_updates", "new_task_id", "one_of", "ordinal", "outcome_json",
