@@ -12,12 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
 from .support.processes import ffmpeg_gone, ffmpeg_pids
 from .support.queue import (Redis, a_job_mid_transcode, jobs_queued, run_job_as_written,
                             start_worker, workers_ready)
-from .support.servers import start_server, stopping
+from .support.servers import free_port, start_server, stopping
 from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
 from .support.waiting import in_snapshot, wait_until
@@ -407,3 +409,117 @@ async def test_a_worker_with_the_wrong_data_dir_blames_itself_and_stops(
         async with stopping(right):
             done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
             assert done["state"] == "COMPLETED", done
+
+
+# -- workers that share no folder: files over HTTP --------------------------------------------
+
+WORKER_TOKEN = "w0rker-t0ken-for-tests"
+
+
+def own_folder(tmp_path: Path, name: str) -> Path:
+    return tmp_path / f"{name}-own"
+
+
+async def test_two_workers_with_folders_of_their_own(tmp_path: Path, clips: Clips,
+                                                     redis: Redis) -> None:
+    """Nothing shared but Redis and the server's URL: each worker fetches the source over
+    HTTP, transcodes in its own folder, and sends the output and thumbnail back."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", WORKER_TOKEN,
+                                *HEARTBEAT)
+    slow = str(realtime_ffmpeg(tmp_path))  # each job at least a second: both workers get some
+    remote = ("--server", server.url, "--worker-token", WORKER_TOKEN, "--ffmpeg", slow, *HEARTBEAT)
+    first = await start_worker(own_folder(tmp_path, "first"), redis.url, *remote, name="first")
+    second = await start_worker(own_folder(tmp_path, "second"), redis.url, *remote, name="second")
+    async with stopping(server, first, second), server.session() as session:
+        await workers_ready(session, 2)
+        tasks = await asyncio.gather(*(upload_ok(session, clips.small(), "480") for _ in range(4)))
+        for task in tasks:
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=90)
+            assert done["state"] == "COMPLETED", done
+            video = data_dir / "outputs" / f"{task['id']}.mp4"
+            assert video.read_bytes() == await download(session, task["id"])
+            assert done["output"]["size"] == video.stat().st_size
+            assert_web_ready(video)
+            thumbnail = await session.get(f"/tasks/{task['id']}/thumbnail")
+            assert thumbnail.status == 200
+        ran = [[t["id"] for t in tasks if worker.completed(t["id"])] for worker in (first, second)]
+        assert all(ran), f"each worker should have taken a job: {ran}"
+        assert sorted(ran[0] + ran[1]) == sorted(t["id"] for t in tasks)
+        assert len(files_in(data_dir / "outputs")) == 8 and partials(data_dir) == []
+        for name in ("first", "second"):  # the workers' copies are gone once delivered
+            folder = own_folder(tmp_path, name)
+            assert files_in(folder / "uploads") == [] and files_in(folder / "outputs") == []
+        # the worker token opens the worker routes only, and the routes take no other token
+        user_route = await session.get("/tasks", headers={"Authorization": f"Bearer {WORKER_TOKEN}"})
+        assert user_route.status == 200  # this server (on loopback) asks no user token
+        no_token = await session.get("/worker/hello")
+        assert no_token.status == 401
+        assert (await no_token.json())["error"]["code"] == "worker_token_required"
+
+
+async def test_a_token_server_takes_no_worker_token_for_its_own_routes(tmp_path: Path,
+                                                                       redis: Redis) -> None:
+    server = await start_server(tmp_path / "data", "--queue", redis.url, "--token", "us3r-t0ken",
+                                "--worker-token", WORKER_TOKEN)
+    async with stopping(server), server.session() as session:
+        as_worker = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+        as_user = {"Authorization": "Bearer us3r-t0ken"}
+        assert (await session.get("/tasks", headers=as_worker)).status == 401
+        assert (await session.get("/worker/hello", headers=as_user)).status == 401
+        hello = await session.get("/worker/hello", headers=as_worker)
+        assert hello.status == 200 and set(await hello.json()) == {"version", "contract"}
+
+
+async def refused(folder: Path, redis_url: str, *flags: str) -> str:
+    """A worker that must refuse to start: its one line."""
+    worker = await start_worker(folder, redis_url, *flags, name="refused")
+    async with asyncio.timeout(60):
+        code = await worker.proc.wait()
+    lines = worker.output().strip().splitlines()
+    assert code == 1 and lines, (code, lines)
+    assert "Traceback" not in worker.output()
+    return lines[-1]
+
+
+async def test_a_worker_refuses_to_start_with_one_clear_line(tmp_path: Path,
+                                                             redis: Redis) -> None:
+    server = await start_server(tmp_path / "data", "--queue", redis.url,
+                                "--worker-token", WORKER_TOKEN)
+    folder = own_folder(tmp_path, "w")
+    async with stopping(server):
+        wrong_token = await refused(folder, redis.url, "--server", server.url,
+                                    "--worker-token", "not-the-one")
+        assert wrong_token == (f"video-async worker: the server at {server.url} refused the "
+                               "worker token: give the one it was started with "
+                               "(--worker-token, or VIDEO_ASYNC_WORKER_TOKEN)")
+        nobody = f"http://127.0.0.1:{free_port()}"
+        unreachable = await refused(folder, redis.url, "--server", nobody,
+                                    "--worker-token", WORKER_TOKEN)
+        assert unreachable.startswith(f"video-async worker: the server at {nobody} does not "
+                                      "answer ("), unreachable
+        assert unreachable.endswith("): check --server")
+        no_redis = await refused(folder, f"redis://127.0.0.1:{free_port()}/0", "--server",
+                                 server.url, "--worker-token", WORKER_TOKEN)
+        assert no_redis.startswith("video-async worker: Redis at redis://127.0.0.1:"), no_redis
+        assert no_redis.endswith("): check --queue")
+
+
+async def test_a_worker_refuses_a_server_of_another_version(tmp_path: Path, redis: Redis) -> None:
+    # a stand-in for a server of another release: it answers the hello, and nothing else
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.0.1", "contract": 1})
+    app = web.Application()
+    app.router.add_get("/worker/hello", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        line = await refused(own_folder(tmp_path, "w"), redis.url, "--server",
+                             f"http://127.0.0.1:{port}", "--worker-token", WORKER_TOKEN)
+    finally:
+        await runner.cleanup()
+    assert line.startswith(f"video-async worker: the server at http://127.0.0.1:{port} runs "
+                           "video_async 0.0.1 (job contract 1), this worker "), line
+    assert line.endswith(": install the same version on both")

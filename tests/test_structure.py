@@ -45,7 +45,7 @@ CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
         "ffmpeg", "probing", "probe", "processes", "mp4", "errors", "keys", "loop_lag"}
 # Each plugs in through one setup(app) (features.py lists them), or serves one that does.
 WINGS = {"access", "recovery", "resumable", "routes.resumable", "routes.limits",
-         "queue", "jobs", "remote_worker"}
+         "queue", "jobs", "remote_worker", "job_files", "routes.workers"}
 # The command, the list of wings, and the page (which shows what every wing is doing).
 OTHERS = {"__init__", "__main__", "features", "routes.__init__", "routes.pages"}
 

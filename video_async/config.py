@@ -78,6 +78,10 @@ class Settings:
     no_token: bool = False  # reachable by others, and deliberately without a token
     queue: str = ""  # "": transcode in this process; redis://...: on queue workers
     queue_heartbeat: int = 10  # seconds a queue job may go unheard of before it runs elsewhere
+    # the token queue workers bring to the worker routes, good for nothing else; "": the
+    # server has no worker routes, and its workers must share its data dir
+    worker_token: str = field(default="", repr=False)
+    server_url: str = ""  # a worker's: the web process it fetches sources from; "": shared folder
     max_pixels: int = 7680 * 4320  # pixels in one frame: 8K fits, anything larger is refused (422)
     # address space of each ffmpeg (and probe): a 1080p transcode peaks near 1.4 GiB on 2 cores
     ffmpeg_memory_mb: int = 4096
@@ -157,6 +161,7 @@ class Settings:
             no_token=args.no_token,
             queue=_queue_url(args.queue),
             queue_heartbeat=_heartbeat(args.queue_heartbeat),
+            worker_token=args.worker_token,
             max_pixels=args.max_pixels,
             ffmpeg_memory_mb=args.ffmpeg_memory_mb,
             max_probes=args.max_probes,
@@ -173,13 +178,20 @@ class Settings:
                              "(or VIDEO_ASYNC_QUEUE)")
         if args.jobs < 1:
             raise SystemExit("video-async worker: --jobs must be at least 1")
+        if args.server and not args.server.startswith(("http://", "https://")):
+            raise SystemExit("video-async worker: --server must be the web process's URL, such "
+                             "as http://HOST:8000")
+        if args.server and not args.worker_token:
+            raise SystemExit("video-async worker: --server needs the server's worker token: "
+                             "--worker-token (or VIDEO_ASYNC_WORKER_TOKEN)")
         _require_positive(args, "video-async worker", "job_timeout", "stall_timeout", "max_pixels")
         _memory(args, "video-async worker")
         return cls(data_dir=Path(args.data_dir), workers=args.jobs, ffmpeg=args.ffmpeg or None,
                    job_timeout=args.job_timeout, stall_timeout=args.stall_timeout,
                    log_level=args.log_level, queue=_queue_url(args.queue),
                    queue_heartbeat=_heartbeat(args.queue_heartbeat),
-                   max_pixels=args.max_pixels, ffmpeg_memory_mb=args.ffmpeg_memory_mb)
+                   max_pixels=args.max_pixels, ffmpeg_memory_mb=args.ffmpeg_memory_mb,
+                   server_url=args.server.rstrip("/"), worker_token=args.worker_token)
 
 
 def _parsed(build: Callable[[Mapping[str, str]], argparse.ArgumentParser],
@@ -248,6 +260,8 @@ MAX_PIXELS_HELP = ("largest frame accepted, in pixels (width x height); larger o
 MEMORY_HELP = ("address space each ffmpeg (and each probe) may use, in MiB; one that needs more "
                "is stopped and its task FAILED. A 1080p transcode reserves about 1.4 GiB on "
                "2 cores, more with more cores. 0: no cap (default: %(default)s)")
+WORKER_TOKEN_HELP = ("the token queue workers and this server share, good only for the worker "
+                     "routes (/worker/...); set it on both, e.g. from VIDEO_ASYNC_WORKER_TOKEN")
 HEARTBEAT_HELP = ("seconds a queue job may go without a sign of life from its worker before "
                   "it is run again on another (default: %(default)s)")
 
@@ -265,7 +279,12 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         add_flag(parser, env, name, fallback, kind, text)
 
     flag("queue", base.queue, str, "Redis URL of the server's job queue, e.g. redis://HOST:6379/0")
-    flag("data-dir", base.data_dir, str, "the server's data dir, as this machine sees it "
+    flag("server", base.server_url, str, "the web process's URL, e.g. http://HOST:8000: sources "
+         "are fetched from it and outputs sent back over HTTP, so nothing is shared but Redis "
+         "(needs --worker-token). Without it, the data dir must be the server's own")
+    flag("worker-token", "", str, WORKER_TOKEN_HELP)
+    flag("data-dir", base.data_dir, str, "with --server, a folder of this worker's own for the "
+         "files of its running jobs; without, the server's data dir as this machine sees it "
          "(default: the current folder)")
     flag("jobs", base.workers, int, "how many ffmpeg jobs this worker runs at once "
          "(default: %(default)s)")
@@ -358,6 +377,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     flag("max-probes", base.max_probes, int, "uploads whose files are probed at once; the "
          "others wait their turn (default: %(default)s)")
     flag("queue", base.queue, str, QUEUE_HELP)
+    flag("worker-token", "", str, WORKER_TOKEN_HELP)
     flag("queue-heartbeat", base.queue_heartbeat, int, HEARTBEAT_HELP)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,

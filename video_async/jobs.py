@@ -8,8 +8,11 @@ a worker process loads neither aiohttp's server nor jinja2: only the job it runs
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +24,10 @@ from .layout import DataLayout
 from .store import Order, Output, Task
 from .worker import Transcoded, Failed
 
+VERSION = _version("video_async")
+# Bumped whenever what a job carries, or the worker routes, change: web and workers must agree.
+CONTRACT = 2
+WORKER_PREFIX = "/worker/"  # the routes a worker without the shared folder uses
 QUEUE_NAME = "video_async"
 FUNCTION = "transcode"  # the name a worker registers the job under
 # Errors that mean "Redis is not answering", as opposed to a bug of ours.
@@ -123,6 +130,17 @@ class QuietWhileRedisIsAway(logging.Filter):
             self.watch.lost(exc)
             return False
         return not isinstance(exc, CannotRunHere)
+
+
+async def file_sha256(path: Path) -> str:
+    """A file's SHA-256, in hex, read in a thread (200 MB take a few tenths of a second)."""
+    def digest() -> str:
+        sha = hashlib.sha256()
+        with open(path, "rb") as file:
+            while block := file.read(1024 * 1024):
+                sha.update(block)
+        return sha.hexdigest()
+    return await asyncio.to_thread(digest)
 
 
 def without_password(url: str) -> str:

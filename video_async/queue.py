@@ -41,6 +41,7 @@ from .config import Settings
 from .keys import HEALTH, JOB_RUNNER, SETTINGS, STORE
 from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, CannotRunHere, RedisWatch,
                    TranscodeJob, outcome_from_json)
+from .routes import workers
 from .store import State, Task, TaskStore
 from .worker import record
 
@@ -95,6 +96,7 @@ def setup(app: web.Application) -> None:
     jobs = JobQueue(app[STORE], app[SETTINGS])
     app[HEALTH]["queue"] = jobs.status.to_json
     app[JOB_RUNNER] = jobs.run
+    workers.setup(app)  # with --worker-token: workers that share no folder fetch and send here
 
 
 @dataclass(eq=False)
@@ -339,6 +341,6 @@ class JobQueue:
                 del self._followed[task_id]
         # whatever the job got to write before it stopped (the store never pointed at it)
         for path in (self.layout.partial_output(task_id), self.layout.output(task_id),
-                     self.layout.thumbnail(task_id)):
+                     self.layout.thumbnail(task_id), workers.partial(self.layout.thumbnail(task_id))):
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(path)

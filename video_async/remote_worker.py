@@ -29,6 +29,7 @@ import aiofiles.os
 
 from . import ffmpeg, probing, processes, worker
 from .config import Settings
+from .job_files import FromServer, JobFiles, SharedFolder, TaskGone
 from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, CannotRunHere, QuietWhileRedisIsAway,
                    RedisWatch, TranscodeJob, outcome_to_json, without_password)
 from .store import Output
@@ -120,8 +121,10 @@ async def existing_output(settings: Settings, task_id: str) -> worker.Transcoded
                        thumbnail if await aiofiles.os.path.exists(thumbnail) else None)
 
 
-def make_job(settings: Settings, ffmpeg_path: str, redis: RedisWatch) -> Callable[..., Any]:
-    """The job function SAQ runs, for this worker's settings."""
+def make_job(settings: Settings, ffmpeg_path: str, redis: RedisWatch,
+             files: JobFiles) -> Callable[..., Any]:
+    """The job function SAQ runs, for this worker's settings; its files come and go
+    through `files` (job_files.py: the shared folder, or the server over HTTP)."""
     layout = settings.layout
 
     async def transcode(ctx: Any, **arguments: Any) -> dict[str, Any]:
@@ -129,30 +132,32 @@ def make_job(settings: Settings, ffmpeg_path: str, redis: RedisWatch) -> Callabl
         task_id = job.task_id
         try:
             # only a file the server itself names for this task, never a path from outside
-            source_path = job.source_in(layout)
+            job.source_in(layout)
         except ValueError:
             log.error("job for task %s names an unexpected source %r", task_id, job.source)
             return outcome_to_json(worker.Failed("The job named a file outside the data folder."))
-        if not await aiofiles.os.path.isfile(source_path):
-            raise CannotRunHere(
-                f"the source of task {task_id} is not at {source_path}: this worker's "
-                f"--data-dir ({layout.data_dir}) is not the server's data dir, or the shared "
-                "folder is not mounted here")
         saq_job = ctx["job"]
         lock = RunLock(saq_job.get_queue().redis, task_id, settings.queue_heartbeat)
         reporter = Reporter(saq_job, settings.queue_heartbeat, lock, redis)
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
-            outcome: worker.Transcoded | worker.Failed | None = await existing_output(settings, task_id)
+            outcome: worker.Transcoded | worker.Failed | None = await existing_output(
+                settings, task_id)
             if outcome is None:
+                source_path = await files.source(job)
                 outcome = await worker.transcode_task(
                     task_id, source_path, job.media, job.order, ffmpeg_path, settings, reporter)
+            if isinstance(outcome, worker.Transcoded):
+                await files.deliver(task_id, outcome)  # on the server before the job returns
+        except TaskGone:  # deleted meanwhile: its abort is on its way
+            outcome = worker.Failed("The task is no longer on the server.")
         finally:
             reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporting
             await lock.release()
+            await files.clean(task_id)
         return outcome_to_json(outcome)
 
     return transcode
@@ -166,10 +171,22 @@ async def serve(settings: Settings) -> None:
 
     info = await ffmpeg.check(settings.ffmpeg)
     layout = settings.layout
-    for folder in (layout.uploads_dir, layout.outputs_dir):
-        if not await asyncio.to_thread(folder.is_dir):
-            raise SystemExit(f"video-async worker: {folder} is not there: give the server's "
-                             "data dir, shared with this machine, as --data-dir")
+    files: JobFiles
+    if settings.server_url:
+        files = FromServer(settings.server_url, settings.worker_token, layout)
+        refusal = await files.check()
+        if refusal:
+            await files.close()
+            raise SystemExit(f"video-async worker: {refusal}")
+        for folder in (layout.uploads_dir, layout.outputs_dir):  # this worker's own
+            await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
+    else:
+        files = SharedFolder(layout)
+        for folder in (layout.uploads_dir, layout.outputs_dir):
+            if not await asyncio.to_thread(folder.is_dir):
+                raise SystemExit(f"video-async worker: {folder} is not there: give the server's "
+                                 "data dir, shared with this machine, as --data-dir (or the "
+                                 "server's URL as --server)")
     processes.die_with_parent()
     processes.watch_children()
     queue = RedisQueue.from_url(settings.queue, name=QUEUE_NAME)
@@ -191,7 +208,7 @@ async def serve(settings: Settings) -> None:
             runner.event.set()  # what SIGTERM does: a graceful stop
 
     runner = Worker(
-        queue, functions=[(FUNCTION, make_job(settings, info.path, redis))],
+        queue, functions=[(FUNCTION, make_job(settings, info.path, redis, files))],
         after_process=stop_if_unfit,
         concurrency=settings.workers,
         timers=timers,
@@ -200,10 +217,21 @@ async def serve(settings: Settings) -> None:
         # started_ms + the uptime SAQ writes with each entry: the worker's last sign of life
         metadata={"host": socket.gethostname(), "pid": os.getpid(), "jobs": settings.workers,
                   "started_ms": queue.started})
-    log.info("worker on %s: %d job(s) at a time from %s, data dir %s, %s",
+    log.info("worker on %s: %d job(s) at a time from %s, %s, %s",
              socket.gethostname(), settings.workers, without_password(settings.queue),
-             layout.data_dir.resolve(), info.version)
-    await queue.connect()
+             f"files from {settings.server_url} via {layout.data_dir.resolve()}"
+             if settings.server_url else f"shared data dir {layout.data_dir.resolve()}",
+             info.version)
+    try:
+        async with asyncio.timeout(10):
+            await queue.connect()
+            await queue.redis.ping()  # type: ignore[misc]  # sync or async
+    except (*UNREACHABLE, TimeoutError) as exc:
+        if isinstance(files, FromServer):
+            await files.close()
+        raise SystemExit(f"video-async worker: Redis at {without_password(settings.queue)} "
+                         f"does not answer ({type(exc).__name__}: {exc}): check --queue") from None
+    redis.answered()
     watching = asyncio.create_task(_watch(queue, redis), name="redis-watch")
     try:
         await runner.start()
@@ -213,6 +241,8 @@ async def serve(settings: Settings) -> None:
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watching
+        if isinstance(files, FromServer):
+            await files.close()
         with contextlib.suppress(*UNREACHABLE):
             await queue.disconnect()
 
