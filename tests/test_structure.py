@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 
 # A queue worker's whole start: the command's entry, the worker module, the SAQ pieces its
-# serve() imports, and the job function built from its settings.
+# serve() imports, and the job function built from its settings (files over HTTP).
 WORKER_START = """
-import json, sys
+import json, logging, sys
 import video_async.__main__
 from video_async.config import Settings
 from video_async.remote_worker import make_job
+from video_async.jobs import RedisWatch
+from video_async.job_files import FromServer
 from saq import Worker
 from saq.queue.redis import RedisQueue
-settings = Settings.for_worker(["--queue", "redis://127.0.0.1:1/0", "--data-dir", "."])
-make_job(settings, "ffmpeg")
+settings = Settings.for_worker(["--queue", "redis://127.0.0.1:1/0", "--data-dir", ".",
+                                "--server", "http://127.0.0.1:1", "--worker-token", "t"])
+make_job(settings, "ffmpeg", RedisWatch(settings.queue, logging.getLogger()),
+         FromServer(settings.server_url, settings.worker_token, settings.layout))
 print(json.dumps(sorted(sys.modules)))
 """
 
