@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from .support.checks import files_in, partials
@@ -523,3 +524,39 @@ async def test_a_worker_refuses_a_server_of_another_version(tmp_path: Path, redi
     assert line.startswith(f"video-async worker: the server at http://127.0.0.1:{port} runs "
                            "video_async 0.0.1 (job contract 1), this worker "), line
     assert line.endswith(": install the same version on both")
+
+
+@pytest.mark.parametrize("left", ["its first half", "damaged bytes"])
+async def test_transfers_broken_off_go_on_from_where_they_stopped(
+        tmp_path: Path, clips: Clips, redis: Redis, left: str) -> None:
+    """What a worker killed mid-download leaves in its folder, and a web process restarted
+    mid-send in its own: the next run fetches only the rest (Range) and sends only the rest
+    (Upload-Offset); bytes that are not the file's are caught by the SHA-256 and sent again."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", WORKER_TOKEN,
+                                *HEARTBEAT)
+    async with stopping(server), server.session() as session:
+        task = await upload_ok(session, clips.small(), "480")
+        whole = (data_dir / "uploads" / f"{task['id']}.mp4").read_bytes()
+        half = whole[: len(whole) // 2]
+        own = own_folder(tmp_path, "w")
+        for folder in ("uploads", "outputs"):
+            (own / folder).mkdir(parents=True)
+        fetched = half if left == "its first half" else bytes(255 - b for b in half)
+        (own / "uploads" / f"{task['id']}.mp4").write_bytes(fetched)
+        sent = b"\0" * 1000  # never an MP4's first bytes: its SHA-256 cannot match
+        (data_dir / "outputs" / f"{task['id']}.partial.mp4").write_bytes(sent)
+        worker = await start_worker(own, redis.url, "--server", server.url,
+                                    "--worker-token", WORKER_TOKEN, *HEARTBEAT)
+        async with stopping(worker):
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done
+        video = data_dir / "outputs" / f"{task['id']}.mp4"
+        assert_web_ready(video)
+        assert partials(data_dir) == []
+        log = server.output()
+        assert f'"GET /worker/tasks/{task["id"]}/source HTTP/1.1" 206' in log  # the rest only
+        assert f"task {task['id']}: its output came back damaged (checksum); sent again" in log
+        if left == "damaged bytes":
+            assert f"task {task['id']}: its source came damaged; fetching it again" in worker.output()
+            assert f'"GET /worker/tasks/{task["id"]}/source HTTP/1.1" 200' in log
