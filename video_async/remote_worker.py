@@ -74,7 +74,8 @@ class Reporter:
 
 class RunLock:
     """At most one run of a task at a time, across all workers: a Redis key that expires
-    two heartbeats after its holder last renewed it (so a dead worker's lock goes too).
+    a heartbeat after its holder last renewed it (every quarter heartbeat), so a dead
+    worker's lock is gone when the web process finds its job lost and queues it again.
 
     SAQ can start a job a second time while it still runs: its sweeper takes a job that
     a worker has just dequeued, but not yet marked active, for abandoned, and queues it
@@ -88,14 +89,14 @@ class RunLock:
         self.held = False
 
     async def take(self) -> None:
-        while not await self.redis.set(self.key, self.token, nx=True, ex=2 * self.heartbeat):
+        while not await self.redis.set(self.key, self.token, nx=True, ex=self.heartbeat):
             await asyncio.sleep(self.heartbeat / 4)  # another run of this task is on
         self.held = True
 
     async def keep(self) -> None:
         # only our own: renewing another run's lock would keep a dead worker's for ever
         if self.held and await self.redis.get(self.key) == self.token.encode():
-            await self.redis.expire(self.key, 2 * self.heartbeat)
+            await self.redis.expire(self.key, self.heartbeat)
 
     async def release(self) -> None:
         with contextlib.suppress(*UNREACHABLE):
