@@ -560,3 +560,19 @@ async def test_transfers_broken_off_go_on_from_where_they_stopped(
         if left == "damaged bytes":
             assert f"task {task['id']}: its source came damaged; fetching it again" in worker.output()
             assert f'"GET /worker/tasks/{task["id"]}/source HTTP/1.1" 200' in log
+
+
+async def test_a_stopped_worker_puts_its_job_back_and_the_card_says_so(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        session, task, data_dir = job.session, job.task, job.server.data_dir
+        await job.worker.stop()  # SIGTERM: a graceful stop
+
+        async def said_on_its_card() -> bool:
+            shown = await get_json(session, f"/tasks/{task['id']}")
+            return bool(shown["state"] == "QUEUED"
+                        and shown["display"]["status"] == "Worker stopped: running again")
+        await wait_until(said_on_its_card, 30, "the card to say its worker stopped")
+        assert partials(data_dir) == []
+        assert "its worker was stopped mid-job; queued again" in job.server.output()
+        assert "gave no sign of life" not in job.server.output()  # not taken for lost
