@@ -18,8 +18,8 @@ from aiohttp import web
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
 from .support.processes import ffmpeg_gone, ffmpeg_pids
-from .support.queue import (Redis, a_job_mid_transcode, jobs_queued, run_job_as_written,
-                            start_worker, workers_ready)
+from .support.queue import (HoldingRelay, Redis, a_job_mid_transcode, jobs_queued,
+                            run_job_as_written, start_worker, workers_ready)
 from .support.servers import free_port, start_server, stopping
 from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
@@ -576,3 +576,73 @@ async def test_a_stopped_worker_puts_its_job_back_and_the_card_says_so(
         assert partials(data_dir) == []
         assert "its worker was stopped mid-job; queued again" in job.server.output()
         assert "gave no sign of life" not in job.server.output()  # not taken for lost
+
+
+@pytest.mark.parametrize("mid", ["download", "upload"])
+async def test_a_worker_killed_mid_transfer(tmp_path: Path, clips: Clips, redis: Redis,
+                                            mid: str) -> None:
+    """SIGKILLed while it fetches the source, or while it sends the output back: the job
+    runs again on another worker, and one whole output arrives."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", WORKER_TOKEN,
+                                *HEARTBEAT)
+    source_size = clips.small().stat().st_size
+    # down: the hello's answer and half the source; up: the requests before the output's
+    # body, and a few kilobytes of it
+    relay = HoldingRelay(server.port, "down" if mid == "download" else "up",
+                         source_size // 2 if mid == "download" else 4096)
+    via_relay = await relay.start()
+    doomed = await start_worker(own_folder(tmp_path, "doomed"), redis.url, "--server", via_relay,
+                                "--worker-token", WORKER_TOKEN, *HEARTBEAT, name="doomed")
+    async with stopping(server, doomed), server.session() as session:
+        try:
+            await workers_ready(session, 1)
+            task = await upload_ok(session, clips.small(), "480")
+            async with asyncio.timeout(60):
+                await relay.held.wait()
+            await doomed.kill()
+            rescuer = await start_worker(own_folder(tmp_path, "rescuer"), redis.url, "--server",
+                                         server.url, "--worker-token", WORKER_TOKEN, *HEARTBEAT,
+                                         name="rescuer")
+            async with stopping(rescuer):
+                done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+                assert done["state"] == "COMPLETED", done
+                assert rescuer.completed(task["id"]) == 1
+            assert doomed.completed(task["id"]) == (1 if mid == "upload" else 0)
+        finally:
+            await relay.close()
+        video = data_dir / "outputs" / f"{task['id']}.mp4"
+        assert video.read_bytes() == await download(session, task["id"])
+        assert_web_ready(video)
+        assert files_in(data_dir / "outputs") == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
+
+
+async def test_the_web_process_restarted_while_an_output_comes_back(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    flags = ("--queue", redis.url, "--worker-token", WORKER_TOKEN, *HEARTBEAT)
+    server = await start_server(data_dir, *flags)
+    relay = HoldingRelay(server.port, "up", 4096)
+    via_relay = await relay.start()
+    worker = await start_worker(own_folder(tmp_path, "w"), redis.url, "--server", via_relay,
+                                "--worker-token", WORKER_TOKEN, *HEARTBEAT)
+    try:
+        async with stopping(server, worker):
+            async with server.session() as session:
+                await workers_ready(session, 1)
+                task = await upload_ok(session, clips.small(), "480")
+                await in_snapshot(data_dir, task["id"], "QUEUED")
+            async with asyncio.timeout(60):
+                await relay.held.wait()  # the output is on its way back
+            await server.kill()
+            server = await start_server(data_dir, *flags)
+            relay.release(server.port)  # the worker's next try reaches the new process
+            async with stopping(server), server.session() as session:
+                done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+                assert done["state"] == "COMPLETED", done
+                video = data_dir / "outputs" / f"{task['id']}.mp4"
+                assert video.read_bytes() == await download(session, task["id"])
+                assert_web_ready(video)
+            assert worker.proc.returncode is None
+    finally:
+        await relay.close()
