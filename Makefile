@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 QUEUE_STAMP := $(VENV)/.installed-queue
 # What the tests need from the system, as command:Debian-package pairs. This is the
 # one place that says so; `make test` installs whatever of it is missing.
-SYSTEM_DEPS := chromium:chromium redis-server:redis-server
+SYSTEM_DEPS := chromium:chromium redis-server:redis-server systemd-analyze:systemd
 
 .PHONY: run worker queue-extra test test-fast deps screenshot bench clean
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from .support.internals import (CHOICES, DataLayout, Done, Failed, Job, JobStatus, Media, Order, Output,
+from .support.internals import (CHOICES, DataLayout, Failed, Job, JobStatus, Media, Order, Output,
                                 ResumableUploads, Settings, State, Task, TaskStore,
-                                TranscodeJob, Upload, a_task, api_json, from_record, job_key,
-                                job_updates, new_task_id, outcome_json, scan_uploads, to_record,
+                                TranscodeJob, Transcoded, Upload, a_task, api_json, from_record,
+                                job_key, job_updates, new_task_id, outcome_json, scan_uploads,
+                                to_record,
                                 without_password)
 
 pytestmark = pytest.mark.unit
@@ -239,7 +240,7 @@ def test_a_finished_jobs_result_completes_its_task(tmp_path: Path) -> None:
     apply = job_updates(store, settings)
     task = store.add(a_task(tmp_path / "a.mp4"))
     thumbnail = settings.layout.thumbnail(task.id)
-    result = json.loads(json.dumps(outcome_json(Done(OUTPUT, thumbnail))))  # through Redis
+    result = json.loads(json.dumps(outcome_json(Transcoded(OUTPUT, thumbnail))))  # through Redis
     apply(task, running(JobStatus.ACTIVE, progress=0.9))
     apply(task, running(JobStatus.COMPLETE, result=result))
     assert (task.state, task.output, task.progress) == (State.COMPLETED, OUTPUT, 100)
@@ -248,7 +249,7 @@ def test_a_finished_jobs_result_completes_its_task(tmp_path: Path) -> None:
     assert task.state is State.COMPLETED
 
     no_thumbnail = store.add(a_task(tmp_path / "b.mp4"))
-    apply(no_thumbnail, running(JobStatus.COMPLETE, result=outcome_json(Done(OUTPUT, None))))
+    apply(no_thumbnail, running(JobStatus.COMPLETE, result=outcome_json(Transcoded(OUTPUT, None))))
     assert no_thumbnail.state is State.COMPLETED and no_thumbnail.thumbnail_path is None
 
 
@@ -274,13 +275,13 @@ def test_a_deleted_tasks_job_changes_nothing(tmp_path: Path) -> None:
     task = store.add(a_task(tmp_path / "a.mp4"))
     store.remove(task.id)
     seen = store.version
-    apply(task, running(JobStatus.COMPLETE, result=outcome_json(Done(OUTPUT, None))))
+    apply(task, running(JobStatus.COMPLETE, result=outcome_json(Transcoded(OUTPUT, None))))
     assert task.state is State.QUEUED and store.version == seen
 
 
 def test_a_failed_outcome_says_why_in_the_jobs_result() -> None:
     assert outcome_json(Failed("Stopped.", "")) == {"failed": "Stopped.", "detail": ""}
-    done = outcome_json(Done(Output(1, 2, 4, None, "cut short"), Path("x.jpg")))
+    done = outcome_json(Transcoded(Output(1, 2, 4, None, "cut short"), Path("x.jpg")))
     assert done == {"output": {"size": 1, "width": 2, "height": 4, "duration": None,
                                "source_warning": "cut short"}, "thumbnail": True, "ladder": False}
     assert "x.jpg" not in json.dumps(done)  # no paths: each side names its own files

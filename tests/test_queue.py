@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tomllib
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
 
 from .support.checks import files_in, partials
 from .support.clips import Clips, assert_web_ready, realtime_ffmpeg
 from .support.processes import ffmpeg_gone, ffmpeg_pids
-from .support.queue import (Redis, a_job_mid_transcode, jobs_queued, run_job_as_written,
-                            start_worker, workers_ready)
-from .support.servers import start_server, stopping
+from .support.queue import (HoldingRelay, Redis, a_job_mid_transcode, jobs_queued,
+                            run_job_as_written, start_worker, workers_ready)
+from .support.servers import free_port, start_server, stopping
 from .support.uploading import (delete, download, get_json, list_tasks, transcoding,
                                 upload, upload_ok, wait_for_state)
 from .support.waiting import in_snapshot, wait_until
@@ -34,6 +39,7 @@ async def test_two_workers_share_the_uploads(tmp_path: Path, clips: Clips, redis
     async with stopping(server, first, second), server.session() as session:
         workers = await workers_ready(session, 2)
         assert {worker["pid"] for worker in workers} == {first.proc.pid, second.proc.pid}
+        assert all(datetime.fromisoformat(str(worker["last_seen"])) for worker in workers)
         health = await get_json(session, "/healthz")
         assert health["mode"] == "queue" and health["queue"]["reachable"] is True
         page = await (await session.get("/")).text()
@@ -66,9 +72,23 @@ async def test_a_killed_workers_job_runs_on_another(tmp_path: Path, clips: Clips
         task = await upload_ok(session, clips.long(), "480")
         await transcoding(session, task["id"])
         assert ffmpeg_pids(data_dir) != []
+        killed_at = asyncio.get_running_loop().time()
         await doomed.kill()
         # its ffmpeg dies with it: nothing goes on writing into the shared folder
         await wait_until(lambda: ffmpeg_gone(data_dir), 10, "the killed worker's ffmpeg to go")
+
+        # With no other worker left to sweep, the web process itself sees the job lost,
+        # says so on its card, queues it again, and no longer lists the dead worker.
+        async def lost_and_gone() -> dict[str, Any] | None:
+            shown = await get_json(session, f"/tasks/{task['id']}")
+            workers = (await get_json(session, "/healthz"))["queue"]["workers"]
+            return shown if shown["state"] == "QUEUED" and workers == [] else None
+        waiting = await wait_until(lost_and_gone, 60, "the job queued again, its worker dropped")
+        assert waiting["display"]["status"] == "Worker lost: running again", waiting
+        # the documented bound (docs/scaling.md): 1.25 heartbeats + 1.25 s after the death,
+        # here 2.5 s; with room for a loaded machine, still far from "never" or a minute
+        assert asyncio.get_running_loop().time() - killed_at < 2.5 + 20
+        assert "gave no sign of life" in server.output()
         rescuer = await start_worker(data_dir, redis.url, "--ffmpeg", slow, *HEARTBEAT,
                                      name="rescuer")
         async with stopping(rescuer):
@@ -318,3 +338,311 @@ async def test_a_worker_builds_no_path_from_a_job_id_it_did_not_make(tmp_path: P
     assert "outside the data folder" in result["failed"], result
     assert files_in(elsewhere) == ["x.mp4"] and private.read_bytes() == before
     assert files_in(data_dir / "uploads") == [] and files_in(data_dir / "outputs") == []
+
+
+async def test_ffmpeg_killed_by_a_signal_is_not_blamed_on_the_video(tmp_path: Path, clips: Clips,
+                                                                   redis: Redis) -> None:
+    """The out-of-memory killer (or an operator) ends ffmpeg: the card says so, and that
+    the video may be fine, instead of "could not transcode this video (exit status -9)"."""
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        session, task, data_dir = job.session, job.task, job.server.data_dir
+        for pid in ffmpeg_pids(data_dir):
+            os.kill(pid, signal.SIGKILL)
+        failed = await wait_for_state(session, task["id"], "FAILED", "COMPLETED")
+        assert failed["state"] == "FAILED", failed
+        assert failed["display"]["status"].startswith(
+            "Stopped: the transcode was ended by SIGKILL, sent by the system's out-of-memory "
+            "killer or an operator; the video itself may well be fine"), failed
+        assert failed["error_detail"] == "ffmpeg was killed by SIGKILL (9)"
+        assert "could not transcode this video" not in failed["error"]
+        assert job.worker.proc.returncode is None  # the worker goes on
+        assert partials(data_dir) == [] and files_in(data_dir / "outputs") == []
+
+
+async def test_a_redis_restart_is_two_lines_in_each_log(tmp_path: Path, clips: Clips,
+                                                        redis: Redis) -> None:
+    """Redis goes away mid-job and comes back: each process says so once and once, with no
+    traceback, and the job still ends COMPLETED."""
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        server, worker, session, task = job.server, job.worker, job.session, job.task
+        await redis.kill()
+
+        async def both_said(words: str) -> bool:
+            return words in server.output() and words in worker.output()
+        await wait_until(lambda: both_said("does not answer"), 30, "both to see Redis gone")
+        await redis.start()
+        await wait_until(lambda: both_said("answers again"), 30, "both to see Redis back")
+        done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=120)
+        assert done["state"] == "COMPLETED", done
+        for log in (server.output(), worker.output()):
+            said = [line for line in log.splitlines() if "Redis at" in line]
+            assert len(said) == 2, said
+            assert "does not answer" in said[0] and "answers again" in said[1], said
+            assert "Traceback" not in log, log
+
+
+async def test_a_worker_with_the_wrong_data_dir_blames_itself_and_stops(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    """Its data dir is not the server's: the job goes back to the queue, not FAILED as a bad
+    video, and the worker stops with one line instead of failing job after job."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, *HEARTBEAT)
+    wrong = tmp_path / "elsewhere"
+    for folder in ("uploads", "outputs"):
+        (wrong / folder).mkdir(parents=True)
+    misled = await start_worker(wrong, redis.url, *HEARTBEAT, name="misled")
+    async with stopping(server, misled), server.session() as session:
+        await workers_ready(session, 1)
+        task = await upload_ok(session, clips.small(), "480")
+        async with asyncio.timeout(60):
+            assert await misled.proc.wait() == 1
+        said = misled.output().strip().splitlines()
+        assert said[-1].startswith("video-async worker: stopped, its job back in the queue: "
+                                   f"the source of task {task['id']} is not at "), said
+        assert "is not the server's data dir" in said[-1]
+        assert "Traceback" not in misled.output()
+        async def said_on_its_card() -> bool:
+            shown = await get_json(session, f"/tasks/{task['id']}")
+            return bool(shown["state"] == "QUEUED" and shown["display"]["status"]
+                        == "A worker could not run it: running again")
+        await wait_until(said_on_its_card, 30, "the card to say why it waits again")
+        right = await start_worker(data_dir, redis.url, *HEARTBEAT, name="right")
+        async with stopping(right):
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done
+
+
+# -- workers that share no folder: files over HTTP --------------------------------------------
+
+WORKER_TOKEN = "w0rker-t0ken-for-tests"
+
+
+def own_folder(tmp_path: Path, name: str) -> Path:
+    return tmp_path / f"{name}-own"
+
+
+async def test_two_workers_with_folders_of_their_own(tmp_path: Path, clips: Clips,
+                                                     redis: Redis) -> None:
+    """Nothing shared but Redis and the server's URL: each worker fetches the source over
+    HTTP, transcodes in its own folder, and sends the output and thumbnail back."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", WORKER_TOKEN,
+                                *HEARTBEAT)
+    slow = str(realtime_ffmpeg(tmp_path))  # each job at least a second: both workers get some
+    remote = ("--server", server.url, "--worker-token", WORKER_TOKEN, "--ffmpeg", slow, *HEARTBEAT)
+    first = await start_worker(own_folder(tmp_path, "first"), redis.url, *remote, name="first")
+    second = await start_worker(own_folder(tmp_path, "second"), redis.url, *remote, name="second")
+    async with stopping(server, first, second), server.session() as session:
+        await workers_ready(session, 2)
+        tasks = await asyncio.gather(*(upload_ok(session, clips.small(), "480") for _ in range(4)))
+        for task in tasks:
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED", timeout=90)
+            assert done["state"] == "COMPLETED", done
+            video = data_dir / "outputs" / f"{task['id']}.mp4"
+            assert video.read_bytes() == await download(session, task["id"])
+            assert done["output"]["size"] == video.stat().st_size
+            assert_web_ready(video)
+            thumbnail = await session.get(f"/tasks/{task['id']}/thumbnail")
+            assert thumbnail.status == 200
+        ran = [[t["id"] for t in tasks if worker.completed(t["id"])] for worker in (first, second)]
+        assert all(ran), f"each worker should have taken a job: {ran}"
+        assert sorted(ran[0] + ran[1]) == sorted(t["id"] for t in tasks)
+        assert len(files_in(data_dir / "outputs")) == 8 and partials(data_dir) == []
+        for name in ("first", "second"):  # the workers' copies are gone once delivered
+            folder = own_folder(tmp_path, name)
+            assert files_in(folder / "uploads") == [] and files_in(folder / "outputs") == []
+        # the worker token opens the worker routes only, and the routes take no other token
+        user_route = await session.get("/tasks", headers={"Authorization": f"Bearer {WORKER_TOKEN}"})
+        assert user_route.status == 200  # this server (on loopback) asks no user token
+        no_token = await session.get("/worker/hello")
+        assert no_token.status == 401
+        assert (await no_token.json())["error"]["code"] == "worker_token_required"
+
+
+async def test_a_token_server_takes_no_worker_token_for_its_own_routes(tmp_path: Path,
+                                                                       redis: Redis) -> None:
+    server = await start_server(tmp_path / "data", "--queue", redis.url, "--token", "us3r-t0ken",
+                                "--worker-token", WORKER_TOKEN)
+    async with stopping(server), server.session() as session:
+        as_worker = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+        as_user = {"Authorization": "Bearer us3r-t0ken"}
+        assert (await session.get("/tasks", headers=as_worker)).status == 401
+        assert (await session.get("/worker/hello", headers=as_user)).status == 401
+        hello = await session.get("/worker/hello", headers=as_worker)
+        assert hello.status == 200 and set(await hello.json()) == {"version", "contract"}
+
+
+async def refused(folder: Path, redis_url: str, *flags: str) -> str:
+    """A worker that must refuse to start: its one line."""
+    worker = await start_worker(folder, redis_url, *flags, name="refused")
+    async with asyncio.timeout(60):
+        code = await worker.proc.wait()
+    lines = worker.output().strip().splitlines()
+    assert code == 1 and lines, (code, lines)
+    assert "Traceback" not in worker.output()
+    return lines[-1]
+
+
+async def test_a_worker_refuses_to_start_with_one_clear_line(tmp_path: Path,
+                                                             redis: Redis) -> None:
+    server = await start_server(tmp_path / "data", "--queue", redis.url,
+                                "--worker-token", WORKER_TOKEN)
+    folder = own_folder(tmp_path, "w")
+    async with stopping(server):
+        wrong_token = await refused(folder, redis.url, "--server", server.url,
+                                    "--worker-token", "not-the-one")
+        assert wrong_token == (f"video-async worker: the server at {server.url} refused the "
+                               "worker token: give the one it was started with "
+                               "(--worker-token, or VIDEO_ASYNC_WORKER_TOKEN)")
+        nobody = f"http://127.0.0.1:{free_port()}"
+        unreachable = await refused(folder, redis.url, "--server", nobody,
+                                    "--worker-token", WORKER_TOKEN)
+        assert unreachable.startswith(f"video-async worker: the server at {nobody} does not "
+                                      "answer ("), unreachable
+        assert unreachable.endswith("): check --server")
+        no_redis = await refused(folder, f"redis://127.0.0.1:{free_port()}/0", "--server",
+                                 server.url, "--worker-token", WORKER_TOKEN)
+        assert no_redis.startswith("video-async worker: Redis at redis://127.0.0.1:"), no_redis
+        assert no_redis.endswith("): check --queue")
+
+
+async def test_a_worker_refuses_a_server_of_another_version(tmp_path: Path, redis: Redis) -> None:
+    # a stand-in for a server of another release: it answers the hello, and nothing else
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.0.1", "contract": 1})
+    app = web.Application()
+    app.router.add_get("/worker/hello", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        line = await refused(own_folder(tmp_path, "w"), redis.url, "--server",
+                             f"http://127.0.0.1:{port}", "--worker-token", WORKER_TOKEN)
+    finally:
+        await runner.cleanup()
+    assert line.startswith(f"video-async worker: the server at http://127.0.0.1:{port} runs "
+                           "video_async 0.0.1 (job contract 1), this worker "), line
+    assert line.endswith(": install the same version on both")
+
+
+@pytest.mark.parametrize("left", ["its first half", "damaged bytes"])
+async def test_transfers_broken_off_go_on_from_where_they_stopped(
+        tmp_path: Path, clips: Clips, redis: Redis, left: str) -> None:
+    """What a worker killed mid-download leaves in its folder, and a web process restarted
+    mid-send in its own: the next run fetches only the rest (Range) and sends only the rest
+    (Upload-Offset); bytes that are not the file's are caught by the SHA-256 and sent again."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", WORKER_TOKEN,
+                                *HEARTBEAT)
+    async with stopping(server), server.session() as session:
+        task = await upload_ok(session, clips.small(), "480")
+        whole = (data_dir / "uploads" / f"{task['id']}.mp4").read_bytes()
+        half = whole[: len(whole) // 2]
+        own = own_folder(tmp_path, "w")
+        for folder in ("uploads", "outputs"):
+            (own / folder).mkdir(parents=True)
+        fetched = half if left == "its first half" else bytes(255 - b for b in half)
+        (own / "uploads" / f"{task['id']}.mp4").write_bytes(fetched)
+        sent = b"\0" * 1000  # never an MP4's first bytes: its SHA-256 cannot match
+        (data_dir / "outputs" / f"{task['id']}.partial.mp4").write_bytes(sent)
+        worker = await start_worker(own, redis.url, "--server", server.url,
+                                    "--worker-token", WORKER_TOKEN, *HEARTBEAT)
+        async with stopping(worker):
+            done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+            assert done["state"] == "COMPLETED", done
+        video = data_dir / "outputs" / f"{task['id']}.mp4"
+        assert_web_ready(video)
+        assert partials(data_dir) == []
+        log = server.output()
+        assert f'"GET /worker/tasks/{task["id"]}/source HTTP/1.1" 206' in log  # the rest only
+        assert f"task {task['id']}: its output came back damaged (checksum); sent again" in log
+        if left == "damaged bytes":
+            assert f"task {task['id']}: its source came damaged; fetching it again" in worker.output()
+            assert f'"GET /worker/tasks/{task["id"]}/source HTTP/1.1" 200' in log
+
+
+async def test_a_stopped_worker_puts_its_job_back_and_the_card_says_so(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    async with a_job_mid_transcode(tmp_path, redis, clips, *HEARTBEAT) as job:
+        session, task, data_dir = job.session, job.task, job.server.data_dir
+        await job.worker.stop()  # SIGTERM: a graceful stop
+
+        async def said_on_its_card() -> bool:
+            shown = await get_json(session, f"/tasks/{task['id']}")
+            return bool(shown["state"] == "QUEUED"
+                        and shown["display"]["status"] == "Worker stopped: running again")
+        await wait_until(said_on_its_card, 30, "the card to say its worker stopped")
+        assert partials(data_dir) == []
+        assert "its worker was stopped mid-job; queued again" in job.server.output()
+        assert "gave no sign of life" not in job.server.output()  # not taken for lost
+
+
+@pytest.mark.parametrize("mid", ["download", "upload"])
+async def test_a_worker_killed_mid_transfer(tmp_path: Path, clips: Clips, redis: Redis,
+                                            mid: str) -> None:
+    """SIGKILLed while it fetches the source, or while it sends the output back: the job
+    runs again on another worker, and one whole output arrives."""
+    data_dir = tmp_path / "data"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", WORKER_TOKEN,
+                                *HEARTBEAT)
+    source_size = clips.small().stat().st_size
+    # down: the hello's answer and half the source; up: the requests before the output's
+    # body, and a few kilobytes of it
+    relay = HoldingRelay(server.port, "down" if mid == "download" else "up",
+                         source_size // 2 if mid == "download" else 4096)
+    via_relay = await relay.start()
+    doomed = await start_worker(own_folder(tmp_path, "doomed"), redis.url, "--server", via_relay,
+                                "--worker-token", WORKER_TOKEN, *HEARTBEAT, name="doomed")
+    async with stopping(server, doomed), server.session() as session:
+        try:
+            await workers_ready(session, 1)
+            task = await upload_ok(session, clips.small(), "480")
+            async with asyncio.timeout(60):
+                await relay.held.wait()
+            await doomed.kill()
+            rescuer = await start_worker(own_folder(tmp_path, "rescuer"), redis.url, "--server",
+                                         server.url, "--worker-token", WORKER_TOKEN, *HEARTBEAT,
+                                         name="rescuer")
+            async with stopping(rescuer):
+                done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+                assert done["state"] == "COMPLETED", done
+                assert rescuer.completed(task["id"]) == 1
+            assert doomed.completed(task["id"]) == (1 if mid == "upload" else 0)
+        finally:
+            await relay.close()
+        video = data_dir / "outputs" / f"{task['id']}.mp4"
+        assert video.read_bytes() == await download(session, task["id"])
+        assert_web_ready(video)
+        assert files_in(data_dir / "outputs") == [f"{task['id']}.jpg", f"{task['id']}.mp4"]
+
+
+async def test_the_web_process_restarted_while_an_output_comes_back(
+        tmp_path: Path, clips: Clips, redis: Redis) -> None:
+    data_dir = tmp_path / "data"
+    flags = ("--queue", redis.url, "--worker-token", WORKER_TOKEN, *HEARTBEAT)
+    server = await start_server(data_dir, *flags)
+    relay = HoldingRelay(server.port, "up", 4096)
+    via_relay = await relay.start()
+    worker = await start_worker(own_folder(tmp_path, "w"), redis.url, "--server", via_relay,
+                                "--worker-token", WORKER_TOKEN, *HEARTBEAT)
+    try:
+        async with stopping(server, worker):
+            async with server.session() as session:
+                await workers_ready(session, 1)
+                task = await upload_ok(session, clips.small(), "480")
+                await in_snapshot(data_dir, task["id"], "QUEUED")
+            async with asyncio.timeout(60):
+                await relay.held.wait()  # the output is on its way back
+            await server.kill()
+            server = await start_server(data_dir, *flags)
+            relay.release(server.port)  # the worker's next try reaches the new process
+            async with stopping(server), server.session() as session:
+                done = await wait_for_state(session, task["id"], "COMPLETED", "FAILED")
+                assert done["state"] == "COMPLETED", done
+                video = data_dir / "outputs" / f"{task['id']}.mp4"
+                assert video.read_bytes() == await download(session, task["id"])
+                assert_web_ready(video)
+            assert worker.proc.returncode is None
+    finally:
+        await relay.close()

@@ -47,6 +47,7 @@ SAMPLES = {
     "VIDEO_ASYNC_LOG_LEVEL": "DEBUG",
     "VIDEO_ASYNC_ALLOW_HOST": "video.example",
     "VIDEO_ASYNC_TOKEN": "s3cret",
+    "VIDEO_ASYNC_WORKER_TOKEN": "w0rker",
 }
 
 

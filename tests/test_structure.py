@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 
 # A queue worker's whole start: the command's entry, the worker module, the SAQ pieces its
-# serve() imports, and the job function built from its settings.
+# serve() imports, and the job function built from its settings (files over HTTP).
 WORKER_START = """
-import json, sys
+import json, logging, sys
 import video_async.__main__
 from video_async.config import Settings
 from video_async.remote_worker import make_job
+from video_async.jobs import RedisWatch
+from video_async.job_files import FromServer
 from saq import Worker
 from saq.queue.redis import RedisQueue
-settings = Settings.for_worker(["--queue", "redis://127.0.0.1:1/0", "--data-dir", "."])
-make_job(settings, "ffmpeg")
+settings = Settings.for_worker(["--queue", "redis://127.0.0.1:1/0", "--data-dir", ".",
+                                "--server", "http://127.0.0.1:1", "--worker-token", "t"])
+make_job(settings, "ffmpeg", RedisWatch(settings.queue, logging.getLogger()),
+         FromServer(settings.server_url, settings.worker_token, settings.layout))
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -46,7 +50,8 @@ CORE = {"app", "store", "worker", "routes.uploads", "routes.tasks",
 # Each plugs in through one setup(app) (features.py lists them), or serves one that does.
 WINGS = {"access", "recovery", "retention", "tus.__init__", "tus.protocol", "tus.handlers", "tus.uploads",
          "tus.wing", "routes.limits",
-         "queue", "jobs", "remote_worker", "teach"}
+         "queue", "jobs", "remote_worker", "teach", "job_files",
+         "routes.workers"}
 # The command, the list of wings, and the page (which shows what every wing is doing).
 OTHERS = {"__init__", "__main__", "features", "routes.__init__", "routes.pages"}
 

@@ -47,6 +47,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_PARAM = "token"
 # Open without the token, for monitoring; it then shows counts only (routes/pages.py).
 OPEN_PATHS = frozenset({"/healthz"})
+WORKER_PREFIX = "/worker/"  # routes/workers.py's, behind a token of their own (jobs.WORKER_PREFIX)
 NEEDS_TOKEN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>video_async: token needed</title></head>
 <body>
@@ -271,7 +272,9 @@ def token_check(settings: Settings) -> Middleware:
         if offered is not None and request.method in ("GET", "HEAD") \
                 and _matches(offered, settings.token):
             return _let_in(request, settings)
-        if has_token(request) or request.path in OPEN_PATHS:
+        # the worker routes ask for the worker token themselves, and take no other
+        if has_token(request) or request.path in OPEN_PATHS \
+                or request.path.startswith(WORKER_PREFIX):
             return await handler(request)
         if wants_html(request):
             return web.Response(status=401, text=NEEDS_TOKEN_PAGE, content_type="text/html",

@@ -84,6 +84,10 @@ class Settings:
     no_token: bool = False  # reachable by others, and deliberately without a token
     queue: str = ""  # "": transcode in this process; redis://...: on queue workers
     queue_heartbeat: int = 10  # seconds a queue job may go unheard of before it runs elsewhere
+    # the token queue workers bring to the worker routes, good for nothing else; "": the
+    # server has no worker routes, and its workers must share its data dir
+    worker_token: str = field(default="", repr=False)
+    server_url: str = ""  # a worker's: the web process it fetches sources from; "": shared folder
     max_pixels: int = 7680 * 4320  # pixels in one frame: 8K fits, anything larger is refused (422)
     # address space of each ffmpeg (and probe): a 1080p transcode peaks near 1.4 GiB on 2 cores
     ffmpeg_memory_mb: int = 4096
@@ -170,6 +174,7 @@ class Settings:
             token=token,
             no_token=args.no_token,
             queue=_queue_url(args.queue),
+            worker_token=args.worker_token,
             max_probes=args.max_probes,
             delete_sources_after=args.delete_sources_after,
             delete_tasks_after=args.delete_tasks_after,
@@ -188,8 +193,15 @@ class Settings:
                              "(or VIDEO_ASYNC_QUEUE)")
         if args.jobs < 1:
             raise SystemExit("video-async worker: --jobs must be at least 1")
+        if args.server and not args.server.startswith(("http://", "https://")):
+            raise SystemExit("video-async worker: --server must be the web process's URL, such "
+                             "as http://HOST:8000")
+        if args.server and not args.worker_token:
+            raise SystemExit("video-async worker: --server needs the server's worker token: "
+                             "--worker-token (or VIDEO_ASYNC_WORKER_TOKEN)")
         return cls(**transcoding, data_dir=Path(args.data_dir), workers=args.jobs,
-                   queue=_queue_url(args.queue))
+                   queue=_queue_url(args.queue), server_url=args.server.rstrip("/"),
+                   worker_token=args.worker_token)
 
 
 def _parsed(build: Callable[[Mapping[str, str]], argparse.ArgumentParser],
@@ -239,6 +251,8 @@ QUEUE_EXTRA_INSTALL = ("make queue-extra, in the checkout (or pip install -e '.[
 QUEUE_HELP = ("Redis URL of the job queue, e.g. redis://HOST:6379/0: the server then transcodes "
               "nothing itself, and `video-async worker` processes on any machine that shares "
               f"the data dir do (needs the queue extra: {QUEUE_EXTRA_INSTALL})")
+WORKER_TOKEN_HELP = ("the token queue workers and this server share, good only for the worker "
+                     "routes (/worker/...); set it on both, e.g. from VIDEO_ASYNC_WORKER_TOKEN")
 
 
 def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -254,7 +268,12 @@ def build_worker_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         add_flag(parser, env, name, fallback, kind, text)
 
     flag("queue", base.queue, str, "Redis URL of the server's job queue, e.g. redis://HOST:6379/0")
-    flag("data-dir", base.data_dir, str, "the server's data dir, as this machine sees it "
+    flag("server", base.server_url, str, "the web process's URL, e.g. http://HOST:8000: sources "
+         "are fetched from it and outputs sent back over HTTP, so nothing is shared but Redis "
+         "(needs --worker-token). Without it, the data dir must be the server's own")
+    flag("worker-token", "", str, WORKER_TOKEN_HELP)
+    flag("data-dir", base.data_dir, str, "with --server, a folder of this worker's own for the "
+         "files of its running jobs; without, the server's data dir as this machine sees it "
          "(default: the current folder)")
     flag("jobs", base.workers, int, "how many ffmpeg jobs this worker runs at once "
          "(default: %(default)s)")
@@ -379,6 +398,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
          "that the whole task is deleted, as Delete does: its card, upload, video and "
          "thumbnail. 0: kept (default: %(default)s)")
     flag("queue", base.queue, str, QUEUE_HELP)
+    flag("worker-token", "", str, WORKER_TOKEN_HELP)
     _add_transcode_flags(parser, env, base)
     persist = env.get("VIDEO_ASYNC_PERSIST", "1").lower() not in ("0", "false", "no", "off")
     parser.add_argument("--no-persist", dest="persist", action="store_false", default=persist,

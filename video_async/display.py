@@ -60,6 +60,8 @@ def time_left(seconds: float) -> str:
 def status_line(task: Task, queue_position: int | None) -> str:
     """The one line under a card's title that says what is happening to it."""
     if task.state == "QUEUED":
+        if task.requeued_because:
+            return task.requeued_because
         if queue_position == 1:
             return "Waiting: next in line"
         return f"Waiting: number {queue_position} in the queue" if queue_position else "Waiting"

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -105,6 +106,24 @@ class NotAVideo(FFmpegError):
 
 class TooCostly(FFmpegError):
     """Reading the file needs more memory than a child may use."""
+
+
+class Interrupted(FFmpegError):
+    """ffmpeg was ended by a signal from outside: the machine, not the video, stopped it."""
+
+    @classmethod
+    def by(cls, signum: int) -> Interrupted:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        # SIGKILL cannot be caught: it comes from the kernel's out-of-memory killer as often
+        # as from a person, and nothing on the machine says which
+        who = ("the system's out-of-memory killer or an operator" if signum == signal.SIGKILL
+               else "an operator or the system")
+        return cls(f"Stopped: the transcode was ended by {name}, sent by {who}; the video "
+                   "itself may well be fine, so Retry may work.",
+                   f"ffmpeg was killed by {name} ({signum})")
 
 
 # -- locating the binary -----------------------------------------------------
@@ -297,6 +316,8 @@ async def transcode(ffmpeg: str, source: Path, target: Path, media: Media, resol
     args = transcode_args(ffmpeg, source, target, output_size(media, resolution),
                           media.audio_codec is not None, limits)
     code, err = await _run_streaming(args, on_progress, stall_timeout, limits)
+    if code < 0:  # asyncio's way of saying that a signal ended the process
+        raise Interrupted.by(-code)
     if code != 0:
         if ran_out_of_memory(err, limits):
             raise FFmpegError(out_of_memory(limits), _last_line(err))

@@ -8,7 +8,11 @@ a worker process loads neither aiohttp's server nor jinja2: only the job it runs
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 from dataclasses import dataclass
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,8 +22,12 @@ from redis.exceptions import RedisError
 from .ffmpeg import Media
 from .layout import DataLayout
 from .store import Order, Output, Task
-from .worker import Done, Failed
+from .worker import Transcoded, Failed
 
+VERSION = _version("video_async")
+# Bumped whenever what a job carries, or the worker routes, change: web and workers must agree.
+CONTRACT = 2
+WORKER_PREFIX = "/worker/"  # the routes a worker without the shared folder uses
 QUEUE_NAME = "video_async"
 FUNCTION = "transcode"  # the name a worker registers the job under
 # Errors that mean "Redis is not answering", as opposed to a bug of ours.
@@ -59,7 +67,7 @@ class TranscodeJob:
         return layout.ours(self.source, self.task_id, "source")
 
 
-def outcome_to_json(outcome: Done | Failed) -> dict[str, Any]:
+def outcome_to_json(outcome: Transcoded | Failed) -> dict[str, Any]:
     """What a finished job returns through Redis."""
     if isinstance(outcome, Failed):
         return {"failed": outcome.reason, "detail": outcome.detail}
@@ -69,15 +77,71 @@ def outcome_to_json(outcome: Done | Failed) -> dict[str, Any]:
             "thumbnail": outcome.thumbnail is not None, "ladder": outcome.ladder}
 
 
-def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Done | Failed:
+def outcome_from_json(result: Any, task_id: str, layout: DataLayout) -> Transcoded | Failed:
     """A finished job's result read back by the web process, as outcome_to_json wrote it."""
     if not isinstance(result, dict):
         return Failed("Something went wrong on the worker; it has been logged.")
     if "failed" in result:
         return Failed(str(result["failed"]), str(result.get("detail") or ""))
-    return Done(Output(**result["output"]),
-                layout.thumbnail(task_id) if result.get("thumbnail") else None,
-                ladder=result.get("ladder") is True)
+    return Transcoded(Output(**result["output"]),
+                      layout.thumbnail(task_id) if result.get("thumbnail") else None,
+                      ladder=result.get("ladder") is True)
+
+
+class CannotRunHere(Exception):
+    """The worker, not the job, is at fault (its data dir is not the server's, say): the job
+    goes back to the queue for another worker, and this one stops, saying why once."""
+
+
+class RedisWatch:
+    """Whether Redis answers, said in the log once when it stops and once when it is back,
+    however many calls fail in between (each one would otherwise log, many a traceback)."""
+
+    def __init__(self, url: str, log: logging.Logger) -> None:
+        self.url, self.log = without_password(url), log
+        self.reachable = False  # until it first answers
+        self._ever = False  # the first answer is no "back"
+
+    def lost(self, exc: BaseException) -> None:
+        if self.reachable or not self._ever:
+            self.log.warning("Redis at %s does not answer (%s: %s); waiting for it", self.url,
+                             type(exc).__name__, exc)
+            self._ever = True  # said once, from now on only "back" when it answers
+        self.reachable = False
+
+    def answered(self) -> None:
+        if not self.reachable and self._ever:
+            self.log.warning("Redis at %s answers again", self.url)
+        self.reachable = True
+        self._ever = True
+
+
+class QuietWhileRedisIsAway(logging.Filter):
+    """Drops a library's log records whose exception is only Redis not answering (SAQ logs
+    each failed call with its traceback), telling the watch instead, which says it once;
+    and those of CannotRunHere, which the worker says in one line as it stops."""
+
+    def __init__(self, watch: RedisWatch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UNREACHABLE):
+            self.watch.lost(exc)
+            return False
+        return not isinstance(exc, CannotRunHere)
+
+
+async def file_sha256(path: Path) -> str:
+    """A file's SHA-256, in hex, read in a thread (200 MB take a few tenths of a second)."""
+    def digest() -> str:
+        sha = hashlib.sha256()
+        with open(path, "rb") as file:
+            while block := file.read(1024 * 1024):
+                sha.update(block)
+        return sha.hexdigest()
+    return await asyncio.to_thread(digest)
 
 
 def without_password(url: str) -> str:

@@ -27,18 +27,21 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import aiofiles.os
 from saq.job import TERMINAL_STATUSES, Job, Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now as now_ms
 
 from aiohttp import web
 
 from .config import Settings
 from .keys import HEALTH, JOB_RUNNER, SETTINGS, STORE
-from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_from_json,
-                   without_password)
+from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, CannotRunHere, RedisWatch,
+                   TranscodeJob, outcome_from_json)
+from .routes import workers
 from .store import State, Task, TaskStore
 from .worker import record, remove
 
@@ -49,6 +52,8 @@ RESULT_TTL = 7 * 24 * 3600  # seconds Redis keeps a finished job for a web proce
 CHECK_INTERVAL = 1.0  # seconds between looks at every followed job and the workers
 RECONNECT_DELAY = 1.0  # seconds between attempts to reach Redis again
 ABORT_WAIT = 5.0  # seconds DELETE waits for a worker to confirm that its job stopped
+LOST = "worker lost"  # a job's error when its worker went silent and it was queued again
+STOPPED = "cancelled"  # SAQ's error for a job whose worker was stopped (SIGTERM) mid-run
 
 
 def job_key(task: Task) -> str:
@@ -60,15 +65,29 @@ def job_key(task: Task) -> str:
 class QueueStatus:
     """What the web process last saw of the job queue, refreshed every second: /healthz
     and the page's heartbeat show it."""
-    url: str  # without its password
-    reachable: bool = False
+    redis: RedisWatch
     workers: list[dict[str, Any]] = field(default_factory=list)  # host, pid, jobs of each
     jobs_queued: int = 0
     jobs_running: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "reachable": self.reachable, "workers": self.workers,
+        return {"url": self.redis.url, "reachable": self.redis.reachable,
+                "workers": self.workers,
                 "jobs_queued": self.jobs_queued, "jobs_running": self.jobs_running}
+
+
+def worker_json(worker_id: str, info: Any) -> dict[str, Any]:
+    """One worker as /healthz shows it: who it is, and its last sign of life (by its own
+    clock). SAQ keeps a worker listed until its entry expires, a few seconds after it last
+    wrote it (see remote_worker.serve), so a dead one drops off by itself."""
+    metadata = dict(info.get("metadata") or {})
+    started = metadata.pop("started_ms", None)
+    uptime = (info.get("stats") or {}).get("uptime")
+    shown: dict[str, Any] = {"id": worker_id, **metadata}
+    if isinstance(started, int) and isinstance(uptime, int):
+        seen = datetime.fromtimestamp((started + uptime) / 1000, timezone.utc)
+        shown["last_seen"] = seen.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return shown
 
 
 def setup(app: web.Application) -> None:
@@ -77,6 +96,7 @@ def setup(app: web.Application) -> None:
     jobs = JobQueue(app[STORE], app[SETTINGS])
     app[HEALTH]["queue"] = jobs.status.to_json
     app[JOB_RUNNER] = jobs.run
+    workers.setup(app)  # with --worker-token: workers that share no folder fetch and send here
 
 
 @dataclass(eq=False)
@@ -93,7 +113,7 @@ class JobQueue:
     def __init__(self, store: TaskStore, settings: Settings) -> None:
         self.store, self.settings, self.layout = store, settings, settings.layout
         self.queue = RedisQueue.from_url(settings.queue, name=QUEUE_NAME)
-        self.status = QueueStatus(url=without_password(settings.queue))
+        self.status = QueueStatus(RedisWatch(settings.queue, log))
         self._followed: dict[str, Followed] = {}  # by task id
         self._closing = False
 
@@ -157,8 +177,8 @@ class JobQueue:
             log.info("task %s queued as job %s", task.id, followed.key)
         except UNREACHABLE as exc:
             # the check loop enqueues it once Redis answers again; the task waits QUEUED
-            self.status.reachable = False
-            log.warning("could not queue task %s: Redis did not answer (%s)", task.id, exc)
+            self.status.redis.lost(exc)
+            log.info("task %s waits to be queued until Redis answers", task.id)
 
     # -- following -------------------------------------------------------------------
 
@@ -182,8 +202,7 @@ class JobQueue:
                         if job is not None:
                             self._apply(followed, job)
             except UNREACHABLE as exc:
-                self.status.reachable = False
-                log.warning("lost Redis at %s (%s); trying again", self.status.url, exc)
+                self.status.redis.lost(exc)  # said once; tried again every second
                 await asyncio.sleep(RECONNECT_DELAY)
             except Exception:  # a bug of ours: logged, and listening goes on
                 log.exception("following the queue's jobs failed; starting again")
@@ -208,9 +227,16 @@ class JobQueue:
                 State.QUEUED, State.PROCESSING):
             return
         if job.status in (Status.NEW, Status.QUEUED):
-            if task.state is State.PROCESSING:  # its worker died: it waits to run again
-                log.warning("task %s: its worker stopped answering; queued again", task.id)
-                store.requeue(task)
+            if task.state is State.PROCESSING:  # its run ended unfinished: it waits to run again
+                if job.error == STOPPED:  # SAQ's word for a worker shut down mid-job
+                    log.info("task %s: its worker was stopped mid-job; queued again", task.id)
+                    store.requeue(task, "Worker stopped: running again")
+                elif job.error and CannotRunHere.__name__ in job.error:  # its traceback
+                    log.warning("task %s: a worker could not run it (%s); queued again",
+                                task.id, job.error.strip().splitlines()[-1])
+                    store.requeue(task, "A worker could not run it: running again")
+                else:  # lost (see _requeue_lost), or swept by a worker
+                    store.requeue(task, "Worker lost: running again")
         elif job.status is Status.ACTIVE:
             if task.state is State.QUEUED:
                 store.start(task)
@@ -232,19 +258,16 @@ class JobQueue:
             try:
                 await self._check()
             except UNREACHABLE as exc:
-                if self.status.reachable:
-                    log.warning("Redis at %s does not answer (%s)", self.status.url, exc)
-                self.status.reachable = False
+                self.status.redis.lost(exc)
             except Exception:
                 log.exception("checking the queue's jobs failed")
 
     async def _check(self) -> None:
         """Every followed job as Redis has it now, and the workers: what messages missed."""
         info = await self.queue.info()
-        self.status.reachable = True
-        self.status.workers = [
-            {"id": worker_id, **(worker.get("metadata") or {})}
-            for worker_id, worker in sorted(info["workers"].items())]
+        self.status.redis.answered()
+        self.status.workers = [worker_json(worker_id, worker)
+                               for worker_id, worker in sorted(info["workers"].items())]
         self.status.jobs_queued, self.status.jobs_running = info["queued"], info["active"]
         followed = list(self._followed.values())
         jobs = await self.queue.jobs([f.key for f in followed])
@@ -252,6 +275,8 @@ class JobQueue:
         for one, job in zip(followed, jobs, strict=True):
             if job is not None:
                 one.missing_since = None
+                if job.status is Status.ACTIVE and job.stuck and not one.deleted:
+                    await self._requeue_lost(job)
                 self._apply(one, job)
                 continue
             if one.deleted:  # nothing left to abort
@@ -267,6 +292,23 @@ class JobQueue:
                 if one.task.state is State.PROCESSING:
                     self.store.requeue(one.task)
                 await self._submit(one)
+
+    async def _requeue_lost(self, job: Job) -> None:
+        """A running job whose worker gave no sign of life for a heartbeat: its worker is
+        gone (killed, its machine down or cut off), since a live one reports every quarter
+        heartbeat. Queued again at once, by the web process itself: SAQ's own sweep runs
+        only on workers, at most once a heartbeat, and not at all when none is left."""
+        silent = (now_ms() - job.touched) / 1000
+        log.warning("job %s: its worker gave no sign of life for %.1f s; it is lost, and the "
+                    "job queued again", job.key, silent)
+        if job.retryable:
+            # If that worker was only cut off and comes back, the run lock keeps it and the
+            # next run from writing at the same time (see remote_worker.RunLock).
+            await self.queue.retry(job, LOST)
+        else:
+            await self.queue.finish(job, Status.ABORTED, error=LOST)
+        job.status = Status.QUEUED if job.retryable else Status.ABORTED
+        job.error = LOST
 
     # -- aborting --------------------------------------------------------------------
 
@@ -300,5 +342,5 @@ class JobQueue:
         # whatever the job got to write before it stopped (the store never pointed at it)
         made = followed.task.output_extension
         await remove(self.layout.partial_output(task_id, made), self.layout.output(task_id, made),
-                     self.layout.thumbnail(task_id), self.layout.partial_ladder(task_id),
-                     self.layout.ladder(task_id))
+                     self.layout.thumbnail(task_id), workers.partial(self.layout.thumbnail(task_id)),
+                     self.layout.partial_ladder(task_id), self.layout.ladder(task_id))

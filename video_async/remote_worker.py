@@ -29,8 +29,9 @@ import aiofiles.os
 
 from . import ffmpeg, probing, processes, worker
 from .config import Settings
-from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, TranscodeJob, outcome_to_json,
-                   without_password)
+from .job_files import FromServer, JobFiles, SharedFolder, TaskGone
+from .jobs import (FUNCTION, QUEUE_NAME, UNREACHABLE, CannotRunHere, QuietWhileRedisIsAway,
+                   RedisWatch, TranscodeJob, outcome_to_json, without_password)
 from .store import Order, Output
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ class Reporter:
     """Sends a job's progress to Redis, throttled, and a heartbeat when there is none;
     each one also keeps the task's run lock (see make_job) alive."""
 
-    def __init__(self, job: Any, heartbeat: int, lock: RunLock) -> None:
-        self.job, self.heartbeat, self.lock = job, heartbeat, lock
+    def __init__(self, job: Any, heartbeat: int, lock: RunLock, redis: RedisWatch) -> None:
+        self.job, self.heartbeat, self.lock, self.redis = job, heartbeat, lock, redis
         self.progress: int = 0
         self.eta: float | None = None
         self._changed = asyncio.Event()
@@ -65,13 +66,16 @@ class Reporter:
                 await self.job.update(progress=self.progress / 100, meta={"eta": self.eta})
                 await self.lock.keep()
             except UNREACHABLE as exc:  # the transcode goes on; Redis may be back in a moment
-                log.warning("job %s: could not report progress (%s)", self.job.key, exc)
+                self.redis.lost(exc)
+            else:
+                self.redis.answered()
             await asyncio.sleep(PROGRESS_INTERVAL)
 
 
 class RunLock:
     """At most one run of a task at a time, across all workers: a Redis key that expires
-    two heartbeats after its holder last renewed it (so a dead worker's lock goes too).
+    a heartbeat after its holder last renewed it (every quarter heartbeat), so a dead
+    worker's lock is gone when the web process finds its job lost and queues it again.
 
     SAQ can start a job a second time while it still runs: its sweeper takes a job that
     a worker has just dequeued, but not yet marked active, for abandoned, and queues it
@@ -85,14 +89,14 @@ class RunLock:
         self.held = False
 
     async def take(self) -> None:
-        while not await self.redis.set(self.key, self.token, nx=True, ex=2 * self.heartbeat):
+        while not await self.redis.set(self.key, self.token, nx=True, ex=self.heartbeat):
             await asyncio.sleep(self.heartbeat / 4)  # another run of this task is on
         self.held = True
 
     async def keep(self) -> None:
         # only our own: renewing another run's lock would keep a dead worker's for ever
         if self.held and await self.redis.get(self.key) == self.token.encode():
-            await self.redis.expire(self.key, 2 * self.heartbeat)
+            await self.redis.expire(self.key, self.heartbeat)
 
     async def release(self) -> None:
         with contextlib.suppress(*UNREACHABLE):
@@ -100,7 +104,7 @@ class RunLock:
                 await self.redis.delete(self.key)
 
 
-async def existing_output(settings: Settings, task_id: str, order: Order) -> worker.Done | None:
+async def existing_output(settings: Settings, task_id: str, order: Order) -> worker.Transcoded | None:
     """The output an earlier run of this job left finished, if one did (its result was lost
     to a sweep, or to Redis): reported, not made again. Only a completed run leaves it."""
     layout = settings.layout
@@ -115,14 +119,16 @@ async def existing_output(settings: Settings, task_id: str, order: Order) -> wor
     width, height = result.display_size
     thumbnail = layout.thumbnail(task_id)
     log.info("job %s: its output is there already, from an earlier run", task_id)
-    return worker.Done(Output(size=stat.st_size, width=width, height=height,
+    return worker.Transcoded(Output(size=stat.st_size, width=width, height=height,
                               duration=result.duration),
                        thumbnail if await aiofiles.os.path.exists(thumbnail) else None,
                        ladder=order.ladder)
 
 
-def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
-    """The job function SAQ runs, for this worker's settings."""
+def make_job(settings: Settings, ffmpeg_path: str, redis: RedisWatch,
+             files: JobFiles) -> Callable[..., Any]:
+    """The job function SAQ runs, for this worker's settings; its files come and go
+    through `files` (job_files.py: the shared folder, or the server over HTTP)."""
     layout = settings.layout
 
     async def transcode(ctx: Any, **arguments: Any) -> dict[str, Any]:
@@ -130,26 +136,32 @@ def make_job(settings: Settings, ffmpeg_path: str) -> Callable[..., Any]:
         task_id = job.task_id
         try:
             # only a file the server itself names for this task, never a path from outside
-            source_path = job.source_in(layout)
+            job.source_in(layout)
         except ValueError:
             log.error("job for task %s names an unexpected source %r", task_id, job.source)
             return outcome_to_json(worker.Failed("The job named a file outside the data folder."))
         saq_job = ctx["job"]
         lock = RunLock(saq_job.get_queue().redis, task_id, settings.queue_heartbeat)
-        reporter = Reporter(saq_job, settings.queue_heartbeat, lock)
+        reporter = Reporter(saq_job, settings.queue_heartbeat, lock, redis)
         reporting = asyncio.create_task(reporter.run())  # heartbeats while waiting, too
         try:
             await lock.take()
-            outcome: worker.Done | worker.Failed | None = await existing_output(
+            outcome: worker.Transcoded | worker.Failed | None = await existing_output(
                 settings, task_id, job.order)
             if outcome is None:
+                source_path = await files.source(job)
                 outcome = await worker.transcode_task(
                     task_id, source_path, job.media, job.order, ffmpeg_path, settings, reporter)
+            if isinstance(outcome, worker.Transcoded):
+                await files.deliver(job, outcome)  # on the server before the job returns
+        except TaskGone:  # deleted meanwhile: its abort is on its way
+            outcome = worker.Failed("The task is no longer on the server.")
         finally:
             reporting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporting
             await lock.release()
+            await files.clean(job)
         return outcome_to_json(outcome)
 
     return transcode
@@ -163,32 +175,93 @@ async def serve(settings: Settings) -> None:
 
     info = await ffmpeg.check(settings.ffmpeg)
     layout = settings.layout
-    for folder in (layout.uploads_dir, layout.outputs_dir):
-        if not await asyncio.to_thread(folder.is_dir):
-            raise SystemExit(f"video-async worker: {folder} is not there: give the server's "
-                             "data dir, shared with this machine, as --data-dir")
+    files: JobFiles
+    if settings.server_url:
+        files = FromServer(settings.server_url, settings.worker_token, layout)
+        refusal = await files.check()
+        if refusal:
+            await files.close()
+            raise SystemExit(f"video-async worker: {refusal}")
+        for folder in (layout.uploads_dir, layout.outputs_dir):  # this worker's own
+            await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
+    else:
+        files = SharedFolder(layout)
+        for folder in (layout.uploads_dir, layout.outputs_dir):
+            if not await asyncio.to_thread(folder.is_dir):
+                raise SystemExit(f"video-async worker: {folder} is not there: give the server's "
+                                 "data dir, shared with this machine, as --data-dir (or the "
+                                 "server's URL as --server)")
     processes.die_with_parent()
     processes.watch_children()
     queue = RedisQueue.from_url(settings.queue, name=QUEUE_NAME)
+    redis = RedisWatch(settings.queue, log)
+    logging.getLogger("saq").addFilter(QuietWhileRedisIsAway(redis))
     heartbeat = settings.queue_heartbeat
-    # a dead worker's job is swept, and run again, about one heartbeat after its last
-    timers: PartialTimersDict = {"schedule": 1, "worker_info": 10, "sweep": heartbeat, "abort": 1}
+    # The web process queues a dead worker's job again a heartbeat after its last sign of
+    # life (queue.JobQueue._requeue_lost); a worker's sweep is the fallback when no web
+    # process is there. The worker's own entry is written every quarter heartbeat and
+    # expires one second after that, so /healthz drops a dead worker sooner still.
+    timers: PartialTimersDict = {"schedule": 1, "worker_info": max(1, heartbeat // 4),
+                                 "sweep": heartbeat, "abort": 1}
+    unfit: list[CannotRunHere] = []
+
+    async def stop_if_unfit(ctx: Any) -> None:
+        """After a job SAQ put back because this worker cannot run it: stop taking more."""
+        if isinstance(ctx.get("exception"), CannotRunHere):
+            unfit.append(ctx["exception"])
+            runner.event.set()  # what SIGTERM does: a graceful stop
+
     runner = Worker(
-        queue, functions=[(FUNCTION, make_job(settings, info.path))],
+        queue, functions=[(FUNCTION, make_job(settings, info.path, redis, files))],
+        after_process=stop_if_unfit,
         concurrency=settings.workers,
         timers=timers,
         # a cancelled job stops its ffmpeg (terminate, then kill after 3 s) before going back
         cancellation_hard_deadline_s=10.0,
-        metadata={"host": socket.gethostname(), "pid": os.getpid(), "jobs": settings.workers})
-    log.info("worker on %s: %d job(s) at a time from %s, data dir %s, %s",
+        # started_ms + the uptime SAQ writes with each entry: the worker's last sign of life
+        metadata={"host": socket.gethostname(), "pid": os.getpid(), "jobs": settings.workers,
+                  "started_ms": queue.started})
+    log.info("worker on %s: %d job(s) at a time from %s, %s, %s",
              socket.gethostname(), settings.workers, without_password(settings.queue),
-             layout.data_dir.resolve(), info.version)
-    await queue.connect()
+             f"files from {settings.server_url} via {layout.data_dir.resolve()}"
+             if settings.server_url else f"shared data dir {layout.data_dir.resolve()}",
+             info.version)
+    try:
+        async with asyncio.timeout(10):
+            await queue.connect()
+            await queue.redis.ping()  # type: ignore[misc]  # sync or async
+    except (*UNREACHABLE, TimeoutError) as exc:
+        if isinstance(files, FromServer):
+            await files.close()
+        raise SystemExit(f"video-async worker: Redis at {without_password(settings.queue)} "
+                         f"does not answer ({type(exc).__name__}: {exc}): check --queue") from None
+    redis.answered()
+    watching = asyncio.create_task(_watch(queue, redis), name="redis-watch")
     try:
         await runner.start()
+        if unfit:
+            raise SystemExit(f"video-async worker: stopped, its job back in the queue: {unfit[0]}")
     finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+        if isinstance(files, FromServer):
+            await files.close()
         with contextlib.suppress(*UNREACHABLE):
             await queue.disconnect()
+
+
+async def _watch(queue: Any, redis: RedisWatch) -> None:
+    """Asks Redis every second whether it answers, so that the log says when it is back
+    (SAQ's own loops just try again, silently once QuietWhileRedisIsAway drops their errors)."""
+    while True:
+        try:
+            await queue.redis.ping()
+        except UNREACHABLE as exc:
+            redis.lost(exc)
+        else:
+            redis.answered()
+        await asyncio.sleep(1.0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -174,6 +174,8 @@ class Task(Order):
     error: str | None = None  # a sentence for a person
     error_detail: str | None = None  # what ffmpeg itself said, if it said anything
     retries: int = 0  # how often a person asked to run it again after a failure
+    # why a task that was running waits again ("Worker lost: running again"), until it runs
+    requeued_because: str | None = None
     retried_at: datetime | None = None  # when the last of those retries was asked for
     created_at: datetime = field(default_factory=utc_now)
     started_at: datetime | None = None
@@ -437,7 +439,7 @@ class TaskStore:
         was_queued = task.state is State.QUEUED
         task.state = State.PROCESSING
         task.started_at = utc_now()
-        task.progress = 0
+        task.progress, task.requeued_because = 0, None
         self._changed(task, was_queued)
 
     async def wait_for_work(self) -> None:
@@ -475,10 +477,12 @@ class TaskStore:
         task.retried_at = utc_now()
         self.requeue(task)
 
-    def requeue(self, task: Task) -> None:
+    def requeue(self, task: Task, because: str | None = None) -> None:
         """Back to QUEUED with no trace of an earlier run, keeping its place by upload time:
-        a retry, or a job a restart interrupted."""
+        a retry, or a job a restart or a lost worker interrupted (`because` says which,
+        on its card, until it runs again)."""
         task.state = State.QUEUED
+        task.requeued_because = because
         task.progress, task.error, task.error_detail, task.eta_seconds = 0, None, None, None
         task.started_at = task.finished_at = None
         task.output = task.output_path = task.thumbnail_path = task.ladder_path = None

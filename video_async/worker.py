@@ -67,7 +67,7 @@ async def run_job(task: Task, store: TaskStore, ffmpeg_path: str, settings: Sett
     record(store, task, outcome, settings.layout)
 
 
-def record(store: TaskStore, task: Task, outcome: Done | Failed, layout: DataLayout) -> None:
+def record(store: TaskStore, task: Task, outcome: Transcoded | Failed, layout: DataLayout) -> None:
     """A job's outcome into the store, wherever the job ran (here, or on a queue worker)."""
     if isinstance(outcome, Failed):
         store.fail(task, outcome.reason, outcome.detail)
@@ -77,7 +77,7 @@ def record(store: TaskStore, task: Task, outcome: Done | Failed, layout: DataLay
 
 
 @dataclass(frozen=True)
-class Done:
+class Transcoded:
     output: Output
     thumbnail: Path | None  # None: the video is fine, but no frame could be taken
     ladder: bool = False  # an HLS ladder was made too (layout.ladder names its folder)
@@ -91,8 +91,8 @@ class Failed:
 
 async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None, order: Order,
                          ffmpeg_path: str, settings: Settings,
-                         on_progress: Callable[[int, float | None], None]) -> Done | Failed:
-    """Transcode with progress, thumbnail, then Done; any failure is Failed, never raised.
+                         on_progress: Callable[[int, float | None], None]) -> Transcoded | Failed:
+    """Transcode with progress, thumbnail, then Transcoded; any failure is Failed, never raised.
 
     The one job, whoever runs it: the in-process worker (run_job) or a queue worker on
     another machine. It makes what the order asks for (a Task is one), touches only files
@@ -158,8 +158,8 @@ async def transcode_task(task_id: str, source: Path, media: ffmpeg.Media | None,
              width, height, min(width, height))
     if warning:
         log.info("job %s: ffmpeg finished, but said: %s", task_id, warning)
-    return Done(Output(size=stat.st_size, width=width, height=height, duration=length,
-                       source_warning=warning or None), thumbnail, ladder=order.ladder)
+    return Transcoded(Output(size=stat.st_size, width=width, height=height, duration=length,
+                             source_warning=warning or None), thumbnail, ladder=order.ladder)
 
 
 async def _make_ladder(ffmpeg_path: str, source: Path, media: ffmpeg.Media, folder: Path,

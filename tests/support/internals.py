@@ -19,7 +19,9 @@ from video_async.layout import SOURCE_EXTENSIONS, DataLayout, checked_id
 from video_async.multipart import HEAD_LIMIT, BodyTooLarge, Malformed, Reader as MultipartReader
 from video_async.jobs import (FUNCTION as QUEUE_FUNCTION, QUEUE_NAME, TranscodeJob,
                               outcome_to_json as outcome_json, without_password)
-from video_async.queue import JobQueue, Followed, job_key
+from video_async.queue import JobQueue, Followed, job_key, worker_json
+from video_async.jobs import CannotRunHere, QuietWhileRedisIsAway, RedisWatch
+from video_async.ffmpeg import Interrupted
 from video_async.receive import BATCH_SIZE, DiskThreads, receive
 from video_async.errors import ApiError
 from video_async.durable import rename as rename_durably, replace_file
@@ -32,7 +34,7 @@ from video_async.snapshot import Encoder, SnapshotWriter, from_record, to_record
 from video_async.keys import STORE
 from video_async.routes.tasks import MAX_PAGE_SIZE, PAGE_SIZE
 from video_async.store import CHOICES, REMOVALS_KEPT, Order, Output, State, Task, TaskStore, new_task_id
-from video_async.worker import Done, Failed
+from video_async.worker import Failed, Transcoded
 
 
 def a_task(source: Path) -> Task:
@@ -63,7 +65,8 @@ def job_updates(store: TaskStore, settings: Settings) -> Callable[[Task, Job], N
     return apply
 
 
-__all__ = ["Order", "TranscodeJob", "api_json", "BodyTooLarge", "Done", "Failed", "Job", "JobStatus", "MAX_PIXELS_CEILING",
+__all__ = ["CannotRunHere", "Interrupted", "QuietWhileRedisIsAway", "RedisWatch", "worker_json",
+           "Order", "TranscodeJob", "api_json", "BodyTooLarge", "Failed", "Transcoded", "Job", "JobStatus", "MAX_PIXELS_CEILING",
            "Malformed", "MultipartReader", "Output", "ResumableUploads", "State", "Task", "Upload",
            "card_texts", "checked_id", "explain", "from_record", "input_args", "is_loopback",
            "job_key", "job_updates", "new_task_id", "one_of", "ordinal", "outcome_json",

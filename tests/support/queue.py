@@ -151,3 +151,75 @@ async def a_job_mid_transcode(folder: Path, redis: Redis, clips: Clips,
         await workers_ready(session, 1)
         task = await upload_ok(session, clips.long(), "480")
         yield JobOnWorker(server, worker, session, await transcoding(session, task["id"]))
+
+
+class HoldingRelay:
+    """A stand-in for the network between workers and the web process: a TCP relay that
+    lets `limit` bytes through in one direction ("down": to the workers; "up": to the
+    server), counted over all its connections, and then holds the rest. A transfer is
+    caught mid-way, whatever the machine's speed; `held` says when."""
+
+    def __init__(self, upstream_port: int, direction: str, limit: int) -> None:
+        self.upstream_port, self.direction, self.limit = upstream_port, direction, limit
+        self.passed = 0
+        self.held = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def release(self, upstream_port: int | None = None) -> None:
+        """No more holding; every connection through it so far is cut (as a restarted
+        server's would be), and new ones go to upstream_port if given."""
+        self.limit = 1 << 62
+        if upstream_port is not None:
+            self.upstream_port = upstream_port
+        for pump in list(self._pumps):
+            pump.cancel()
+        for writer in self._writers:
+            writer.close()
+
+    async def close(self) -> None:
+        self.release()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+        down = asyncio.create_task(self._pump(up_reader, writer, self.direction == "down"))
+        up = asyncio.create_task(self._pump(reader, up_writer, self.direction == "up"))
+        self._pumps |= {down, up}
+        for pump in (down, up):
+            pump.add_done_callback(self._pumps.discard)
+        # one side ended (a process killed, a connection closed): the other side ends too
+        await asyncio.wait([down, up], return_when=asyncio.FIRST_COMPLETED)
+        for pump in (down, up):
+            pump.cancel()
+        for end in (writer, up_writer):
+            end.close()
+
+    async def _pump(self, source: asyncio.StreamReader, target: asyncio.StreamWriter,
+                    counted: bool) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while chunk := await source.read(65536):
+                if counted:
+                    room = max(0, self.limit - self.passed)
+                    if len(chunk) > room:
+                        target.write(chunk[:room])
+                        self.passed += room
+                        await target.drain()
+                        self.held.set()
+                        await asyncio.Event().wait()  # held until cancelled
+                    self.passed += len(chunk)
+                target.write(chunk)
+                await target.drain()
