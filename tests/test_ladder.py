@@ -248,10 +248,16 @@ async def test_a_ladder_task_survives_a_restart(tmp_path: Path, clips: Clips) ->
 
 # -- queue workers ----------------------------------------------------------------------------
 
-async def test_a_queue_worker_makes_the_ladder(tmp_path: Path, clips: Clips, redis: Redis) -> None:
+@pytest.mark.parametrize("shared", [True, False], ids=["shared folder", "own folder"])
+async def test_a_queue_worker_makes_the_ladder(tmp_path: Path, clips: Clips, redis: Redis,
+                                               shared: bool) -> None:
+    """In a shared folder, or in one of its own: then every file of the ladder travels
+    back over HTTP, and the server serves it as its own."""
     data_dir = tmp_path / "data"
-    server = await start_server(data_dir, "--queue", redis.url)
-    worker = await start_worker(data_dir, redis.url)
+    token = "w0rker-t0ken-for-ladders"
+    server = await start_server(data_dir, "--queue", redis.url, "--worker-token", token)
+    worker = await (start_worker(data_dir, redis.url) if shared else start_worker(
+        tmp_path / "own", redis.url, "--server", server.url, "--worker-token", token))
     async with stopping(server, worker), server.session() as session:
         await workers_ready(session, 1)
         done = await completed_ladder(session, clips.small())
@@ -259,5 +265,9 @@ async def test_a_queue_worker_makes_the_ladder(tmp_path: Path, clips: Clips, red
         master = await ladder_text(session, done, "master.m3u8")
         assert [(w, h) for w, h, _ in variants(master)] == [(320, 240)]
         assert done["display"]["resolution"] == "all sizes, up to 240p"
+        rung = await ladder_text(session, done, "v0.m3u8")
+        assert "v0.init.mp4" in rung and ".m4s" in rung
+        if not shared:  # the worker's copies are gone once delivered
+            assert files_in(tmp_path / "own" / "outputs") == []
         await delete(session, done["id"])
         assert files_in(data_dir / "outputs") == []

@@ -146,6 +146,17 @@ class FromServer:
         await self._send(task_id, "output", self.layout.output(task_id, job.order.output_extension))
         if outcome.thumbnail is not None:
             await self._send(task_id, "thumbnail", outcome.thumbnail)
+        if outcome.ladder:  # each file of the folder, then the word that all are there
+            for path in sorted(await asyncio.to_thread(lambda: list(self.layout.ladder(task_id).iterdir()))):
+                await self._send(task_id, f"ladder/{path.name}", path)
+            url = f"{self.url}{WORKER_PREFIX}tasks/{task_id}/ladder"
+
+            async def finish() -> bool:
+                async with self.session.post(url) as response:
+                    self._refused(response)
+                    response.raise_for_status()
+                    return True
+            await self._until_done(f"completing the ladder of task {task_id}", finish)
 
     async def _send(self, task_id: str, kind: str, path: Path) -> None:
         url = f"{self.url}{WORKER_PREFIX}tasks/{task_id}/{kind}"

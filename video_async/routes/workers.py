@@ -5,12 +5,15 @@ for that token: the users' token opens none of them, and the worker token nothin
 - GET /worker/hello: the server's version and job contract, for the worker's start-up check.
 - GET /worker/tasks/{id}/source: a running task's upload; Range is honoured, so a broken
   download goes on from where it stopped. Its length and SHA-256 come as headers.
-- HEAD and PATCH /worker/tasks/{id}/output (or /thumbnail): what the worker made, sent
+- HEAD and PATCH /worker/tasks/{id}/output (or /thumbnail, or /ladder/NAME for each file of
+  an all-sizes ladder, by the names ffmpeg gives them): what the worker made, sent
   back in pieces that each say where they start (Upload-Offset), as tus does; HEAD says
   how much has arrived, so a broken send goes on from there. The file is written by the
   same receive-to-disk piece as uploads, and once all of it is there, and its SHA-256 is
   the one the worker announced, it takes its final name, durably: before the job
   returns, so before the task says COMPLETED.
+- POST /worker/tasks/{id}/ladder: every file of the ladder is there: its folder takes its
+  final name, durably, as one file does.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..jobs import CONTRACT, VERSION, WORKER_PREFIX, file_sha256
 from ..keys import SETTINGS, STORE
 from ..receive import TooLarge, rename, receive
 from ..store import State, Task
+from ..worker import remove
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -83,7 +87,16 @@ def _sent_paths(request: web.Request) -> tuple[Task, Path, Path]:
     task = _running_task(request)
     kind = request.match_info["kind"]
     layout = request.app[SETTINGS].layout
-    final = layout.output(task.id, task.output_extension) if kind == "output" else layout.thumbnail(task.id)
+    if kind.startswith("ladder/"):  # into the ladder's partial folder, until all is there
+        try:
+            name = layout.ladder_file(task.id, kind.removeprefix("ladder/")).name
+        except ValueError:
+            raise ApiError(404, "not_a_ladder_file", "That is no name of a ladder's file.") from None
+        final = layout.partial_ladder(task.id) / name
+    elif kind == "output":
+        final = layout.output(task.id, task.output_extension)
+    else:
+        final = layout.thumbnail(task.id)
     return task, final, partial(final)
 
 
@@ -94,7 +107,7 @@ async def _size(path: Path) -> int:
         return 0
 
 
-SENT = WORKER_PREFIX + "tasks/{task_id:[0-9a-f]{32}}/{kind:output|thumbnail}"
+SENT = WORKER_PREFIX + "tasks/{task_id:[0-9a-f]{32}}/{kind:output|thumbnail|ladder/[a-z0-9.]+}"
 
 
 @routes.head(SENT)
@@ -116,6 +129,7 @@ async def send_piece(request: web.Request) -> web.Response:
                                          "Upload-SHA256 with each piece.") from None
     if length > request.app[SETTINGS].max_upload_bytes * 4:  # an output is smaller than its source
         raise ApiError(413, "too_large", "That is larger than any output of this server.")
+    await aiofiles.os.makedirs(partial.parent, exist_ok=True)  # a ladder's partial folder
     if offset != await _size(partial):
         raise ApiError(409, "wrong_offset", "That piece does not start where the file ends: "
                                             "ask with HEAD where to go on from.",
@@ -137,3 +151,16 @@ async def send_piece(request: web.Request) -> web.Response:
     await rename(partial, final)  # durable: the name survives a power cut too
     return web.Response(status=204, headers={"Upload-Offset": str(received)})
 
+
+
+@routes.post(WORKER_PREFIX + "tasks/{task_id:[0-9a-f]{32}}/ladder")
+async def ladder_complete(request: web.Request) -> web.Response:
+    """Every file of the ladder has come: the folder takes its final name, durably."""
+    task = _running_task(request)
+    layout = request.app[SETTINGS].layout
+    folder = layout.partial_ladder(task.id)
+    if not await aiofiles.os.path.isdir(folder):
+        raise ApiError(409, "no_ladder_sent", "No file of this task's ladder has come.")
+    await remove(layout.ladder(task.id))  # an earlier run's, if one got this far
+    await rename(folder, layout.ladder(task.id))
+    return web.Response(status=204)
