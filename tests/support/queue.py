@@ -29,9 +29,10 @@ from .waiting import wait_until
 
 
 class Redis:
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, folder: Path, password: str = "") -> None:
+        """password: asked of every client (requirepass), as docs/deploy.md's Redis asks."""
+        self.folder, self.port, self.password = folder, free_port(), password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -45,6 +46,7 @@ class Redis:
             self.proc = await asyncio.create_subprocess_exec(
                 binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.folder),
+                *(["--requirepass", self.password] if self.password else []),
                 stdout=log, stderr=subprocess.STDOUT)
         await wait_until(self._answers, 20, "redis-server to answer")
 
@@ -58,6 +60,10 @@ class Redis:
         except OSError:
             return False
         try:
+            if self.password:
+                writer.write(f"AUTH {self.password}\r\n".encode())
+                if await reader.readline() != b"+OK\r\n":
+                    return False
             writer.write(b"PING\r\n")
             return await reader.readline() == b"+PONG\r\n"
         finally:
