@@ -50,16 +50,17 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import durable
 
 Chunk = bytes | bytearray | memoryview
-# What receive() does instead while the teaching switch is on (teach.py, --teach only):
-# the same contract, done the blocking way, on the loop. None: never.
-receive_on_the_loop: Callable[..., Awaitable[int]] | None = None
+# The teaching switch (teach.py, --teach only): while it is set, receive() calls it on the
+# loop after each chunk, with the upload's file, and it blocks the loop as a naive
+# handler's write would. Looked at chunk by chunk, so it acts on uploads already running.
+block_the_loop: Callable[[int], None] | None = None
 
 # The threads that write every upload's bytes. Writes to the page cache are short
 # and the loop never waits for one to start, so a few threads serve hundreds of
@@ -245,8 +246,6 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
     check_head, if given, is called once with the stream's first head_size bytes
     (not at all if it ends sooner), and may raise to refuse the stream.
     """
-    if receive_on_the_loop is not None:  # the teaching switch is on
-        return await receive_on_the_loop(chunks, path, limit, offset, check_head, head_size)
     disk = disk_threads()
     fd = await disk.run(_open, path, offset)
     batches = _Batches(fd, offset, disk, asyncio.get_running_loop().time)
@@ -261,6 +260,8 @@ async def receive(chunks: AsyncIterable[Chunk], path: Path, limit: int, offset: 
                     check, check_head = check_head, None
                     check(head)
             await batches.add(chunk)
+            if block_the_loop is not None:  # the teaching switch is on
+                block_the_loop(batches.fd)
             # Let go of the chunk now, not when the next one comes: a slow upload waits
             # for its next bytes most of the time, and would hold its last ones meanwhile.
             del chunk

@@ -1,9 +1,9 @@
 """The teaching switch (--teach, a loopback server only): block the loop on purpose, from the page.
 
 Turned on (PUT /teach {"block_the_loop": true}, or the switch in the page's
-heartbeat), every upload's bytes are written the naive way, on the event loop:
-each chunk is written, flushed to the disk with fsync, and followed by a
-SLOW_DISK wait that stands for a busy disk (on a RAM-backed data dir, or a fast
+heartbeat), every upload's chunks, of uploads already running too, are followed by
+what a naive handler does on the event loop: the file flushed to the disk with
+fsync, and a SLOW_DISK wait that stands for a busy disk (on a RAM-backed data dir, or a fast
 SSD, fsync alone may cost next to nothing, and the lesson would depend on the
 machine). While an upload runs, the heartbeat's lag and the page's request time
 then show what that costs every user of the server; turned off, the next
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -46,7 +45,7 @@ def setup(app: web.Application) -> None:
 
 async def _switched_off_at_the_end(app: web.Application) -> AsyncIterator[None]:
     yield
-    receive.receive_on_the_loop = None
+    receive.block_the_loop = None
 
 
 @routes.get("/teach")
@@ -63,30 +62,12 @@ async def switch(request: web.Request) -> web.Response:
     if not isinstance(wanted, bool):
         raise ApiError(400, "bad_switch", 'Send {"block_the_loop": true} or false.')
     request.app[BLOCKING][0] = wanted
-    receive.receive_on_the_loop = receive_on_the_loop if wanted else None
+    receive.block_the_loop = flush_on_the_loop if wanted else None
     return web.json_response({"block_the_loop": wanted})
 
 
-async def receive_on_the_loop(chunks: AsyncIterable[receive.Chunk], path: Path, limit: int,
-                              offset: int = 0, check_head: Callable[[bytes], None] | None = None,
-                              head_size: int = 16) -> int:
-    """receive.receive's contract, done the blocking way: every call below runs on the loop."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with open(fd, "wb") as out:  # an open descriptor: "wb" truncates nothing
-        out.truncate(offset)
-        out.seek(offset)
-        end, head = offset, b""
-        async for chunk in chunks:
-            if end + len(chunk) > limit:
-                raise receive.TooLarge
-            if check_head is not None:
-                head += bytes(chunk[: head_size - len(head)])
-                if len(head) == head_size:
-                    check, check_head = check_head, None
-                    check(head)
-            out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())  # the loop waits for the disk
-            time.sleep(SLOW_DISK)  # and for the slow disk this stands for
-            end += len(chunk)
-    return end - offset
+def flush_on_the_loop(fd: int) -> None:
+    """What a naive handler does after each chunk it writes, done where it would do it, on
+    the loop: wait for the disk (fsync), and for the slow disk SLOW_DISK stands for."""
+    os.fsync(fd)
+    time.sleep(SLOW_DISK)
