@@ -13,34 +13,19 @@ import asyncio
 import logging
 import resource
 import shutil
-import time
 from pathlib import Path
 
 import aiohttp
 
 from bench.client import delete, elapsed_ms, finished, upload, wait_task
 from bench.queue_mode import Reporting
-from bench.servers import Server, stop
+from bench.servers import Server, timed_exec
 from bench.stats import ratios
 from video_async import ffmpeg, probing
 
 log = logging.getLogger("bench")
 
 BAR = 0.8  # the ladder task's wall time against its rungs encoded one by one
-
-
-async def _timed(args: list[str]) -> float:
-    began = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await proc.communicate()
-    finally:
-        await stop(proc)  # only does something if we were interrupted while it ran
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed: {err.decode(errors='replace')[-500:]}")
-    return time.perf_counter() - began
 
 
 def _children_cpu() -> float:
@@ -71,7 +56,7 @@ async def bench_ladder(session: aiohttp.ClientSession, app: Server, clip: Path, 
     async def ladder() -> None:
         folder = _fresh(scratch / "ladder")
         cpu = _children_cpu()
-        ladder_s.append(await _timed(ffmpeg.ladder_args(exe, clip, folder, rungs, has_audio, limits)))
+        ladder_s.append(await timed_exec(ffmpeg.ladder_args(exe, clip, folder, rungs, has_audio, limits)))
         ladder_cpu.append(_children_cpu() - cpu)
 
     async def one_by_one() -> None:
@@ -79,7 +64,7 @@ async def bench_ladder(session: aiohttp.ClientSession, app: Server, clip: Path, 
         cpu = _children_cpu()
         for n, rung in enumerate(rungs):
             folder = _fresh(scratch / f"rung-{n}")
-            total += await _timed(ffmpeg.ladder_args(exe, clip, folder, [rung], has_audio, limits))
+            total += await timed_exec(ffmpeg.ladder_args(exe, clip, folder, [rung], has_audio, limits))
         one_by_one_s.append(total)
         one_by_one_cpu.append(_children_cpu() - cpu)
 

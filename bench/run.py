@@ -41,7 +41,7 @@ from bench.many_uploads import COUNTS as MANY_COUNTS
 from bench.ladder import bench_ladder
 from bench.many_uploads import bench_many
 from bench.queue_mode import bench_queue
-from bench.servers import ROOT, Server, proc_status, running, stop
+from bench.servers import ROOT, Server, proc_status, running, stop, timed_exec
 from bench.stats import Summary, percentile, ratios
 from video_async import ffmpeg, probing
 from video_async.config import Settings
@@ -482,20 +482,6 @@ async def bench_pickup(session: aiohttp.ClientSession, app: Server, clip: Path, 
 
 
 # -- 5: the worker's overhead over ffmpeg itself ------------------------------------
-
-async def timed_exec(args: list[str]) -> float:
-    began = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await proc.communicate()
-    finally:
-        await stop(proc)  # only does something if we were interrupted while it ran
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed: {err.decode(errors='replace')[-500:]}")
-    return time.perf_counter() - began
-
 
 async def bench_processing(session: aiohttp.ClientSession, app: Server, clip: Path,
                            scratch: Path, runs: int, report: Report) -> None:

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +98,18 @@ async def running(name: str, module: str, args: Sequence[str], log_file: Path,
         yield Server(name, proc.pid, url)
     finally:
         await stop(proc)
+
+
+async def timed_exec(args: list[str]) -> float:
+    """Run a command to its end (ffmpeg, directly), its output dropped; its wall time."""
+    began = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await proc.communicate()
+    finally:
+        await stop(proc)  # only does something if we were interrupted while it ran
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - began
