@@ -1,7 +1,8 @@
 """Item 7 of `make bench`: the queue mode (--queue), against the single process.
 
 A redis-server of its own (loopback, free port, persistence off), a web process with
---queue, and `video_async worker` processes, all on this machine and one data dir:
+--queue, and `video_async worker` processes, all on this machine and one data dir (the
+workers of a folder of their own: their own web process, data dir and Redis database):
 
 - pickup: task created -> PROCESSING on an idle worker, through Redis;
 - one job's wall time (started -> finished) through the queue against the in-process
@@ -10,7 +11,8 @@ A redis-server of its own (loopback, free port, persistence off), a web process 
   the source and sends the output back over HTTP;
 - for a 199 MiB source, through a worker of its own folder: the seconds it spends
   fetching the source and sending the output back (timed by a pass-through on the
-  worker routes, bench/worker_proxy.py), as a share of the job's wall time;
+  worker routes, bench/worker_proxy.py), as a share of the job's wall time, and that
+  job against the same one without the pass-through, interleaved, to show its cost;
 - a batch of clips with two worker processes against one, reported as measured: on a
   machine whose cores one ffmpeg already fills, a second worker adds no speed.
 """
@@ -198,14 +200,20 @@ async def bench_queue(session: aiohttp.ClientSession, start: Start, scratch: Pat
         fetch_s: list[float] = []
         send_s: list[float] = []
         sent_mib: list[float] = []
+        big_direct_s: list[float] = []  # the same job without the pass-through: what it costs
         for run in range(runs):
+            if run % 2:
+                big_direct_s.append(await job_seconds(session, remote_app, big))
             task = await completed(session, big_app, big)
+            if not run % 2:
+                big_direct_s.append(await job_seconds(session, remote_app, big))
             big_wall_s.append(elapsed_ms(task, "started_at", "finished_at") / 1000)
             fetch_s.append(timings.of(task["id"], "source"))
             send_s.append(timings.of(task["id"], "output", "thumbnail"))
             sent_mib.append(task["output"]["size"] / MIB)
-            log.info("queue big source run %d: job %.2f s, fetch %.2f s, send %.2f s (%.0f MiB)",
-                     run + 1, big_wall_s[-1], fetch_s[-1], send_s[-1], sent_mib[-1])
+            log.info("queue big source run %d: job %.2f s (%.2f s direct), fetch %.2f s, "
+                     "send %.2f s (%.0f MiB)", run + 1, big_wall_s[-1], big_direct_s[-1],
+                     fetch_s[-1], send_s[-1], sent_mib[-1])
 
         one_s: list[float] = []
         two_s: list[float] = []
@@ -226,7 +234,10 @@ async def bench_queue(session: aiohttp.ClientSession, start: Start, scratch: Pat
     over_http = report.figure(ITEM, "queue over HTTP / in-process (paired)", "x",
                               ratios(remote_s, single_s), 3)
     big_mib = f"{big.stat().st_size / MIB:.0f} MiB"
-    report.figure(ITEM, f"{big_mib} source: job, over HTTP", "s", big_wall_s)
+    report.figure(ITEM, f"{big_mib} source: job, over HTTP", "s", big_direct_s)
+    report.figure(ITEM, f"{big_mib} source: job, through pass-through", "s", big_wall_s)
+    report.figure(ITEM, f"{big_mib} source: pass-through / direct", "x",
+                  ratios(big_wall_s, big_direct_s), 3)
     report.figure(ITEM, f"{big_mib} source: fetch it", "s", fetch_s)
     report.figure(ITEM, f"{big_mib} source: its output", "MiB", sent_mib, 1)
     report.figure(ITEM, f"{big_mib} source: send output back", "s", send_s)
@@ -246,4 +257,5 @@ async def bench_queue(session: aiohttp.ClientSession, start: Start, scratch: Pat
                            "over_http_s": remote_s, "big_source_bytes": big.stat().st_size,
                            "big_over_http_s": big_wall_s, "big_fetch_s": fetch_s,
                            "big_send_s": send_s, "big_output_mib": sent_mib,
+                           "big_over_http_direct_s": big_direct_s,
                            "batch_one_worker_s": one_s, "batch_two_workers_s": two_s}
