@@ -705,7 +705,7 @@ async def measure(runs: int, items: set[int], report: Report, counts: tuple[int,
                     if 10 in items:  # all sizes at once: bench/ladder.py
                         await bench_ladder(session, app, hd, scratch, runs, LIMITS, report)
                 if 7 in items:  # the queue mode: bench/queue_mode.py
-                    await bench_queue(session, start, scratch, small, hd, runs, report)
+                    await bench_queue(session, start, scratch, small, hd, big, runs, report)
                 if 8 in items:  # resumable uploads: bench/tus.py
                     app = await start("server-tus", "video_async", app_args(data("app-tus")) + UPLOADS_ONLY)
                     await tus.bench_tus(session, app, big, runs, report, memory=proc_status,
